@@ -1,0 +1,1 @@
+"""Shared platform for the hecht services: plumbing only, no business rules."""

@@ -1,0 +1,79 @@
+"""The ``hecht`` command: development tokens, workers, migrations and the local stack."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SERVICES = ("members", "agreements", "notify")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _token(args) -> int:
+    from .auth import ROLES, mint
+    from .config import settings
+    if args.role not in ROLES:
+        print(f"unknown role {args.role!r}; one of {', '.join(ROLES)}", file=sys.stderr)
+        return 2
+    print(mint(settings("cli"), roles=[args.role], region=args.region, member=args.member, ttl=args.ttl))
+    return 0
+
+
+def _worker(args) -> int:
+    from .worker import run
+    run(args.service)
+    return 0
+
+
+def _migrate(args) -> int:
+    """Create indexes and topics: safe to run again, run before a new version starts."""
+    import importlib
+    from . import mongo
+    from .config import settings
+    from .kafka import ensure_topics
+    from .web import ensure_platform_indexes
+    for service in args.services or SERVICES:
+        s = settings(service)
+        db = mongo.database(s.mongo_uri, s.database_name)
+        ensure_platform_indexes(db)
+        importlib.import_module(f"services.{service}.worker").ensure_indexes(db)
+        print(f"{service}: indexes ready in {s.database_name}")
+    print("topics:", ", ".join(ensure_topics(settings("cli"))))
+    return 0
+
+
+def _stack(args) -> int:
+    return subprocess.call([str(REPO / "deploy" / "local" / "stack.sh"), *args.args])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hecht", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("token", help="print a development JWT signed with HECHT_JWT_SECRET")
+    t.add_argument("--role", required=True)
+    t.add_argument("--region")
+    t.add_argument("--member")
+    t.add_argument("--ttl", type=int, default=3600)
+    t.set_defaults(fn=_token)
+
+    w = sub.add_parser("worker", help="run a service's relay, consumers and scheduler")
+    w.add_argument("service", choices=SERVICES)
+    w.set_defaults(fn=_worker)
+
+    m = sub.add_parser("migrate", help="create indexes and Kafka topics")
+    m.add_argument("services", nargs="*", help=f"some of {', '.join(SERVICES)} (default: all)")
+    m.set_defaults(fn=_migrate)
+
+    s = sub.add_parser("stack", help="the local Kafka + FerretDB + SMTP stack (deploy/local/stack.sh)")
+    s.add_argument("args", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=_stack)
+
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

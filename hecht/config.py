@@ -1,0 +1,95 @@
+"""Settings from environment variables (12-factor), with safe local defaults.
+
+Read once per process through :func:`settings`; tests override by setting
+environment variables before building an app or a worker.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _float_list(raw: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in raw.split(",") if x.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    mongo_uri: str
+    kafka_bootstrap_servers: str
+    topic_prefix: str = ""
+    jwt_secret: str = "dev-only-insecure-secret-change-me-0123456789"
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    max_body_bytes: int = 256 * 1024
+    signup_rate_limit: int = 20          # sign-ups per client address ...
+    signup_rate_window_s: int = 60       # ... per this many seconds
+    idempotency_ttl_s: int = 24 * 3600
+    log_level: str = "INFO"
+    relay_poll_s: float = 0.2
+    consumer_max_attempts: int = 3
+    metrics_port: int = 9100
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    smtp_from: str = "hecht <noreply@hecht.local>"
+    webhook_encryption_key: str | None = None
+    webhooks_allow_private: bool = False
+    webhook_retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_timeout_s: float = 15.0
+    webhook_disable_after_failures: int = 5
+    public_base_url: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def database_name(self) -> str:
+        """The database named in MONGO_URI's path, else ``hecht_<service>``."""
+        from pymongo.uri_parser import parse_uri
+
+        return parse_uri(self.mongo_uri).get("database") or f"hecht_{self.service}"
+
+    def topic(self, name: str) -> str:
+        """Full topic name; a prefix isolates test runs on a shared broker."""
+        return f"{self.topic_prefix}{name}"
+
+
+def settings(service: str) -> Settings:
+    env = os.environ
+    default_db = f"mongodb://127.0.0.1:27017/hecht_{service}"
+    mongo_uri = env.get(f"HECHT_{service.upper()}_MONGO_URI") or env.get("MONGO_URI") or default_db
+    return Settings(
+        service=service,
+        mongo_uri=mongo_uri,
+        kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        topic_prefix=env.get("HECHT_TOPIC_PREFIX", ""),
+        jwt_secret=env.get("HECHT_JWT_SECRET", "dev-only-insecure-secret-change-me-0123456789"),
+        jwt_algorithms=tuple(a.strip() for a in env.get("HECHT_JWT_ALGORITHMS", "HS256").split(",")),
+        jwks_url=env.get("HECHT_JWKS_URL") or None,
+        jwt_issuer=env.get("HECHT_JWT_ISSUER") or None,
+        jwt_audience=env.get("HECHT_JWT_AUDIENCE") or None,
+        max_body_bytes=int(env.get("HECHT_MAX_BODY_BYTES", 256 * 1024)),
+        signup_rate_limit=int(env.get("HECHT_SIGNUP_RATE_LIMIT", 20)),
+        signup_rate_window_s=int(env.get("HECHT_SIGNUP_RATE_WINDOW_S", 60)),
+        idempotency_ttl_s=int(env.get("HECHT_IDEMPOTENCY_TTL_S", 24 * 3600)),
+        log_level=env.get("HECHT_LOG_LEVEL", "INFO"),
+        relay_poll_s=float(env.get("HECHT_RELAY_POLL_S", 0.2)),
+        consumer_max_attempts=int(env.get("HECHT_CONSUMER_MAX_ATTEMPTS", 3)),
+        metrics_port=int(env.get("HECHT_METRICS_PORT", 9100)),
+        smtp_url=env.get("HECHT_SMTP_URL", "smtp://127.0.0.1:1025"),
+        smtp_from=env.get("HECHT_SMTP_FROM", "hecht <noreply@hecht.local>"),
+        webhook_encryption_key=env.get("HECHT_WEBHOOK_ENCRYPTION_KEY") or None,
+        webhooks_allow_private=_bool("HECHT_WEBHOOKS_ALLOW_PRIVATE", False),
+        webhook_retry_schedule_s=_float_list(
+            env.get("HECHT_WEBHOOK_RETRY_SCHEDULE_S", "5,300,1800,7200,18000,36000,36000")),
+        webhook_timeout_s=float(env.get("HECHT_WEBHOOK_TIMEOUT_S", 15)),
+        webhook_disable_after_failures=int(env.get("HECHT_WEBHOOK_DISABLE_AFTER_FAILURES", 5)),
+        public_base_url=env.get("HECHT_PUBLIC_BASE_URL", ""),
+    )

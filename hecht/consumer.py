@@ -1,0 +1,216 @@
+"""The consumer loop every service uses: at-least-once delivery, effectively-once effects.
+
+For each record: decode the CloudEvent (undecodable → dead-letter at once),
+skip it if its id is in the inbox (a redelivery) or its ``sequence`` is not
+newer than the last one applied for its subject (a stale duplicate), run the
+handler with bounded retries, dead-letter it if it keeps failing, then record
+the id in the inbox. Offsets are committed only after the whole batch is
+handled, so a crash re-delivers rather than loses.
+
+Handlers must be idempotent for the window between their effect and the inbox
+write (a crash there re-applies); they get the decoded event dict.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Callable
+
+from kafka import TopicPartition
+from prometheus_client import Counter, Gauge
+from pymongo import ASCENDING
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from . import events as ev
+from .config import Settings
+from .kafka import consumer as make_consumer, producer as make_producer
+from .topics import dlq_topic
+
+log = logging.getLogger(__name__)
+
+CONSUMED = Counter("hecht_consumer_events_total", "Events handled by outcome",
+                   ["group", "outcome"])  # applied | duplicate | stale | dead_lettered | ignored
+LAG = Gauge("hecht_consumer_lag", "Records behind the end of the partition", ["group", "topic", "partition"])
+
+INBOX = "inbox"
+CURSORS = "subject_cursors"
+
+Handler = Callable[[dict], None]
+
+
+class RetryableError(Exception):
+    """The handler could not apply the event now (e.g. a dependency is down): retry later."""
+
+
+def ensure_indexes(db: Database) -> None:
+    # The inbox's uniqueness is its _id (the event id); subject cursors are keyed by subject.
+    db[INBOX].create_index([("at", ASCENDING)])
+
+
+class ConsumerRunner:
+    def __init__(self, settings: Settings, db: Database, group: str, topics: list[str],
+                 handle: Handler, *, retry_delay_s: float = 0.5):
+        self.settings = settings
+        self.db = db
+        self.group = group
+        self.topics = [settings.topic(t) for t in topics]
+        self.handle = handle
+        self.retry_delay_s = retry_delay_s
+        self.dlq = settings.topic(dlq_topic(group))
+        self._consumer = None
+        self._producer = None
+        self._last_lag = 0.0
+
+    # -- one record -------------------------------------------------------------------------
+    def process(self, record) -> str:
+        """Handle one Kafka record; returns the outcome (also counted in metrics)."""
+        try:
+            event = ev.decode(record.value)
+        except ev.InvalidEvent as e:
+            self._dead_letter(record, f"undecodable: {e}", "InvalidEvent")
+            return self._count("dead_lettered")
+        event_id = str(event["id"])
+        if self.db[INBOX].find_one({"_id": event_id}, {"_id": 1}):
+            return self._count("duplicate")
+        cursor = self.db[CURSORS].find_one({"_id": event["subject"]}) or {}
+        last = cursor.get("sequence", 0)
+        if event["sequence"] <= last:
+            log.info("stale event skipped", extra={"event_id": event_id, "subject": event["subject"],
+                                                   "sequence": event["sequence"], "last_applied": last})
+            return self._count("stale")
+        if last and event["sequence"] > last + 1:
+            log.warning("sequence gap: applying anyway", extra={
+                "subject": event["subject"], "sequence": event["sequence"], "last_applied": last})
+        error = None
+        for attempt in range(1, self.settings.consumer_max_attempts + 1):
+            try:
+                self.handle(event)
+                error = None
+                break
+            except PyMongoError:
+                raise  # our own database is down: stop the batch, don't commit, retry later
+            except Exception as e:  # noqa: BLE001 - any handler failure is retried, then dead-lettered
+                error = e
+                log.warning("handler failed", extra={"event_id": event_id, "type": event.get("type"),
+                                                     "attempt": attempt, "error": repr(e)})
+                if attempt < self.settings.consumer_max_attempts:
+                    time.sleep(self.retry_delay_s * attempt)
+        if error is not None:
+            self._dead_letter(record, f"{type(error).__name__}: {error}", type(error).__name__,
+                              "".join(traceback.format_exception_only(error)).strip())
+            outcome = "dead_lettered"
+        else:
+            outcome = "applied"
+        self._mark(event)
+        return self._count(outcome)
+
+    def _mark(self, event: dict) -> None:
+        try:
+            self.db[INBOX].insert_one({"_id": str(event["id"]), "type": event.get("type"),
+                                       "subject": event["subject"], "sequence": event["sequence"],
+                                       "at": datetime.now(timezone.utc)})
+        except DuplicateKeyError:
+            pass
+        self.db[CURSORS].update_one({"_id": event["subject"]}, {"$max": {"sequence": event["sequence"]}},
+                                    upsert=True)
+
+    def _count(self, outcome: str) -> str:
+        CONSUMED.labels(self.group, outcome).inc()
+        return outcome
+
+    def _dead_letter(self, record, reason: str, error_type: str, detail: str = "") -> None:
+        if self._producer is None:
+            self._producer = make_producer(self.settings)
+        headers = list(record.headers or []) + [
+            ("dlq-reason", reason[:1000].encode()),
+            ("dlq-error-type", error_type.encode()),
+            ("dlq-original-topic", record.topic.encode()),
+            ("dlq-original-partition", str(record.partition).encode()),
+            ("dlq-original-offset", str(record.offset).encode()),
+            ("dlq-consumer-group", self.group.encode()),
+        ]
+        if detail:
+            headers.append(("dlq-detail", detail[:2000].encode()))
+        self._producer.send(self.dlq, key=record.key, value=record.value, headers=headers).get(timeout=15)
+        log.error("event dead-lettered", extra={"dlq": self.dlq, "reason": reason,
+                                                "topic": record.topic, "offset": record.offset})
+
+    # -- the loop ---------------------------------------------------------------------------
+    def poll_once(self, timeout_ms: int = 500) -> int:
+        """Poll, handle and commit one batch; returns the number of records seen."""
+        if self._consumer is None:
+            self._consumer = make_consumer(self.settings, self.group, self.topics)
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        n = 0
+        for tp, records in batches.items():
+            for record in records:
+                self.process(record)
+                n += 1
+        if n:
+            self._consumer.commit()
+        self._report_lag()
+        return n
+
+    def _report_lag(self) -> None:
+        if time.monotonic() - self._last_lag < 5 or self._consumer is None:
+            return
+        self._last_lag = time.monotonic()
+        try:
+            assigned = list(self._consumer.assignment())
+            if not assigned:
+                return
+            ends = self._consumer.end_offsets(assigned)
+            for tp in assigned:
+                LAG.labels(self.group, tp.topic, tp.partition).set(
+                    max(0, ends.get(tp, 0) - self._consumer.position(tp)))
+        except Exception as e:  # noqa: BLE001 - metrics must never break consumption
+            log.debug("lag not measured", extra={"error": repr(e)})
+
+    def close(self) -> None:
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._consumer = self._producer = None
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("consumer started", extra={"group": self.group, "topics": self.topics})
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self.poll_once()
+                delay = 0.5
+            except Exception as e:  # noqa: BLE001 - outages of Kafka or Mongo: back off, keep going
+                log.warning("consumer paused; will resume from the last committed offset",
+                            extra={"group": self.group, "error": f"{type(e).__name__}: {e}",
+                                   "retry_in_s": delay})
+                self.close()  # uncommitted records are re-delivered to the next consumer
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        self.close()
+        log.info("consumer stopped", extra={"group": self.group})
+
+
+def lag(settings: Settings, group: str, topics: list[str]) -> int:
+    """Total lag of a consumer group, from its committed offsets (for tests and operators)."""
+    from kafka import KafkaConsumer
+    probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                          group_id=settings.topic_prefix + group, enable_auto_commit=False)
+    try:
+        total = 0
+        for topic in (settings.topic(t) for t in topics):
+            parts = probe.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            ends = probe.end_offsets(tps)
+            for tp in tps:
+                committed = probe.committed(tp) or 0
+                total += max(0, ends[tp] - committed)
+        return total
+    finally:
+        probe.close()

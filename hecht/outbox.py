@@ -1,0 +1,219 @@
+"""Transactional outbox without multi-document transactions.
+
+FerretDB and a standalone MongoDB have no multi-document transactions, so the
+events a change produces are pushed into an ``_outbox`` array *inside the
+aggregate's own document*, in the same single-document update as the state
+change: both are stored or neither is. ``_pending`` marks documents that still
+hold unpublished events (indexed, so the relay's scan stays cheap).
+
+The :class:`Relay` publishes each document's pending events in order with the
+idempotent producer, copies them to the ``events`` collection (the history the
+API serves), and only then removes exactly those events with ``$pullAll``. A
+crash between publish and removal republishes them: at-least-once, and
+consumers dedupe on the event id.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Iterable
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from prometheus_client import Counter, Gauge
+
+from . import events as ev
+from .errors import Conflict, PreconditionFailed
+
+log = logging.getLogger(__name__)
+
+EVENTS_PUBLISHED = Counter("hecht_outbox_published_total", "Events published by the relay", ["service"])
+RELAY_ERRORS = Counter("hecht_outbox_relay_errors_total", "Relay publish failures", ["service"])
+OUTBOX_PENDING = Gauge("hecht_outbox_pending_documents", "Documents holding unpublished events", ["service"])
+
+ARCHIVE = "events"
+
+
+class EventDraft:
+    """An event the domain asks for; the store gives it a sequence and an envelope."""
+
+    __slots__ = ("type", "data")
+
+    def __init__(self, type: str, data: dict):
+        self.type = type
+        self.data = data
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"EventDraft({self.type!r})"
+
+
+class AggregateStore:
+    """Reads and writes one collection of aggregates, each write with its events.
+
+    ``version`` is the aggregate's sequence: every event increments it, so the
+    CloudEvents ``sequence`` extension is strictly increasing per subject and
+    the ETag changes on every write.
+    """
+
+    def __init__(self, collection: Collection, source: str):
+        self.coll = collection
+        self.source = source  # e.g. "members": CloudEvents source /regions/{r}/members
+
+    def _envelopes(self, doc_id: str, region: str, start: int, drafts: Iterable[EventDraft],
+                   traceparent: str | None) -> list[dict]:
+        out = []
+        for i, d in enumerate(drafts, start=1):
+            source = f"/regions/{region}/{self.source}" if self.source else f"/regions/{region}"
+            out.append(ev.build(d.type, region=region, subject=doc_id, sequence=start + i,
+                                data=d.data, source=source, traceparent=traceparent))
+        return out
+
+    def create(self, doc: dict, drafts: list[EventDraft], traceparent: str | None = None) -> dict:
+        """Insert a new aggregate with its first events; Conflict if the id or a unique key exists."""
+        envelopes = self._envelopes(doc["_id"], doc["region"], 0, drafts, traceparent)
+        doc = dict(doc, version=len(envelopes) or 1, _outbox=envelopes, _pending=bool(envelopes))
+        try:
+            self.coll.insert_one(doc)
+        except DuplicateKeyError as e:
+            raise Conflict("a record with the same identity already exists",
+                           key=str((e.details or {}).get("keyValue", ""))) from None
+        return doc
+
+    def update(self, doc_id: str, expected_version: int, changes: dict, drafts: list[EventDraft],
+               *, region: str, unset: Iterable[str] = (), traceparent: str | None = None) -> dict:
+        """Apply ``changes`` if the stored version is still ``expected_version``.
+
+        The version guard makes every write optimistic: a concurrent writer in
+        between means PreconditionFailed, never a lost update.
+        """
+        envelopes = self._envelopes(doc_id, region, expected_version, drafts, traceparent)
+        new_version = expected_version + max(1, len(envelopes))
+        update: dict = {"$set": dict(changes, version=new_version)}
+        if envelopes:
+            update["$push"] = {"_outbox": {"$each": envelopes}}
+            update["$set"]["_pending"] = True
+        if unset:
+            update["$unset"] = {f: "" for f in unset}
+        try:
+            doc = self.coll.find_one_and_update({"_id": doc_id, "version": expected_version}, update,
+                                                return_document=ReturnDocument.AFTER)
+        except DuplicateKeyError as e:
+            raise Conflict("a record with the same identity already exists",
+                           key=str((e.details or {}).get("keyValue", ""))) from None
+        if doc is None:
+            raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
+                                     "read it again and retry")
+        return doc
+
+
+def ensure_indexes(db: Database, collections: Iterable[str]) -> None:
+    for name in collections:
+        db[name].create_index([("_pending", ASCENDING)])
+    db[ARCHIVE].create_index([("subject", ASCENDING), ("sequence", ASCENDING)])
+    db[ARCHIVE].create_index([("region", ASCENDING), ("time", ASCENDING)])
+
+
+def history(db: Database, collection: str, subject: str) -> list[dict]:
+    """Every event of one aggregate in sequence order: published ones plus those still pending."""
+    seen: dict[str, dict] = {}
+    for e in db[ARCHIVE].find({"subject": subject}, sort=[("sequence", ASCENDING)]):
+        e = dict(e)
+        e.pop("_id", None)
+        seen[e["id"]] = e
+    doc = db[collection].find_one({"_id": subject}, {"_outbox": 1})
+    for e in (doc or {}).get("_outbox", []):
+        seen.setdefault(e["id"], e)
+    return sorted(seen.values(), key=lambda e: e["sequence"])
+
+
+class Relay:
+    """Publishes pending outbox events to one topic, in order per aggregate.
+
+    Several relays may run at once (one per worker replica): each event may
+    then be published more than once, never lost, never reordered within a
+    partition; consumers drop the duplicates by event id.
+    """
+
+    def __init__(self, db: Database, collections: list[str], topic: str, producer_factory,
+                 service: str, batch: int = 200, poll_s: float = 0.2):
+        self.db = db
+        self.collections = collections
+        self.topic = topic
+        self.producer_factory = producer_factory
+        self.service = service
+        self.batch = batch
+        self.poll_s = poll_s
+        self._producer = None
+
+    def _get_producer(self):
+        if self._producer is None:
+            self._producer = self.producer_factory()
+        return self._producer
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=5)
+            finally:
+                self._producer = None
+
+    def run_once(self) -> int:
+        """Publish what is pending now; returns the number of events published."""
+        published = 0
+        pending_docs = 0
+        for name in self.collections:
+            coll = self.db[name]
+            docs = list(coll.find({"_pending": True}, {"_outbox": 1}).limit(self.batch))
+            pending_docs += len(docs)
+            for doc in docs:
+                outbox = doc.get("_outbox") or []
+                if outbox:
+                    self._publish(outbox)
+                    self._archive(outbox)
+                    coll.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": outbox}})
+                    published += len(outbox)
+                # Cleared only if nothing new arrived meanwhile: writers set it with their push.
+                coll.update_one({"_id": doc["_id"], "_outbox": {"$size": 0}}, {"$set": {"_pending": False}})
+        OUTBOX_PENDING.labels(self.service).set(pending_docs)
+        if published:
+            EVENTS_PUBLISHED.labels(self.service).inc(published)
+        return published
+
+    def _publish(self, outbox: list[dict]) -> None:
+        producer = self._get_producer()
+        futures = [producer.send(self.topic, key=e["subject"].encode(), value=ev.encode(e),
+                                 headers=ev.kafka_headers(e)) for e in outbox]
+        producer.flush(timeout=15)
+        for f in futures:
+            f.get(timeout=15)  # raises if the broker did not acknowledge (acks=all)
+
+    def _archive(self, outbox: list[dict]) -> None:
+        try:
+            self.db[ARCHIVE].insert_many([dict(e, _id=e["id"]) for e in outbox], ordered=False)
+        except BulkWriteError as e:
+            # Already archived by an earlier (interrupted) pass: only duplicates are fine.
+            if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
+                raise
+
+    def run(self, stop: threading.Event) -> None:
+        delay = 0.5
+        log.info("relay started", extra={"topic": self.topic, "collections": self.collections})
+        while not stop.is_set():
+            try:
+                n = self.run_once()
+                delay = 0.5
+                if n == 0:
+                    stop.wait(self.poll_s)
+            except Exception as e:  # noqa: BLE001 - the relay must outlive any outage
+                RELAY_ERRORS.labels(self.service).inc()
+                log.warning("relay cannot publish yet; events stay in the outbox",
+                            extra={"error": f"{type(e).__name__}: {e}", "retry_in_s": delay})
+                self.close()  # a fresh producer after an outage avoids stale metadata
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        self.close()
+        log.info("relay stopped")
+

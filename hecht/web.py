@@ -1,0 +1,501 @@
+"""App-factory helpers shared by the three services.
+
+``create_service_app`` is the common table of contents: logging, request ids
+and trace context, auth, RFC 9457 problem responses for every error, health,
+readiness, metrics and the OpenAPI document. Views stay thin: they translate
+HTTP into a handler call and back.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from functools import wraps
+from typing import Any, Callable, Iterable
+
+from flask import Flask, Response, current_app, g, request
+from flask.json.provider import DefaultJSONProvider
+from flask_smorest import Api
+from marshmallow import Schema, fields, validate, EXCLUDE
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
+                               multiprocess, REGISTRY)
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from werkzeug.exceptions import HTTPException
+
+from . import auth, logs, mongo
+from .config import Settings, settings as load_settings
+from .errors import (Conflict, Forbidden, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed,
+                     PreconditionRequired, TooManyRequests, Unauthorized, Unavailable)
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# One table from error class to HTTP status (most specific first).
+ERROR_STATUS: list[tuple[type[HechtError], int]] = [
+    (InvalidTransition, 409), (Conflict, 409), (Invalid, 422), (NotFound, 404),
+    (PreconditionFailed, 412), (PreconditionRequired, 428), (Unauthorized, 401), (Forbidden, 403),
+    (TooManyRequests, 429), (Unavailable, 503), (HechtError, 400),
+]
+
+HTTP_REQUESTS = Counter("hecht_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
+HTTP_LATENCY = Histogram("hecht_http_request_seconds", "HTTP request latency", ["service", "route"])
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-app context
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ServiceContext:
+    """What a request needs from the platform: settings, the database, per-service stores."""
+    settings: Settings
+    index_setup: Callable[[Database], None] | None = None
+    extras: dict = field(default_factory=dict)
+    _indexes_ready: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def db(self) -> Database:
+        return mongo.database(self.settings.mongo_uri, self.settings.database_name)
+
+    def ensure_indexes(self) -> None:
+        """Once per process, on first use: start-up must not need the database to be up."""
+        if self._indexes_ready:
+            return
+        with self._lock:
+            if not self._indexes_ready:
+                ensure_platform_indexes(self.db)
+                if self.index_setup:
+                    self.index_setup(self.db)
+                self._indexes_ready = True
+
+
+def ctx() -> ServiceContext:
+    return current_app.extensions["hecht"]
+
+
+def ensure_platform_indexes(db: Database) -> None:
+    db.idempotency.create_index([("expires_at", ASCENDING)])
+    db.rate_limits.create_index([("expires_at", ASCENDING)])
+
+
+def purge_expired(db: Database, now: datetime | None = None) -> int:
+    """Delete expired idempotency records and rate-limit windows.
+
+    Explicit rather than a TTL index: FerretDB 1.x does not implement
+    ``expireAfterSeconds``; workers call this periodically.
+    """
+    now = now or datetime.now(timezone.utc)
+    n = db.idempotency.delete_many({"expires_at": {"$lt": now}}).deleted_count
+    return n + db.rate_limits.delete_many({"expires_at": {"$lt": now}}).deleted_count
+
+
+# --------------------------------------------------------------------------------------------
+# Problems
+# --------------------------------------------------------------------------------------------
+def problem(status: int, title: str, detail: str | None = None, *, slug: str | None = None,
+            errors: Any = None, headers: dict | None = None, **extra) -> Response:
+    body = {"type": f"urn:hecht:problem:{slug}" if slug else "about:blank", "title": title,
+            "status": status}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.path if request else None
+    if errors:
+        body["errors"] = errors
+    body.update({k: v for k, v in extra.items() if v is not None})
+    rid = g.get("request_id") if g else None
+    if rid:
+        body["request_id"] = rid
+    resp = Response(json.dumps(body, default=str), status=status, mimetype=PROBLEM_JSON)
+    for k, v in (headers or {}).items():
+        resp.headers[k] = str(v)
+    return resp
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def _handle_hecht_error(e: HechtError) -> Response:
+    status = next(code for cls, code in ERROR_STATUS if isinstance(e, cls))
+    headers = {}
+    if isinstance(e, TooManyRequests):
+        headers["Retry-After"] = e.retry_after
+    if isinstance(e, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="hecht"'
+    if isinstance(e, Unavailable):
+        headers["Retry-After"] = 5
+    return problem(status, e.title, e.detail, slug=_slug(type(e).__name__), errors=e.errors,
+                   headers=headers, **e.extra)
+
+
+def _handle_http_exception(e: HTTPException) -> Response:
+    status = e.code or 500
+    errors = None
+    data = getattr(e, "data", None) or {}
+    messages = data.get("messages") if isinstance(data, dict) else None
+    detail = e.description
+    if messages:
+        # webargs groups messages by location; the body's field map is what clients need.
+        errors = messages.get("json", messages) if isinstance(messages, dict) and len(messages) == 1 else messages
+        if status == 422:
+            detail = "the request body has invalid fields"
+        if status == 400 and errors == ["Invalid JSON body."] or errors == {"json": ["Invalid JSON body."]}:
+            detail, errors = "the request body is not valid JSON", None
+    if status == 413:
+        detail = f"the request body exceeds {current_app.config.get('MAX_CONTENT_LENGTH')} bytes"
+    headers = {}
+    if status == 405 and getattr(e, "valid_methods", None):
+        headers["Allow"] = ", ".join(e.valid_methods)
+    return problem(status, e.name, detail, errors=errors, headers=headers)
+
+
+def _handle_mongo_error(e: PyMongoError) -> Response:
+    log.error("database unavailable", extra={"error": f"{type(e).__name__}: {e}"})
+    return problem(503, "Service unavailable", "the database is not reachable; retry shortly",
+                   slug="database-unavailable", headers={"Retry-After": 5})
+
+
+def _handle_unexpected(e: Exception) -> Response:
+    log.exception("unhandled error")
+    return problem(500, "Internal server error", "an unexpected error occurred; it has been logged",
+                   slug="internal")
+
+
+# --------------------------------------------------------------------------------------------
+# Auth helpers used by views
+# --------------------------------------------------------------------------------------------
+def principal() -> auth.Principal | None:
+    return g.get("principal")
+
+
+def require(*roles: str, region: str | None = None) -> auth.Principal:
+    """The caller, if it has a token, acts in ``region`` and holds one of ``roles``.
+
+    Another region's resources answer 404, not 403: a tenant must not learn
+    what exists elsewhere.
+    """
+    p = principal()
+    if p is None:
+        raise Unauthorized("a bearer token is required")
+    if region is not None and not p.may_act_in(region):
+        raise NotFound(f"region {region} not found")
+    if roles and not (p.has(*roles) or p.is_platform_admin):
+        raise Forbidden(f"this needs one of the roles: {', '.join(roles)}")
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# ETag / If-Match
+# --------------------------------------------------------------------------------------------
+def etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def check_if_match(version: int, *, required: bool = False) -> None:
+    header = request.headers.get("If-Match")
+    if header is None:
+        if required:
+            raise PreconditionRequired("send If-Match with the ETag you read, to avoid overwriting a change")
+        return
+    tags = {t.strip() for t in header.split(",")}
+    if "*" not in tags and etag(version) not in tags and f"W/{etag(version)}" not in tags:
+        raise PreconditionFailed(f"the resource has changed (current ETag {etag(version)}); read it again")
+
+
+# --------------------------------------------------------------------------------------------
+# Idempotency-Key
+# --------------------------------------------------------------------------------------------
+def idempotent(view: Callable) -> Callable:
+    """Replay the first response to a retried POST that carries the same Idempotency-Key.
+
+    A key reused with a different body is refused (422); a retry while the
+    first request is still running gets 409 rather than a second execution.
+    """
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        key = request.headers.get("Idempotency-Key")
+        if not key:
+            return view(*args, **kwargs)
+        if len(key) > 255:
+            raise Invalid("Idempotency-Key is too long", errors={"Idempotency-Key": ["at most 255 characters"]})
+        p = principal()
+        scope = p.sub if p else (request.remote_addr or "anonymous")
+        rid = hashlib.sha256(f"{scope}\0{request.method}\0{request.path}\0{key}".encode()).hexdigest()
+        fingerprint = hashlib.sha256(request.get_data() or b"").hexdigest()
+        db = ctx().db
+        now = datetime.now(timezone.utc)
+        expires = now + timedelta(seconds=ctx().settings.idempotency_ttl_s)
+        try:
+            db.idempotency.insert_one({"_id": rid, "state": "running", "fingerprint": fingerprint,
+                                       "created_at": now, "expires_at": expires})
+        except DuplicateKeyError:
+            prior = db.idempotency.find_one({"_id": rid}) or {}
+            if prior.get("fingerprint") != fingerprint:
+                raise Invalid("this Idempotency-Key was used with a different request body",
+                              errors={"Idempotency-Key": ["reused with a different body"]}) from None
+            if prior.get("state") != "done":
+                raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly")
+            resp = Response(prior["body"], status=prior["status"], mimetype=prior["mimetype"])
+            for k, v in prior.get("headers", {}).items():
+                resp.headers[k] = v
+            resp.headers["Idempotent-Replayed"] = "true"
+            return resp
+        try:
+            resp = current_app.make_response(view(*args, **kwargs))
+        except HechtError as e:
+            resp = _handle_hecht_error(e)
+        except BaseException:
+            db.idempotency.delete_one({"_id": rid})
+            raise
+        if resp.status_code >= 500:
+            db.idempotency.delete_one({"_id": rid})
+        else:
+            keep = {k: v for k, v in resp.headers.items() if k in ("Location", "ETag")}
+            db.idempotency.update_one({"_id": rid}, {"$set": {
+                "state": "done", "status": resp.status_code, "body": resp.get_data(),
+                "mimetype": resp.mimetype, "headers": keep}})
+        return resp
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------------
+# Rate limiting (fixed window, shared by every worker through the database)
+# --------------------------------------------------------------------------------------------
+def rate_limit(bucket: str, limit: int, window_s: int) -> None:
+    now = time.time()
+    window = int(now // window_s)
+    client = request.remote_addr or "unknown"
+    doc = ctx().db.rate_limits.find_one_and_update(
+        {"_id": f"{bucket}:{client}:{window}"},
+        {"$inc": {"n": 1}, "$setOnInsert": {
+            "expires_at": datetime.fromtimestamp((window + 1) * window_s, timezone.utc)}},
+        upsert=True, return_document=ReturnDocument.AFTER)
+    if doc["n"] > limit:
+        retry = max(1, int((window + 1) * window_s - now) + 1)
+        raise TooManyRequests(f"at most {limit} requests per {window_s} s from one address", retry)
+
+
+# --------------------------------------------------------------------------------------------
+# Cursor pagination
+# --------------------------------------------------------------------------------------------
+class PageArgsSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the same query string also carries the filters
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200),
+                           metadata={"description": "items per page (1–200)"})
+    after = fields.String(load_default=None, validate=validate.Length(max=512),
+                          metadata={"description": "the `next` cursor of the previous page"})
+
+
+class PageSchema(Schema):
+    next = fields.String(allow_none=True, metadata={"description": "URL of the next page, or null"})
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if not value:
+            raise ValueError("empty cursor")
+        return value
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Invalid("the cursor is not valid", errors={"after": ["not a cursor this API issued"]}) from None
+
+
+def paginate(collection, query: dict, *, limit: int, after: str | None,
+             projection: dict | None = None) -> tuple[list[dict], str | None]:
+    """A page in ``_id`` order (ids are time-ordered), and the URL of the next one."""
+    if after:
+        query = {"$and": [query, {"_id": {"$gt": decode_cursor(after)}}]}
+    docs = list(collection.find(query, projection).sort("_id", ASCENDING).limit(limit + 1))
+    next_url = None
+    if len(docs) > limit:
+        docs = docs[:limit]
+        args = request.args.to_dict()
+        args["after"] = encode_cursor(str(docs[-1]["_id"]))
+        args["limit"] = str(limit)
+        from urllib.parse import urlencode
+        next_url = f"{request.path}?{urlencode(args)}"
+    return docs, next_url
+
+
+def new_id(prefix: str) -> str:
+    """Time-ordered, unguessable ids: a stable pagination order, and no enumeration."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+# --------------------------------------------------------------------------------------------
+# Readiness
+# --------------------------------------------------------------------------------------------
+_kafka_probe_cache: dict[str, tuple[float, bool, str]] = {}
+
+
+def kafka_ready(settings: Settings) -> tuple[bool, str]:
+    """A real metadata request, cached for 2 s so probes do not hammer the broker."""
+    key = settings.kafka_bootstrap_servers
+    hit = _kafka_probe_cache.get(key)
+    if hit and time.monotonic() - hit[0] < 2:
+        return hit[1], hit[2]
+    from kafka import KafkaAdminClient
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=key, request_timeout_ms=2000,
+                                 bootstrap_timeout_ms=2000, client_id="hecht-readyz")
+        try:
+            admin.list_topics()
+        finally:
+            admin.close()
+        result = (True, "ok")
+    except Exception as e:  # noqa: BLE001
+        result = (False, f"{type(e).__name__}")
+    _kafka_probe_cache[key] = (time.monotonic(), *result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The factory
+# --------------------------------------------------------------------------------------------
+class _JSONProvider(DefaultJSONProvider):
+    @staticmethod
+    def default(o):
+        if isinstance(o, datetime):
+            return o.isoformat().replace("+00:00", "Z")
+        if isinstance(o, date):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
+
+
+def create_service_app(service: str, *, title: str, description: str, blueprints: Iterable,
+                       index_setup: Callable[[Database], None] | None = None,
+                       test_config: dict | None = None) -> Flask:
+    settings = (test_config or {}).get("HECHT_SETTINGS") or load_settings(service)
+    logs.setup(service, settings.log_level)
+    app = Flask(f"hecht.{service}")
+    app.json_provider_class = _JSONProvider
+    app.json = _JSONProvider(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        API_TITLE=title,
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_REDOC_PATH="docs",
+        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        API_SPEC_OPTIONS={
+            "info": {"description": description},
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                          "bearerFormat": "JWT"}}},
+            "security": [{"bearer": []}],
+        },
+    )
+    app.config.update({k: v for k, v in (test_config or {}).items() if k != "HECHT_SETTINGS"})
+    app.extensions["hecht"] = ServiceContext(settings=settings, index_setup=index_setup)
+
+    api = Api(app)
+    # flask-smorest answers 422 for a malformed JSON body as "unprocessable": keep its
+    # documented error responses but render every error as problem+json.
+    api.ERROR_SCHEMA = None
+    for bp in blueprints:
+        api.register_blueprint(bp)
+
+    _install_hooks(app, service)
+    app.register_error_handler(HechtError, _handle_hecht_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(PyMongoError, _handle_mongo_error)
+    app.register_error_handler(Exception, _handle_unexpected)
+    _install_ops_routes(app, service)
+    return app
+
+
+def _install_hooks(app: Flask, service: str) -> None:
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+        rid = request.headers.get("X-Request-Id", "")
+        g.request_id = rid if _REQUEST_ID_RE.match(rid) else uuid.uuid4().hex
+        m = _TRACEPARENT_RE.match(request.headers.get("traceparent", ""))
+        trace = m.group(1) if m else secrets.token_hex(16)
+        g.traceparent = f"00-{trace}-{secrets.token_hex(8)}-01"
+        logs.request_id.set(g.request_id)
+        logs.trace_id.set(trace)
+        header = request.headers.get("Authorization")
+        g.principal = None
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("use 'Authorization: Bearer <token>'")
+            g.principal = auth.decode(token.strip(), ctx().settings)
+        if request.method in ("POST", "PUT", "PATCH") and request.content_length:
+            if not request.is_json:
+                return problem(415, "Unsupported Media Type",
+                               "send the request body as application/json")
+        if request.endpoint and not request.endpoint.startswith(("ops.", "api-docs.")):
+            ctx().ensure_indexes()
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        resp.headers["X-Request-Id"] = g.get("request_id", "")
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(service, request.method, route, resp.status_code).inc()
+        if "started" in g:
+            elapsed = time.perf_counter() - g.started
+            HTTP_LATENCY.labels(service, route).observe(elapsed)
+            if route not in ("/healthz", "/metrics", "/readyz"):
+                log.info("request", extra={"method": request.method, "path": request.path,
+                                           "status": resp.status_code, "ms": round(elapsed * 1000, 1)})
+        return resp
+
+
+def _install_ops_routes(app: Flask, service: str) -> None:
+    from flask import Blueprint
+    ops = Blueprint("ops", __name__)
+
+    @ops.get("/healthz")
+    def healthz():
+        return {"status": "ok", "service": service}
+
+    @ops.get("/readyz")
+    def readyz():
+        checks = {}
+        try:
+            ctx().db.command("ping")
+            checks["mongodb"] = "ok"
+        except PyMongoError as e:
+            checks["mongodb"] = type(e).__name__
+        ok, detail = kafka_ready(ctx().settings)
+        checks["kafka"] = detail
+        ready = all(v == "ok" for v in checks.values())
+        if ready:
+            return {"status": "ready", "checks": checks}
+        return problem(503, "Not ready", "a dependency is not reachable", slug="not-ready", checks=checks)
+
+    @ops.get("/metrics")
+    def metrics():
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+    app.register_blueprint(ops)

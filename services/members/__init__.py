@@ -1,0 +1,1 @@
+"""Members service: regions (tenants), GP enrolment, roles, practice capacity, erasure."""

@@ -1,0 +1,18 @@
+"""``create_app()``: the members service's table of contents (gunicorn runs this)."""
+from __future__ import annotations
+
+from hecht.web import create_service_app
+
+from .api import regions
+from .repository import ensure_indexes
+
+
+def create_app(test_config: dict | None = None):
+    return create_service_app(
+        "members",
+        title="hecht members",
+        description="Regions, GP enrolment, roles, practice capacity and erasure.",
+        blueprints=[regions],
+        index_setup=ensure_indexes,
+        test_config=test_config,
+    )

@@ -1,0 +1,106 @@
+"""Shared fixtures. Tests that touch storage or messaging use the real local stack.
+
+``make test`` starts a stack on its own ports (deploy/local/stack.sh) and
+exports its addresses; every test then gets its own databases and its own
+topic prefix, so tests never see each other's data or consumer offsets.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Callable
+
+import pytest
+
+MONGO_BASE = os.environ.get("HECHT_TEST_MONGO", "mongodb://127.0.0.1:27018")
+KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+SERVICES = ("members", "agreements", "notify")
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.1,
+               message: str = "condition") -> object:
+    """Poll until ``predicate()`` is truthy; the 'wait until handled' helper instead of sleeps."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """The running local stack; fails (never skips) when it is not there."""
+    import pymongo
+    from kafka import KafkaAdminClient
+    try:
+        pymongo.MongoClient(MONGO_BASE, serverSelectionTimeoutMS=5000).admin.command("ping")
+        KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=5000).close()
+    except Exception as e:  # noqa: BLE001
+        pytest.fail(f"the local stack is not running ({e!r}); run the tests with `make test`")
+    return {"mongo": MONGO_BASE, "kafka": KAFKA}
+
+
+@pytest.fixture
+def hecht_env(stack, monkeypatch):
+    """Per-test databases and topic prefix, set in the environment the code reads."""
+    from hecht import kafka as hk
+    from hecht.config import settings
+    suffix = uuid.uuid4().hex[:10]
+    prefix = f"t{suffix}."
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", stack["kafka"])
+    monkeypatch.setenv("HECHT_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("HECHT_WEBHOOKS_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("HECHT_RELAY_POLL_S", "0.05")
+    monkeypatch.setenv("HECHT_METRICS_PORT", "0")
+    monkeypatch.setenv("HECHT_LOG_LEVEL", "WARNING")
+    dbs = {}
+    for s in SERVICES:
+        dbs[s] = f"t{suffix}_{s}"
+        monkeypatch.setenv(f"HECHT_{s.upper()}_MONGO_URI", f"{stack['mongo']}/{dbs[s]}")
+    hk.ensure_topics(settings("members"))
+    yield {"prefix": prefix, "dbs": dbs, "suffix": suffix}
+    from hecht import mongo
+    client = mongo.client(f"{stack['mongo']}/{dbs['members']}")
+    for name in dbs.values():
+        try:
+            client.drop_database(name)
+        except Exception:  # noqa: BLE001 - best-effort cleanup
+            pass
+
+
+@pytest.fixture
+def topic_reader(stack):
+    """Read every record of a topic from the beginning until ``until(records)`` holds."""
+    from kafka import KafkaConsumer
+    consumers = []
+
+    def read(topic: str, until: Callable[[list], bool] = lambda r: bool(r), timeout: float = 20.0) -> list:
+        c = KafkaConsumer(topic, bootstrap_servers=stack["kafka"], auto_offset_reset="earliest",
+                          enable_auto_commit=False, group_id=None, consumer_timeout_ms=500)
+        consumers.append(c)
+        records: list = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for batch in c.poll(timeout_ms=300).values():
+                records.extend(batch)
+            if until(records):
+                return records
+        raise AssertionError(f"timed out reading {topic}: got {len(records)} records")
+
+    yield read
+    for c in consumers:
+        c.close()
+
+
+def token(role: str, region: str | None = None, member: str | None = None, ttl: int = 600, **kw) -> str:
+    from hecht.auth import mint
+    from hecht.config import settings
+    return mint(settings("members"), roles=[role], region=region, member=member, ttl=ttl, **kw)
+
+
+def bearer(role: str, region: str | None = None, member: str | None = None, **kw) -> dict:
+    return {"Authorization": f"Bearer {token(role, region, member, **kw)}"}

@@ -1,0 +1,245 @@
+"""The shared platform against the real stack: outbox → Kafka, consumer guarantees, web plumbing."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import pytest
+from kafka import KafkaProducer
+
+from hecht import events as ev, kafka as hk, mongo, topics
+from hecht.config import settings
+from hecht.consumer import ConsumerRunner
+from hecht.outbox import Relay
+from tests.conftest import bearer, wait_until
+
+REGION = {"id": "elz-gent", "name": "ELZ Gent", "country": "BE", "kind": "eerstelijnszone",
+          "municipalities": ["Gent", "Merelbeke"],
+          "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.6, "voting_period_days": 14}}
+ADMIN = None
+
+
+@pytest.fixture
+def members_app(hecht_env):
+    from services.members.app import create_app
+    app = create_app()
+    return app
+
+
+@pytest.fixture
+def client(members_app):
+    return members_app.test_client()
+
+
+def members_db():
+    s = settings("members")
+    return mongo.database(s.mongo_uri, s.database_name)
+
+
+def relay_for_members() -> Relay:
+    s = settings("members")
+    return Relay(members_db(), ["regions"], s.topic(topics.MEMBERS), lambda: hk.producer(s), "members")
+
+
+def region_event(subject: str, sequence: int, name: str = "x") -> dict:
+    data = dict(REGION, region_id=subject, name=name)
+    data.pop("id")
+    return ev.build("region.updated", region=subject, subject=subject, sequence=sequence,
+                    data=data, source=f"/regions/{subject}")
+
+
+# -- outbox → Kafka ---------------------------------------------------------------------------
+def test_event_written_with_a_change_reaches_kafka_with_a_valid_envelope(client, topic_reader):
+    r = client.post("/v1/regions", json=REGION, headers=bearer("platform-admin"))
+    assert r.status_code == 201, r.json
+    stored = members_db().regions.find_one({"_id": "elz-gent"})
+    assert len(stored["_outbox"]) == 1 and stored["_pending"] is True  # written atomically with the state
+
+    relay = relay_for_members()
+    assert relay.run_once() == 1
+    relay.close()
+    records = topic_reader(settings("members").topic(topics.MEMBERS))
+    assert len(records) == 1
+    record = records[0]
+    event = ev.decode(record.value)
+    ev.validate(event)
+    assert record.key == b"elz-gent"
+    assert event["type"] == "hecht.region.registered.v1" and event["sequence"] == 1
+    assert event["source"] == "/regions/elz-gent" and event["region"] == "elz-gent"
+    assert dict(record.headers)["content-type"].startswith(b"application/cloudevents+json")
+    assert dict(record.headers)["traceparent"].startswith(b"00-")
+    stored = members_db().regions.find_one({"_id": "elz-gent"})
+    assert stored["_outbox"] == [] and stored["_pending"] is False
+    history = client.get("/v1/regions/elz-gent/history", headers=bearer("region-admin", "elz-gent")).json
+    assert [e["id"] for e in history["items"]] == [event["id"]]
+
+
+def test_relay_keeps_per_aggregate_order_across_many_writes(client, topic_reader):
+    assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+    for i in range(5):
+        r = client.patch("/v1/regions/elz-gent", json={"name": f"ELZ Gent {i}"},
+                         headers=bearer("region-admin", "elz-gent"))
+        assert r.status_code == 200, r.json
+    relay = relay_for_members()
+    assert relay.run_once() == 6
+    relay.close()
+    records = topic_reader(settings("members").topic(topics.MEMBERS), until=lambda r: len(r) >= 6)
+    seqs = [json.loads(r.value)["sequence"] for r in records]
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    assert len({r.partition for r in records}) == 1
+
+
+# -- consumer guarantees ----------------------------------------------------------------------
+class Recorder:
+    """A handler with a real effect (a Mongo counter) so 'applied once' is observable."""
+
+    def __init__(self, db, fail_on: set[str] | None = None):
+        self.db = db
+        self.fail_on = fail_on or set()
+
+    def __call__(self, event: dict) -> None:
+        if event["data"].get("name") in self.fail_on:
+            raise ValueError("this event cannot be applied")
+        self.db.applied.update_one({"_id": event["id"]}, {"$inc": {"n": 1}}, upsert=True)
+
+
+def _runner(handler) -> ConsumerRunner:
+    s = settings("agreements")
+    db = mongo.database(s.mongo_uri, s.database_name)
+    return ConsumerRunner(s, db, "agreements", [topics.MEMBERS], handler, retry_delay_s=0.01), db
+
+
+def _produce(*values: bytes, key: bytes = b"k") -> None:
+    s = settings("members")
+    p = KafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
+    for v in values:
+        p.send(s.topic(topics.MEMBERS), key=key, value=v)
+    p.flush()
+    p.close()
+
+
+def _drain(runner: ConsumerRunner, until, timeout: float = 20):
+    wait_until(lambda: runner.poll_once(200) >= 0 and until(), timeout=timeout, message="consumer to catch up")
+
+
+def test_a_redelivered_event_is_applied_once(hecht_env):
+    event = region_event("elz-a", 1)
+    runner, db = _runner(None)
+    runner.handle = Recorder(db)
+    _produce(ev.encode(event), ev.encode(event), key=b"elz-a")
+    _drain(runner, lambda: db.inbox.count_documents({}) == 1 and runner._consumer.position(
+        next(iter(runner._consumer.assignment()))) is not None and _consumed(runner) >= 2)
+    runner.close()
+    assert db.applied.find_one({"_id": event["id"]})["n"] == 1
+
+
+def _consumed(runner) -> int:
+    return sum(runner._consumer.position(tp) for tp in runner._consumer.assignment())
+
+
+def test_a_stale_sequence_is_skipped(hecht_env):
+    runner, db = _runner(None)
+    runner.handle = Recorder(db)
+    newer, older = region_event("elz-b", 2), region_event("elz-b", 1)
+    _produce(ev.encode(newer), ev.encode(older), key=b"elz-b")
+    _drain(runner, lambda: _consumed(runner) >= 2)
+    runner.close()
+    assert db.applied.count_documents({}) == 1
+    assert db.applied.find_one({"_id": newer["id"]}) is not None
+
+
+def test_poison_messages_go_to_the_dlq_and_the_consumer_carries_on(hecht_env, topic_reader):
+    runner, db = _runner(None)
+    runner.handle = Recorder(db, fail_on={"boom"})
+    failing = region_event("elz-c", 1, name="boom")
+    good = region_event("elz-d", 1)
+    _produce(b"{not json", json.dumps({"specversion": "1.0"}).encode(), ev.encode(failing), ev.encode(good))
+    _drain(runner, lambda: db.applied.count_documents({}) == 1 and _consumed(runner) >= 4)
+    runner.close()
+    assert db.applied.find_one({"_id": good["id"]}) is not None
+    dlq = topic_reader(settings("agreements").topic(topics.dlq_topic("agreements")), until=lambda r: len(r) >= 3)
+    reasons = [dict(r.headers)["dlq-reason"].decode() for r in dlq]
+    assert reasons[0].startswith("undecodable: not JSON")
+    assert "missing attribute" in reasons[1]
+    assert reasons[2].startswith("ValueError") and dict(dlq[2].headers)["dlq-consumer-group"] == b"agreements"
+    assert json.loads(dlq[2].value)["id"] == failing["id"]
+
+
+# -- web plumbing -----------------------------------------------------------------------------
+def _is_problem(r, status: int) -> dict:
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
+    assert r.mimetype == "application/problem+json"
+    body = r.json
+    assert body["status"] == status and body["title"]
+    assert "Traceback" not in r.get_data(as_text=True)
+    return body
+
+
+def test_problem_responses_for_malformed_requests(client):
+    admin = bearer("platform-admin")
+    _is_problem(client.post("/v1/regions", data="{nope", headers={**admin, "Content-Type": "application/json"}), 400)
+    _is_problem(client.get("/v1/nowhere"), 404)
+    body = _is_problem(client.delete("/v1/regions", headers=admin), 405)
+    _is_problem(client.post("/v1/regions", data="id=x", headers={**admin, "Content-Type": "text/plain"}), 415)
+    _is_problem(client.post("/v1/regions", data=json.dumps({"x": "y" * 300_000}),
+                            headers={**admin, "Content-Type": "application/json"}), 413)
+    bad = dict(REGION, country="DE", mandate_policy={"quorum": 2})
+    body = _is_problem(client.post("/v1/regions", json=bad, headers=admin), 422)
+    assert "country" in body["errors"] and "quorum" in body["errors"]["mandate_policy"]
+    assert members_db().regions.count_documents({}) == 0  # bad input changes nothing
+
+
+def test_problem_responses_for_auth(client):
+    _is_problem(client.post("/v1/regions", json=REGION), 401)
+    forged = bearer("platform-admin")["Authorization"][:-4] + "AAAA"
+    _is_problem(client.post("/v1/regions", json=REGION, headers={"Authorization": forged}), 401)
+    expired = bearer("platform-admin", ttl=-10)
+    assert "expired" in _is_problem(client.post("/v1/regions", json=REGION, headers=expired), 401)["detail"]
+    _is_problem(client.post("/v1/regions", json=REGION, headers=bearer("region-admin", "elz-gent")), 403)
+    assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+    _is_problem(client.get("/v1/regions/elz-gent", headers=bearer("region-admin", "elz-other")), 404)
+    assert client.get("/v1/regions/elz-gent", headers=bearer("gp", "elz-gent", "m_1")).status_code == 200
+
+
+def test_idempotency_key_replays_the_first_result(client):
+    headers = {**bearer("platform-admin"), "Idempotency-Key": "abc-123"}
+    first = client.post("/v1/regions", json=REGION, headers=headers)
+    again = client.post("/v1/regions", json=REGION, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json == first.json
+    _is_problem(client.post("/v1/regions", json=dict(REGION, name="Other"), headers=headers), 422)
+    # without the key, the same body is a duplicate
+    _is_problem(client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")), 409)
+
+
+def test_if_match_guards_updates(client):
+    created = client.post("/v1/regions", json=REGION, headers=bearer("platform-admin"))
+    admin = bearer("region-admin", "elz-gent")
+    tag = created.headers["ETag"]
+    ok = client.patch("/v1/regions/elz-gent", json={"name": "A"}, headers={**admin, "If-Match": tag})
+    assert ok.status_code == 200 and ok.headers["ETag"] != tag
+    _is_problem(client.patch("/v1/regions/elz-gent", json={"name": "B"}, headers={**admin, "If-Match": tag}), 412)
+    assert client.get("/v1/regions/elz-gent", headers=admin).json["name"] == "A"
+
+
+def test_cursor_pagination_walks_every_item_once(client):
+    admin = bearer("platform-admin")
+    for i in range(7):
+        assert client.post("/v1/regions", json=dict(REGION, id=f"r-{i}"), headers=admin).status_code == 201
+    seen, url = [], "/v1/regions?limit=3"
+    while url:
+        page = client.get(url, headers=admin).json
+        seen += [r["id"] for r in page["items"]]
+        url = page["next"]
+    assert seen == [f"r-{i}" for i in range(7)]
+    _is_problem(client.get("/v1/regions?after=%%%", headers=admin), 422)
+    _is_problem(client.get("/v1/regions?limit=0", headers=admin), 422)
+
+
+def test_readyz_reports_an_unreachable_dependency(hecht_env, monkeypatch):
+    from services.members.app import create_app
+    assert create_app().test_client().get("/readyz").status_code == 200
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    body = _is_problem(create_app().test_client().get("/readyz"), 503)
+    assert body["checks"]["mongodb"] == "ok" and body["checks"]["kafka"] != "ok"
