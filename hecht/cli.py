@@ -48,6 +48,11 @@ def _stack(args) -> int:
     return subprocess.call([str(REPO / "deploy" / "local" / "stack.sh"), *args.args])
 
 
+def _asyncapi(args) -> int:
+    from .asyncapi import main
+    return main(args.write)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hecht", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("stack", help="the local Kafka + FerretDB + SMTP stack (deploy/local/stack.sh)")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=_stack)
+
+    a = sub.add_parser("asyncapi", help="render schemas/asyncapi.yaml from the event schemas")
+    a.add_argument("--write", action="store_true", help="write the file instead of printing it")
+    a.set_defaults(fn=_asyncapi)
 
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run pytest against a test stack on its own ports and data dir, so a dev stack
+# (`make run`) is never touched. Reuses a test stack that is already running;
+# otherwise starts a fresh one and stops it (by pid) when the tests end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export HECHT_STACK_DIR=${HECHT_TEST_STACK_DIR:-$PWD/var/test-stack}
+export HECHT_KAFKA_PORT=${HECHT_TEST_KAFKA_PORT:-19092}
+export HECHT_KAFKA_CONTROLLER_PORT=${HECHT_TEST_KAFKA_CONTROLLER_PORT:-19093}
+export HECHT_MONGO_PORT=${HECHT_TEST_MONGO_PORT:-27018}
+export HECHT_SMTP_PORT=${HECHT_TEST_SMTP_PORT:-1026}
+STACK=deploy/local/stack.sh
+
+started=0
+if ! $STACK status >/dev/null 2>&1; then
+  $STACK wipe >/dev/null 2>&1 || true   # a fresh broker: no topics left from earlier runs
+  $STACK start
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ]; then $STACK stop; fi; }
+trap cleanup EXIT
+
+eval "$($STACK env)"
+export HECHT_TEST_MONGO="mongodb://127.0.0.1:${HECHT_MONGO_PORT}"
+unset MONGO_URI HECHT_MEMBERS_MONGO_URI HECHT_AGREEMENTS_MONGO_URI HECHT_NOTIFY_MONGO_URI
+
+.venv/bin/python -m pytest "$@" -q -p no:cacheprovider -o console_output_style=classic \
+  ${PYTEST_ADDOPTS_EXTRA:-}
