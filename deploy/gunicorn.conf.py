@@ -1,0 +1,174 @@
+"""gunicorn settings for the hecht web processes (all three services).
+
+Used as ``gunicorn -c deploy/gunicorn.conf.py 'services.<name>.app:create_app()'``
+in the image, in docker-compose and in Kubernetes. Everything that differs
+between deployments comes from the environment:
+
+``HECHT_BIND``            address to listen on (default ``0.0.0.0:8000``)
+``WEB_CONCURRENCY``       worker processes (default 2; size by CPU request)
+``GUNICORN_THREADS``      threads per worker (default 1: the sync worker)
+``GUNICORN_TIMEOUT``      seconds a request may take before its worker is
+                          killed and replaced (default 30)
+``GUNICORN_KEEPALIVE``    seconds to keep an idle connection (default 5; keep
+                          it above the load balancer's idle timeout if that
+                          one is longer)
+``HECHT_LOG_LEVEL``       log level of gunicorn's own messages (default info)
+``PROMETHEUS_MULTIPROC_DIR``  when set, prometheus_client's multiprocess mode:
+                          the directory is emptied at start (see on_starting)
+
+Why these choices:
+
+- No ``preload_app``: pymongo is not fork-safe, so every worker creates its
+  own ``MongoClient`` after the fork (``create_app()`` runs in the worker).
+- ``worker_tmp_dir = /dev/shm``: the heartbeat file lives in memory, so a slow
+  or read-only disk (``readOnlyRootFilesystem``) cannot stall the workers.
+- Access log: one JSON object per line on stdout, like the application's own
+  logs; gunicorn's error log is JSON on stderr.
+- ``max_requests`` with jitter recycles workers now and then, which bounds
+  slow memory growth without restarting them all at once.
+"""
+
+import datetime
+import json
+import logging
+import os
+
+from gunicorn import glogging
+
+
+def _int_env(name, default):
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+bind = [os.environ.get("HECHT_BIND", "").strip() or "0.0.0.0:8000"]
+workers = _int_env("WEB_CONCURRENCY", 2)
+threads = _int_env("GUNICORN_THREADS", 1)
+timeout = _int_env("GUNICORN_TIMEOUT", 30)
+# Less than Kubernetes' terminationGracePeriodSeconds (30) minus the preStop
+# pause (5), so in-flight requests finish before the pod is killed.
+graceful_timeout = _int_env("GUNICORN_GRACEFUL_TIMEOUT", 20)
+keepalive = _int_env("GUNICORN_KEEPALIVE", 5)
+max_requests = _int_env("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _int_env("GUNICORN_MAX_REQUESTS_JITTER", 200)
+
+preload_app = False
+worker_tmp_dir = "/dev/shm"
+# The control socket (gunicorn >= 25.1) would be created under $HOME; the
+# containers run with a read-only root file system and need no runtime control.
+control_socket_disable = True
+
+loglevel = os.environ.get("HECHT_LOG_LEVEL", "info").strip().lower() or "info"
+accesslog = "-"
+errorlog = "-"
+
+
+def _timestamp(seconds=None):
+    moment = datetime.datetime.fromtimestamp(
+        seconds if seconds is not None else datetime.datetime.now().timestamp(),
+        tz=datetime.timezone.utc,
+    )
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record; used for gunicorn's error log."""
+
+    def format(self, record):
+        entry = {
+            "time": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class JsonLogger(glogging.Logger):
+    """gunicorn logger writing the access log as JSON lines on stdout.
+
+    The access record carries the request id and the W3C trace context, so a
+    request can be followed from the access log into the application's logs.
+    Values are encoded with ``json.dumps``: quotes, backslashes and control
+    characters in paths or headers cannot break the line.
+    """
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
+        for handler in self.access_log.handlers:
+            handler.setFormatter(logging.Formatter("%(message)s"))
+
+    def access_entry(self, resp, req, environ, request_time):
+        """The access record as a dict (separate from ``access`` for tests)."""
+        atoms = self.atoms(resp, req, environ, request_time)
+
+        def header(name):
+            value = atoms.get("{%s}i" % name)
+            return value if value not in (None, "", "-") else None
+
+        status = atoms.get("s")
+        try:
+            status = int(status)
+        except (TypeError, ValueError):
+            pass
+        return {
+            "time": _timestamp(),
+            "level": "info",
+            "logger": "gunicorn.access",
+            "method": atoms.get("m"),
+            "path": atoms.get("U"),
+            "query": atoms.get("q") or None,
+            "status": status,
+            "bytes": atoms.get("B"),
+            "duration_ms": round(
+                request_time.seconds * 1000 + request_time.microseconds / 1000, 3
+            ),
+            "remote_addr": atoms.get("h"),
+            "user_agent": header("user-agent"),
+            "request_id": header("x-request-id"),
+            "traceparent": header("traceparent"),
+            "pid": os.getpid(),
+        }
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        try:
+            entry = self.access_entry(resp, req, environ, request_time)
+            self.access_log.info(json.dumps(entry, ensure_ascii=False, default=str))
+        except Exception:  # a log line must never fail a request
+            self.exception("could not write the access log entry")
+
+
+logger_class = JsonLogger
+
+
+def on_starting(server):
+    """Start prometheus_client's multiprocess mode with an empty directory.
+
+    Only when ``PROMETHEUS_MULTIPROC_DIR`` is set (the deployments set it for
+    the web containers, so that /metrics sums all gunicorn workers). Files
+    left by an earlier run (a restarted container keeps its emptyDir) would
+    count dead processes, so they are removed; the directory is created if
+    missing.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges when prometheus_client's multiprocess mode is on."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

