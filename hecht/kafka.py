@@ -49,15 +49,22 @@ def admin(settings: Settings) -> KafkaAdminClient:
                             request_timeout_ms=5000, client_id=f"hecht-{settings.service}-admin")
 
 
-def ensure_topics(settings: Settings, partitions: int = 3) -> list[str]:
-    """Create hecht's topics (with the settings' prefix) if they are missing."""
+def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Create hecht's topics (with the settings' prefix) if they are missing.
+
+    Replication is left to the broker's ``default.replication.factor`` (-1), so
+    on a real cluster a topic created here gets the cluster's durability, not 1.
+    Production creates its topics ahead (deploy/topics.yaml); this is the safety net.
+    """
+    import os
+    partitions = partitions or int(os.environ.get("HECHT_TOPIC_PARTITIONS", 3))
     wanted = [settings.topic(t) for t in EVENT_TOPICS]
     dlqs = [settings.topic(dlq_topic(g)) for g in CONSUMER_GROUPS]
     client = admin(settings)
     try:
         existing = set(client.list_topics())
-        new = [NewTopic(t, partitions, 1) for t in wanted if t not in existing]
-        new += [NewTopic(t, 1, 1) for t in dlqs if t not in existing]
+        new = [NewTopic(t, partitions, -1) for t in wanted if t not in existing]
+        new += [NewTopic(t, 1, -1) for t in dlqs if t not in existing]
         if new:
             try:
                 client.create_topics(new)
