@@ -8,7 +8,7 @@ HTTP into a handler call and back.
 from __future__ import annotations
 
 import base64
-import binascii
+import http
 import hashlib
 import json
 import logging
@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable
 from flask import Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from flask_smorest import Api
-from marshmallow import Schema, fields, validate, EXCLUDE
+from flask_smorest.utils import prepare_response
+from marshmallow import Schema, fields, validate, EXCLUDE, INCLUDE
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
                                multiprocess, REGISTRY)
 from pymongo import ASCENDING, ReturnDocument
@@ -242,8 +243,9 @@ def idempotent(view: Callable) -> Callable:
         now = datetime.now(timezone.utc)
         expires = now + timedelta(seconds=ctx().settings.idempotency_ttl_s)
         try:
+            # ``path`` lets a service forget the stored replies about one resource (GDPR erasure).
             db.idempotency.insert_one({"_id": rid, "state": "running", "fingerprint": fingerprint,
-                                       "created_at": now, "expires_at": expires})
+                                       "path": request.path, "created_at": now, "expires_at": expires})
         except DuplicateKeyError:
             prior = db.idempotency.find_one({"_id": rid}) or {}
             if prior.get("fingerprint") != fingerprint:
@@ -281,11 +283,18 @@ def rate_limit(bucket: str, limit: int, window_s: int) -> None:
     now = time.time()
     window = int(now // window_s)
     client = request.remote_addr or "unknown"
-    doc = ctx().db.rate_limits.find_one_and_update(
-        {"_id": f"{bucket}:{client}:{window}"},
-        {"$inc": {"n": 1}, "$setOnInsert": {
-            "expires_at": datetime.fromtimestamp((window + 1) * window_s, timezone.utc)}},
-        upsert=True, return_document=ReturnDocument.AFTER)
+    def count():
+        return ctx().db.rate_limits.find_one_and_update(
+            {"_id": f"{bucket}:{client}:{window}"},
+            {"$inc": {"n": 1}, "$setOnInsert": {
+                "expires_at": datetime.fromtimestamp((window + 1) * window_s, timezone.utc)}},
+            upsert=True, return_document=ReturnDocument.AFTER)
+    try:
+        doc = count()
+    except DuplicateKeyError:
+        # Two first requests of a window raced to insert the counter (FerretDB does not retry
+        # such upserts itself); the document exists now, so the retry increments it.
+        doc = count()
     if doc["n"] > limit:
         retry = max(1, int((window + 1) * window_s - now) + 1)
         raise TooManyRequests(f"at most {limit} requests per {window_s} s from one address", retry)
@@ -301,38 +310,29 @@ class PageArgsSchema(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200),
                            metadata={"description": "items per page (1–200)"})
     after = fields.String(load_default=None, validate=validate.Length(max=512),
-                          metadata={"description": "the `next` cursor of the previous page"})
+                          metadata={"description": "the id of the last item already seen (the `next` link "
+                                                   "carries it); items come in id order, ids are time-ordered"})
 
 
 class PageSchema(Schema):
     next = fields.String(allow_none=True, metadata={"description": "URL of the next page, or null"})
 
 
-def encode_cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    try:
-        value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-        if not value:
-            raise ValueError("empty cursor")
-        return value
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise Invalid("the cursor is not valid", errors={"after": ["not a cursor this API issued"]}) from None
-
-
 def paginate(collection, query: dict, *, limit: int, after: str | None,
              projection: dict | None = None) -> tuple[list[dict], str | None]:
-    """A page in ``_id`` order (ids are time-ordered), and the URL of the next one."""
+    """A page in ``_id`` order (ids are time-ordered), and the URL of the next one.
+
+    The cursor is simply the last id seen: any string is a valid cursor, the
+    order is stable under concurrent inserts, and the query uses the _id index.
+    """
     if after:
-        query = {"$and": [query, {"_id": {"$gt": decode_cursor(after)}}]}
+        query = {"$and": [query, {"_id": {"$gt": after}}]}
     docs = list(collection.find(query, projection).sort("_id", ASCENDING).limit(limit + 1))
     next_url = None
     if len(docs) > limit:
         docs = docs[:limit]
         args = request.args.to_dict()
-        args["after"] = encode_cursor(str(docs[-1]["_id"]))
+        args["after"] = str(docs[-1]["_id"])
         args["limit"] = str(limit)
         from urllib.parse import urlencode
         next_url = f"{request.path}?{urlencode(args)}"
@@ -374,6 +374,37 @@ def kafka_ready(settings: Settings) -> tuple[bool, str]:
 # --------------------------------------------------------------------------------------------
 # The factory
 # --------------------------------------------------------------------------------------------
+class ProblemSchema(Schema):
+    """RFC 9457 problem details, as every error response of every service is shaped."""
+
+    class Meta:
+        unknown = INCLUDE  # extension members, e.g. current_status or checks
+
+    type = fields.String(metadata={"example": "urn:hecht:problem:invalid"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String()
+    instance = fields.String(allow_none=True)
+    errors = fields.Raw(metadata={"description": "field-by-field messages"})
+    request_id = fields.String()
+
+
+class _Api(Api):
+    """flask-smorest documents errors as its own JSON shape; ours are problem+json."""
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_responses(self):
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = self.ERROR_SCHEMA
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "An error (RFC 9457 problem details)", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response("DEFAULT_ERROR", response, lazy=True)
+
 class _JSONProvider(DefaultJSONProvider):
     @staticmethod
     def default(o):
@@ -411,10 +442,7 @@ def create_service_app(service: str, *, title: str, description: str, blueprints
     app.config.update({k: v for k, v in (test_config or {}).items() if k != "HECHT_SETTINGS"})
     app.extensions["hecht"] = ServiceContext(settings=settings, index_setup=index_setup)
 
-    api = Api(app)
-    # flask-smorest answers 422 for a malformed JSON body as "unprocessable": keep its
-    # documented error responses but render every error as problem+json.
-    api.ERROR_SCHEMA = None
+    api = _Api(app)
     for bp in blueprints:
         api.register_blueprint(bp)
 
