@@ -201,6 +201,48 @@ def require(*roles: str, region: str | None = None) -> auth.Principal:
     return p
 
 
+def public(view: Callable) -> Callable:
+    """Mark a view as callable without a token (e.g. GP sign-up); every other view needs one."""
+    view.hecht_public = True
+    return view
+
+
+def allow(*roles: str) -> Callable[[Callable], Callable]:
+    """Declare which roles may call a view; checked before the body is parsed.
+
+    Place it right under the route decorator. platform-admin may do anything.
+    Views still check finer rules themselves (a GP acting on their own record).
+    """
+    def mark(view: Callable) -> Callable:
+        view.hecht_roles = frozenset(roles)
+        return view
+    return mark
+
+
+def _authenticate_before_parsing() -> None:
+    """Token presence and region scope, checked before any body is parsed.
+
+    So a caller without a valid token for the region learns nothing, not even
+    which fields a body needs (no 422 before the 401/404). Roles are checked
+    by the views (``require``), which know which roles an operation allows.
+    """
+    endpoint = request.endpoint or ""
+    if not endpoint or endpoint.startswith(("ops.", "api-docs.")):
+        return
+    view = current_app.view_functions.get(endpoint)
+    if getattr(view, "hecht_public", False):
+        return
+    p = principal()
+    if p is None:
+        raise Unauthorized("a bearer token is required")
+    region = (request.view_args or {}).get("region_id")
+    if region is not None and not p.may_act_in(region):
+        raise NotFound(f"region {region} not found")
+    roles = getattr(view, "hecht_roles", None)
+    if roles and not (p.has(*roles) or p.is_platform_admin):
+        raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
+
+
 # --------------------------------------------------------------------------------------------
 # ETag / If-Match
 # --------------------------------------------------------------------------------------------
@@ -473,6 +515,7 @@ def _install_hooks(app: Flask, service: str) -> None:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("use 'Authorization: Bearer <token>'")
             g.principal = auth.decode(token.strip(), ctx().settings)
+        _authenticate_before_parsing()
         if request.method in ("POST", "PUT", "PATCH") and request.content_length:
             if not request.is_json:
                 return problem(415, "Unsupported Media Type",

@@ -1,14 +1,21 @@
 """HTTP ↔ commands for the members service. Views translate; handlers decide."""
 from __future__ import annotations
 
-from flask import g
+from datetime import date
+
+from flask import g, request
 from flask_smorest import Blueprint
 
-from hecht.web import PageArgsSchema, check_if_match, ctx, etag, idempotent, paginate, require
+from hecht.auth import Principal
+from hecht.errors import Forbidden
+from hecht.web import (public, PageArgsSchema, check_if_match, ctx, etag, idempotent, paginate, rate_limit,
+                       require)
 
 from . import domain, handlers
-from .repository import RegionRepository
-from .schemas import HistorySchema, RegionPageSchema, RegionSchema, RegionUpdateSchema
+from .repository import INTERNAL_FIELDS, MemberRepository, RegionRepository
+from .schemas import (CapacityOverviewSchema, CapacitySchema, HistorySchema, LeaveSchema, MemberListArgsSchema,
+                      MemberPageSchema, MemberSchema, ProfileUpdateSchema, ReasonSchema, RegionPageSchema,
+                      RegionSchema, RegionUpdateSchema, RolesSchema, SignUpResultSchema, SignUpSchema)
 
 regions = Blueprint("regions", __name__, url_prefix="/v1/regions",
                     description="Regions: the regional GP bodies that own everything else")
@@ -20,8 +27,8 @@ def _region_out(doc: dict) -> dict:
 
 @regions.post("")
 @regions.arguments(RegionSchema)
-@regions.response(201, RegionSchema)
 @idempotent
+@regions.response(201, RegionSchema)
 def create_region(body):
     """Register a region (platform-admin)."""
     require("platform-admin")
@@ -70,3 +77,204 @@ def region_history(region_id):
     """The region's events, oldest first."""
     require("region-admin", region=region_id)
     return {"items": RegionRepository(ctx().db).history(region_id)}
+
+
+# ============================================================================================
+# Members
+# ============================================================================================
+members = Blueprint("members", __name__, url_prefix="/v1/regions/<region_id>/members",
+                    description="GP enrolment: public sign-up, approval, roles, capacity, leaving, erasure")
+
+
+def _member_out(doc: dict) -> dict:
+    out = {k: v for k, v in doc.items() if not k.startswith("_") and k not in INTERNAL_FIELDS}
+    out["id"], out["region_id"] = doc["_id"], doc["region"]
+    if doc.get("capacity"):
+        out["capacity"] = {**doc["capacity"], "since": date.fromisoformat(doc["capacity"]["since"])}
+    return out
+
+
+def _reply(doc: dict, status: int = 200):
+    return _member_out(doc), status, {"ETag": etag(doc["version"])}
+
+
+def _admin(region_id: str) -> Principal:
+    return require("region-admin", region=region_id)
+
+
+def _admin_or_self(region_id: str, member_id: str) -> Principal:
+    """A region-admin of the region, or the GP whose own membership this is (token claim ``member``)."""
+    p = require("region-admin", "gp", region=region_id)
+    if not (p.has("region-admin") or p.is_platform_admin) and p.member != member_id:
+        raise Forbidden("a GP may only see and change their own membership")
+    return p
+
+
+def _current_version(region_id: str, member_id: str) -> int:
+    """The stored version, checked against If-Match; the write is then guarded by it."""
+    version = MemberRepository(ctx().db).get_doc(region_id, member_id)["version"]
+    check_if_match(version)
+    return version
+
+
+@members.before_request
+def _limit_public_sign_up():
+    """Every sign-up attempt counts, valid or not: the form is public."""
+    if request.endpoint == "members.sign_up" and request.method == "POST":
+        s = ctx().settings
+        rate_limit("signup", s.signup_rate_limit, s.signup_rate_window_s)
+
+
+@members.post("")
+@public
+@members.arguments(SignUpSchema)
+@idempotent
+@members.response(201, SignUpResultSchema)
+@members.alt_response(429, description="too many sign-ups from this address; see Retry-After")
+def sign_up(body, region_id):
+    """Sign up as a GP of the region (public, no token; rate-limited per client address)."""
+    doc = handlers.handle(domain.SignUp(region_id, body), ctx().db, g.traceparent)
+    return ({"id": doc["_id"], "status": doc["status"]}, 201,
+            {"Location": f"/v1/regions/{region_id}/members/{doc['_id']}", "ETag": etag(doc["version"])})
+
+
+@members.get("")
+@members.arguments(MemberListArgsSchema, location="query")
+@members.response(200, MemberPageSchema)
+def list_members(args, region_id):
+    """List the region's members (region-admin), filtered and in a stable order."""
+    _admin(region_id)
+    municipality = args.get("municipality")
+    if municipality:
+        region, _ = RegionRepository(ctx().db).get(region_id)
+        municipality = region.canonical_municipality(municipality) or municipality
+    query = MemberRepository.list_query(region_id, status=args.get("status"), role=args.get("role"),
+                                        municipality=municipality, capacity=args.get("capacity"), q=args.get("q"))
+    docs, next_url = paginate(ctx().db.members, query, limit=args["limit"], after=args["after"],
+                              projection=INTERNAL_FIELDS)
+    return {"items": [_member_out(d) for d in docs], "next": next_url}
+
+
+@members.get("/<member_id>")
+@members.response(200, MemberSchema)
+def get_member(region_id, member_id):
+    """A member (region-admin, or the GP themself); a tombstone after erasure."""
+    _admin_or_self(region_id, member_id)
+    return _reply(MemberRepository(ctx().db).get_doc(region_id, member_id))
+
+
+@members.patch("/<member_id>")
+@members.arguments(ProfileUpdateSchema)
+@members.response(200, MemberSchema)
+def update_profile(body, region_id, member_id):
+    """Update names, email, language, category or practice (the GP themself, or a region-admin)."""
+    _admin_or_self(region_id, member_id)
+    version = _current_version(region_id, member_id)
+    cmd = domain.UpdateProfile(region_id, member_id, version, changes=body)
+    return _reply(handlers.handle(cmd, ctx().db, g.traceparent))
+
+
+@members.delete("/<member_id>")
+@members.response(200, MemberSchema)
+def erase_member(region_id, member_id):
+    """GDPR erasure (region-admin, or the GP themself): only a tombstone remains."""
+    _admin_or_self(region_id, member_id)
+    version = _current_version(region_id, member_id)
+    return _reply(handlers.handle(domain.EraseMember(region_id, member_id, version), ctx().db, g.traceparent))
+
+
+def _transition(region_id: str, member_id: str, command, **args):
+    version = _current_version(region_id, member_id)
+    return _reply(handlers.handle(command(region_id, member_id, version, **args), ctx().db, g.traceparent))
+
+
+@members.post("/<member_id>/approve")
+@idempotent
+@members.response(200, MemberSchema)
+def approve_member(region_id, member_id):
+    """Approve a pending sign-up (region-admin): the GP becomes an active member."""
+    _admin(region_id)
+    return _transition(region_id, member_id, domain.ApproveMember)
+
+
+@members.post("/<member_id>/reject")
+@members.arguments(ReasonSchema)
+@idempotent
+@members.response(200, MemberSchema)
+def reject_member(body, region_id, member_id):
+    """Reject a pending sign-up, with a reason (region-admin)."""
+    _admin(region_id)
+    return _transition(region_id, member_id, domain.RejectMember, reason=body["reason"])
+
+
+@members.post("/<member_id>/suspend")
+@members.arguments(ReasonSchema)
+@idempotent
+@members.response(200, MemberSchema)
+def suspend_member(body, region_id, member_id):
+    """Suspend an active member, with a reason (region-admin)."""
+    _admin(region_id)
+    return _transition(region_id, member_id, domain.SuspendMember, reason=body["reason"])
+
+
+@members.post("/<member_id>/reinstate")
+@idempotent
+@members.response(200, MemberSchema)
+def reinstate_member(region_id, member_id):
+    """Reinstate a suspended member (region-admin)."""
+    _admin(region_id)
+    return _transition(region_id, member_id, domain.ReinstateMember)
+
+
+@members.post("/<member_id>/leave")
+@members.arguments(LeaveSchema)
+@idempotent
+@members.response(200, MemberSchema)
+def leave_region(body, region_id, member_id):
+    """End the membership (the GP themself, or a region-admin on their behalf)."""
+    _admin_or_self(region_id, member_id)
+    return _transition(region_id, member_id, domain.LeaveRegion, reason=body.get("reason"))
+
+
+@members.put("/<member_id>/roles")
+@members.arguments(RolesSchema)
+@members.response(200, MemberSchema)
+def set_roles(body, region_id, member_id):
+    """Set the member's roles in the body (region-admin); at most one chair per region."""
+    _admin(region_id)
+    return _transition(region_id, member_id, domain.SetRoles, roles=tuple(body["roles"]))
+
+
+@members.put("/<member_id>/capacity")
+@members.arguments(CapacitySchema)
+@members.response(200, MemberSchema)
+def set_capacity(body, region_id, member_id):
+    """Set the practice's capacity for new patients (the GP themself, or a region-admin)."""
+    _admin_or_self(region_id, member_id)
+    new = domain.Capacity(body["status"], body.get("since") or date.today(), body.get("note"))
+    return _transition(region_id, member_id, domain.SetCapacity, capacity=new)
+
+
+@members.get("/<member_id>/history")
+@members.response(200, HistorySchema)
+def member_history(region_id, member_id):
+    """The member's events, oldest first (region-admin, or the GP themself)."""
+    _admin_or_self(region_id, member_id)
+    return {"items": MemberRepository(ctx().db).history(region_id, member_id)}
+
+
+# ============================================================================================
+# Capacity overview
+# ============================================================================================
+capacity = Blueprint("capacity", __name__, url_prefix="/v1/regions/<region_id>/capacity",
+                     description="Practice capacity per municipality: who still accepts new patients")
+
+
+@capacity.get("")
+@capacity.response(200, CapacityOverviewSchema)
+def capacity_overview(region_id):
+    """Per municipality, active members' practices by capacity and the share closed (region-admin)."""
+    _admin(region_id)
+    region, _ = RegionRepository(ctx().db).get(region_id)
+    counts = MemberRepository(ctx().db).capacity_counts(region_id)
+    return {"region_id": region_id, **domain.capacity_overview(region.municipalities, counts)}
