@@ -22,7 +22,7 @@ from typing import Iterable
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from prometheus_client import Counter, Gauge
 
 from . import events as ev
@@ -103,6 +103,12 @@ class AggregateStore:
         except DuplicateKeyError as e:
             raise Conflict("a record with the same identity already exists",
                            key=str((e.details or {}).get("keyValue", ""))) from None
+        except OperationFailure as e:
+            # FerretDB (SQLite) reports a unique-index violation in findAndModify as a generic
+            # error (code 1) instead of 11000; it is still a duplicate, not an outage.
+            if "UNIQUE constraint failed" not in str(e):
+                raise
+            raise Conflict("a record with the same identity already exists") from None
         if doc is None:
             raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                      "read it again and retry")

@@ -6,9 +6,14 @@ tolerant reader needs no earlier event to understand one.
 """
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
 
-from hecht.errors import Invalid
+from email_validator import EmailNotValidError, validate_email
+
+from hecht.errors import Invalid, InvalidTransition
 
 COUNTRIES = ("NL", "BE")
 REGION_KINDS = ("zorggroep", "huisartsenkring", "regio-organisatie", "eerstelijnszone", "other")
@@ -49,6 +54,11 @@ class Region:
     def covers(self, municipality: str) -> bool:
         return municipality.casefold() in {m.casefold() for m in self.municipalities}
 
+    def canonical_municipality(self, municipality: str) -> str | None:
+        """The region's own spelling of ``municipality`` (case-insensitive), or None."""
+        wanted = " ".join(municipality.split()).casefold()
+        return next((m for m in self.municipalities if m.casefold() == wanted), None)
+
     def event_data(self) -> dict:
         return {"region_id": self.id, "name": self.name, "country": self.country, "kind": self.kind,
                 "municipalities": list(self.municipalities), "mandate_policy": asdict(self.mandate_policy)}
@@ -75,3 +85,530 @@ class UpdateRegion:
     region_id: str
     expected_version: int | None
     changes: dict
+
+
+# ============================================================================================
+# Members: GPs enrolled in a region
+# ============================================================================================
+
+LANGUAGES = ("nl", "fr", "en")
+CATEGORIES = ("practice-owner", "employed", "locum", "gp-in-training")
+MEMBER_ROLES = ("member", "board", "chair", "secretary", "care-pathway-promoter", "cra")
+CAPACITY_STATUSES = ("open", "limited", "closed")
+MEMBER_STATUSES = ("pending", "active", "suspended", "left", "rejected", "erased")
+SCHEMES = ("BIG", "AGB", "RIZIV")
+SCHEMES_BY_COUNTRY = {"NL": ("BIG", "AGB"), "BE": ("RIZIV",)}
+
+
+# -- professional registration ---------------------------------------------------------------
+_SEPARATORS = re.compile(r"[\s.\-/]")
+
+# RIZIV/INAMI competence codes of general medicine, decided from DOMAIN.md and the sources
+# named at ``validate_riziv``: 003/004 recognised GP (004 accredited), 005/006 GP in training,
+# 001/002 and 007/008 general practitioners under older (acquired-rights) regimes. They all
+# practise general medicine, so they count as GPs of the region.
+RIZIV_GP_CODES = {
+    "001": "general practitioner",
+    "002": "general practitioner (accredited)",
+    "003": "recognised GP",
+    "004": "recognised GP (accredited)",
+    "005": "GP in training",
+    "006": "GP in training",
+    "007": "general practitioner (acquired rights)",
+    "008": "general practitioner (acquired rights, accredited)",
+}
+# Codes of a physician who is not (yet) a GP: 000 and 009 are "holder of the medical diploma"
+# (the RIZIV gives 000 to a doctor whose training plan is still being handled or who works
+# outside the nomenclature); they are refused with their own message, not as a specialist.
+RIZIV_DIPLOMA_ONLY_CODES = {"000", "009"}
+
+
+@dataclass(frozen=True)
+class Registration:
+    scheme: str
+    number: str
+
+    @property
+    def identity_key(self) -> str:
+        """What identifies the person: for RIZIV the first eight digits (the competence code
+        at the end changes over a career), otherwise the whole number."""
+        number = self.number[:8] if self.scheme == "RIZIV" else self.number
+        return f"{self.scheme}:{number}"
+
+
+def _digits(raw: str) -> str:
+    """Spaces, dots, dashes and slashes are how people write these numbers; drop them."""
+    return _SEPARATORS.sub("", raw or "")
+
+
+def validate_big(raw: str) -> str:
+    """NL BIG number: 11 digits. It has no public check digit; the authoritative check is a
+    lookup in the BIG register, out of reach here, so the format is all we verify."""
+    number = _digits(raw)
+    if not re.fullmatch(r"[0-9]{11}", number):
+        raise ValueError("a BIG number has exactly 11 digits")
+    return number
+
+
+def validate_agb(raw: str) -> str:
+    """NL AGB code: 8 digits; the first two are the care-provider type, 01 for GPs
+    (Vektis COD016: 0100 GP practice, 0101 GP)."""
+    number = _digits(raw)
+    if not re.fullmatch(r"[0-9]{8}", number):
+        raise ValueError("an AGB code has exactly 8 digits")
+    if not number.startswith("01"):
+        raise ValueError(f"AGB codes of GPs start with 01 (care-provider type); this one is type {number[:2]}")
+    return number
+
+
+def riziv_check_digits_valid(n6: str, cc: str) -> bool:
+    """The RIZIV/INAMI check on the first six digits ``N6``, old or new style.
+
+    Source (official): RIZIV, "Softwareleveranciers — Voor uw ontwikkelingen rond
+    RIZIV-nummers" (https://www.inami.fgov.be/nl/professionals/andere-professionals/
+    softwareleveranciers): to raise the number of available numbers the RIZIV created new
+    numbers "op basis van een andere check digit (modulo 89)"; RIZIV note I 2012/26
+    (31/10/2012), applied to physicians from 1 April 2019 (summarised by Infohos,
+    https://www.infohos.be/nl/blog/12189). Old numbers: ``CC = 97 − (N6 mod 97)``; new
+    numbers: ``CC = 89 − (N6 mod 89)``. Since 2019 the six digits alone no longer identify a
+    provider; the first eight (N6 + CC) do.
+
+    Zero remainder (not stated by the sources; our decision): the formula is applied
+    literally, so ``N6 mod 97 == 0`` gives ``CC = 97`` and ``N6 mod 89 == 0`` gives
+    ``CC = 89``, never ``00``. That is how the other Belgian mod-97 numbers behave (national
+    register and enterprise numbers use 97 for a zero remainder), and it keeps every
+    check digit in 01–97, so ``00`` is always refused.
+    """
+    n = int(n6)
+    return int(cc) in (97 - n % 97, 89 - n % 89)
+
+
+def validate_riziv(raw: str) -> str:
+    """BE RIZIV/INAMI number ``P NNNNN CC QQQ`` of a GP (see ``riziv_check_digits_valid``)."""
+    number = _digits(raw)
+    if not re.fullmatch(r"[0-9]{11}", number):
+        raise ValueError("a RIZIV/INAMI number has exactly 11 digits (P NNNNN CC QQQ)")
+    if not riziv_check_digits_valid(number[:6], number[6:8]):
+        raise ValueError("the check digits (7th and 8th) do not match the first six digits; "
+                         "please check the number for a typing error")
+    if number[0] != "1":
+        raise ValueError(f"this RIZIV/INAMI number is not a physician's (profession digit {number[0]}, "
+                         "physicians have 1)")
+    code = number[8:]
+    if code in RIZIV_DIPLOMA_ONLY_CODES:
+        raise ValueError(f"competence code {code} means 'holder of the medical diploma', not a GP; "
+                         "sign up with your number ending in a general-medicine code (001–008)")
+    if code not in RIZIV_GP_CODES:
+        raise ValueError(f"competence code {code} is a specialist's; only general-medicine codes "
+                         "(001–008) can enrol as a GP")
+    return number
+
+
+_VALIDATORS = {"BIG": validate_big, "AGB": validate_agb, "RIZIV": validate_riziv}
+
+
+def validate_registration(scheme: str, number: str, country: str) -> Registration:
+    """A normalised registration, or Invalid with a field error under ``registration``."""
+    if scheme not in SCHEMES:
+        raise Invalid("the registration is not valid",
+                      errors={"registration": {"scheme": [f"one of {', '.join(SCHEMES)}"]}})
+    if scheme not in SCHEMES_BY_COUNTRY.get(country, ()):
+        allowed = " or ".join(SCHEMES_BY_COUNTRY.get(country, ()))
+        raise Invalid("the registration is not valid", errors={"registration": {"scheme": [
+            f"{scheme} numbers are not used in {country} regions; use {allowed}"]}})
+    try:
+        return Registration(scheme, _VALIDATORS[scheme](number))
+    except ValueError as e:
+        raise Invalid("the registration is not valid",
+                      errors={"registration": {"number": [str(e)]}}) from None
+
+
+# -- postcode, email, names -----------------------------------------------------------------
+_NL_POSTCODE = re.compile(r"([1-9][0-9]{3})\s?([A-Za-z]{2})")
+
+
+def validate_postcode(raw: str, country: str) -> str:
+    """NL ``1234 AB`` (no leading 0; PostNL never issues the letter pairs SA, SD, SS);
+    BE four digits 1000–9999. Returns the normalised form."""
+    value = (raw or "").strip()
+    if country == "NL":
+        m = _NL_POSTCODE.fullmatch(value)
+        if not m:
+            raise ValueError("a Dutch postcode looks like 1234 AB")
+        letters = m.group(2).upper()
+        if letters in ("SA", "SD", "SS"):
+            raise ValueError(f"Dutch postcodes do not use the letters {letters}")
+        return f"{m.group(1)} {letters}"
+    if country == "BE":
+        if not re.fullmatch(r"[1-9][0-9]{3}", value):
+            raise ValueError("a Belgian postcode has four digits, 1000–9999")
+        return value
+    raise ValueError(f"no postcode rule for country {country}")
+
+
+def normalise_email(raw: str) -> str:
+    """Syntax-checked and normalised (domain lower-cased, Unicode NFC); no DNS lookups."""
+    try:
+        return validate_email((raw or "").strip(), check_deliverability=False).normalized
+    except EmailNotValidError as e:
+        raise ValueError(str(e)) from None
+
+
+def email_key(email: str) -> str:
+    """The uniqueness key: addresses differing only in case reach the same person."""
+    return email.casefold()
+
+
+def clean_name(raw: str) -> str:
+    value = unicodedata.normalize("NFC", " ".join((raw or "").split()))
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+# -- capacity ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Capacity:
+    status: str
+    since: date
+    note: str | None = None
+
+    def __post_init__(self):
+        if self.status not in CAPACITY_STATUSES:
+            raise Invalid("the capacity is not valid",
+                          errors={"status": [f"one of {', '.join(CAPACITY_STATUSES)}"]})
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "since": self.since.isoformat(), "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Capacity | None":
+        if not d:
+            return None
+        since = d["since"] if isinstance(d["since"], date) else date.fromisoformat(d["since"])
+        return cls(d["status"], since, d.get("note"))
+
+
+# -- the state machine ----------------------------------------------------------------------
+# action → the statuses it is allowed from. One table: the tests walk every cell of it.
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "approve": ("pending",),
+    "reject": ("pending",),
+    "suspend": ("active",),
+    "reinstate": ("suspended",),
+    # A suspended GP may still end the membership; a pending one withdraws by erasure.
+    "leave": ("active", "suspended"),
+    "erase": ("pending", "active", "suspended", "left", "rejected"),
+    # Roles belong to the body's members; a suspension pauses them, it does not take them.
+    "set_roles": ("active", "suspended"),
+    "set_capacity": ("pending", "active", "suspended"),
+    "update_profile": ("pending", "active", "suspended"),
+}
+# The status an action leads to (actions not listed keep the status).
+RESULT_STATUS = {"approve": "active", "reject": "rejected", "suspend": "suspended",
+                 "reinstate": "active", "leave": "left", "erase": "erased"}
+EVENT_TYPE = {"approve": "member.enrolled", "reject": "member.rejected", "suspend": "member.suspended",
+              "reinstate": "member.reinstated", "leave": "member.left", "erase": "member.erased",
+              "set_roles": "member.roles_changed", "set_capacity": "member.capacity_changed",
+              "update_profile": "member.profile_updated"}
+
+
+def next_status(current: str, action: str) -> str:
+    """The status after ``action``, or InvalidTransition (409) naming the current one."""
+    if current not in ALLOWED_FROM[action]:
+        raise InvalidTransition("member", current, action.replace("_", " "))
+    return RESULT_STATUS.get(action, current)
+
+
+def normalise_roles(roles: list[str]) -> list[str]:
+    """Roles in canonical order, without repeats; ``member`` is implied by enrolment."""
+    unknown = sorted(set(roles) - set(MEMBER_ROLES))
+    if unknown:
+        raise Invalid("the roles are not valid", errors={"roles": [f"unknown role(s): {', '.join(unknown)}"]})
+    wanted = set(roles) | {"member"}
+    return [r for r in MEMBER_ROLES if r in wanted]
+
+
+@dataclass
+class Member:
+    id: str
+    region: str
+    status: str
+    category: str | None
+    given_name: str | None
+    family_name: str | None
+    email: str | None
+    language: str | None
+    registration: Registration | None
+    practice: dict | None            # {"name", "postcode", "municipality"}
+    capacity: Capacity | None = None
+    roles: list[str] = field(default_factory=list)
+    reason: str | None = None
+    signed_up_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    # -- transitions: each returns the event type to record -----------------------------------
+    def _apply(self, action: str, reason: str | None = None) -> str:
+        self.status = next_status(self.status, action)
+        if action in RESULT_STATUS:  # a status change replaces the reason for the old one
+            self.reason = reason
+        self.updated_at = _now()
+        return EVENT_TYPE[action]
+
+    def approve(self) -> str:
+        event = self._apply("approve")
+        self.roles = ["member"]
+        return event
+
+    def reject(self, reason: str) -> str:
+        return self._apply("reject", reason)
+
+    def suspend(self, reason: str) -> str:
+        return self._apply("suspend", reason)
+
+    def reinstate(self) -> str:
+        return self._apply("reinstate")
+
+    def leave(self, reason: str | None = None) -> str:
+        event = self._apply("leave", reason)
+        self.roles = []  # no longer in the body: any seat (e.g. the chair) is free again
+        return event
+
+    def set_roles(self, roles: list[str]) -> str:
+        event = self._apply("set_roles")
+        self.roles = normalise_roles(roles)
+        return event
+
+    def set_capacity(self, capacity: Capacity) -> str:
+        event = self._apply("set_capacity")
+        self.capacity = capacity
+        return event
+
+    def update_profile(self, changes: dict, region: Region) -> str:
+        merged = profile_fields(changes, region, partial=True)
+        event = self._apply("update_profile")
+        for key in ("given_name", "family_name", "email", "language", "category"):
+            if key in merged:
+                setattr(self, key, merged[key])
+        if "practice" in merged:
+            self.practice = {**(self.practice or {}), **merged["practice"]}
+        return event
+
+    def erase(self) -> str:
+        """GDPR erasure: keep a tombstone (id, region, status) and nothing personal."""
+        event = self._apply("erase")
+        self.category = self.given_name = self.family_name = self.email = self.language = None
+        self.registration = self.practice = self.capacity = None
+        self.roles = []
+        self.signed_up_at = None
+        return event
+
+    @property
+    def holds_chair(self) -> bool:
+        return "chair" in self.roles and self.status in ("active", "suspended")
+
+    @property
+    def municipality(self) -> str | None:
+        return (self.practice or {}).get("municipality")
+
+    def event_data(self) -> dict:
+        """The member's state after the change, exactly per docs/CONTRACTS.md."""
+        data = {"member_id": self.id, "region_id": self.region, "status": self.status,
+                "category": self.category, "roles": list(self.roles), "language": self.language,
+                "municipality": self.municipality,
+                "capacity": self.capacity.to_dict() if self.capacity else None}
+        if self.reason and self.status in ("rejected", "suspended", "left"):
+            data["reason"] = self.reason
+        if self.status != "erased":
+            data["personal"] = {"given_name": self.given_name, "family_name": self.family_name,
+                                "email": self.email}
+        return data
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def profile_fields(data: dict, region: Region, *, partial: bool = False) -> dict:
+    """Validate and normalise the personal and practice fields of a sign-up or an update.
+
+    Every broken rule is reported at once, field by field (422).
+    """
+    errors: dict = {}
+    out: dict = {}
+    for key in ("given_name", "family_name"):
+        if key in data:
+            try:
+                out[key] = clean_name(data[key])
+            except ValueError as e:
+                errors[key] = [str(e)]
+    if "email" in data:
+        try:
+            out["email"] = normalise_email(data["email"])
+        except ValueError as e:
+            errors["email"] = [str(e)]
+    for key, allowed in (("language", LANGUAGES), ("category", CATEGORIES)):
+        if key in data:
+            if data[key] not in allowed:
+                errors[key] = [f"one of {', '.join(allowed)}"]
+            else:
+                out[key] = data[key]
+    if "practice" in data:
+        practice, perrors = {}, {}
+        p = data["practice"] or {}
+        if "name" in p:
+            try:
+                practice["name"] = clean_name(p["name"])
+            except ValueError as e:
+                perrors["name"] = [str(e)]
+        if "postcode" in p:
+            try:
+                practice["postcode"] = validate_postcode(p["postcode"], region.country)
+            except ValueError as e:
+                perrors["postcode"] = [str(e)]
+        if "municipality" in p:
+            canonical = region.canonical_municipality(p["municipality"] or "")
+            if canonical is None:
+                perrors["municipality"] = [f"not one of the municipalities of region {region.id}: "
+                                           f"{', '.join(region.municipalities)}"]
+            else:
+                practice["municipality"] = canonical
+        if not partial:
+            for key in ("name", "postcode", "municipality"):
+                if key not in p:
+                    perrors.setdefault(key, ["required"])
+        if perrors:
+            errors["practice"] = perrors
+        else:
+            out["practice"] = practice
+    if errors:
+        raise Invalid("the request has fields that break a rule", errors=errors)
+    return out
+
+
+def sign_up(member_id: str, region: Region, data: dict) -> Member:
+    """A new pending member from a sign-up; every field error is reported in one 422."""
+    errors: dict = {}
+    fields_ = {}
+    try:
+        fields_ = profile_fields(data, region)
+    except Invalid as e:
+        errors.update(e.errors or {})
+    reg = data.get("registration") or {}
+    registration = None
+    try:
+        registration = validate_registration(reg.get("scheme", ""), reg.get("number", ""), region.country)
+    except Invalid as e:
+        errors.update(e.errors or {})
+    if errors:
+        raise Invalid("the sign-up has fields that break a rule", errors=errors)
+    now = _now()
+    return Member(id=member_id, region=region.id, status="pending",
+                  category=data.get("category") or "practice-owner",
+                  given_name=fields_["given_name"], family_name=fields_["family_name"],
+                  email=fields_["email"], language=fields_["language"], registration=registration,
+                  practice=fields_["practice"], capacity=None, roles=[], signed_up_at=now, updated_at=now)
+
+
+# -- capacity overview (pure arithmetic) ------------------------------------------------------
+CAPACITY_BUCKETS = ("open", "limited", "closed", "unknown")
+
+
+def capacity_overview(municipalities: list[str], counts) -> dict:
+    """Per municipality, the active members' practices by capacity, and the share closed.
+
+    ``counts`` yields ``(municipality, capacity status or None, n)`` for ACTIVE members.
+    Every municipality of the region gets a row (zero rows show where nobody reports);
+    a municipality no longer in the region but still on a member's practice follows them.
+    ``closed_share`` = closed / active members in that municipality (``unknown`` counts
+    in the denominator: a practice that did not report is not known to be closed), rounded
+    to 4 decimals, ``None`` when there are no active members.
+    """
+    rows: dict[str, dict] = {}
+
+    def row(name: str) -> dict:
+        key = name.casefold()
+        if key not in rows:
+            rows[key] = {"municipality": name, **{b: 0 for b in CAPACITY_BUCKETS}}
+        return rows[key]
+
+    for m in municipalities:
+        row(m)
+    for municipality, status, n in counts:
+        bucket = status if status in CAPACITY_STATUSES else "unknown"
+        row(municipality or "unknown")[bucket] += int(n)
+    totals = {b: 0 for b in CAPACITY_BUCKETS}
+    out = []
+    for r in rows.values():
+        r["active"] = sum(r[b] for b in CAPACITY_BUCKETS)
+        r["closed_share"] = _share(r["closed"], r["active"])
+        for b in CAPACITY_BUCKETS:
+            totals[b] += r[b]
+        out.append(r)
+    totals["active"] = sum(totals[b] for b in CAPACITY_BUCKETS)
+    totals["closed_share"] = _share(totals["closed"], totals["active"])
+    return {"municipalities": out, "totals": totals}
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+# -- member commands --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SignUp:
+    region_id: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class MemberCommand:
+    """A change to one existing member; ``expected_version`` comes from If-Match."""
+    region_id: str
+    member_id: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class ApproveMember(MemberCommand):
+    pass
+
+
+@dataclass(frozen=True)
+class RejectMember(MemberCommand):
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SuspendMember(MemberCommand):
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReinstateMember(MemberCommand):
+    pass
+
+
+@dataclass(frozen=True)
+class LeaveRegion(MemberCommand):
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SetRoles(MemberCommand):
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SetCapacity(MemberCommand):
+    capacity: Capacity | None = None
+
+
+@dataclass(frozen=True)
+class UpdateProfile(MemberCommand):
+    changes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EraseMember(MemberCommand):
+    pass

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hecht.errors import Conflict, PreconditionFailed
 from hecht.outbox import EventDraft
+from hecht.web import new_id
 
 from . import domain
-from .repository import RegionRepository
+from .repository import MemberRepository, RegionRepository
 
 
 def register_region(cmd: domain.RegisterRegion, repos: "Repos", trace: str | None) -> dict:
@@ -17,7 +19,6 @@ def register_region(cmd: domain.RegisterRegion, repos: "Repos", trace: str | Non
 def update_region(cmd: domain.UpdateRegion, repos: "Repos", trace: str | None) -> dict:
     region, version = repos.regions.get(cmd.region_id)
     if cmd.expected_version is not None and cmd.expected_version != version:
-        from hecht.errors import PreconditionFailed
         raise PreconditionFailed(f"region {cmd.region_id} has changed (current ETag \"{version}\")")
     changes = dict(cmd.changes)
     if "mandate_policy" in changes:
@@ -27,16 +28,90 @@ def update_region(cmd: domain.UpdateRegion, repos: "Repos", trace: str | None) -
     return repos.regions.save(updated, version, [EventDraft("region.updated", updated.event_data())], trace)
 
 
+# -- members --------------------------------------------------------------------------------
+def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict:
+    region, _ = repos.regions.get(cmd.region_id)
+    member = domain.sign_up(new_id("m"), region, cmd.data)
+    return repos.members.add(member, [EventDraft("member.signed_up", member.event_data())], trace)
+
+
+def _change(cmd: domain.MemberCommand, repos: "Repos", trace: str | None, apply) -> dict:
+    """Load, check the expected version, apply one domain transition, save with its event."""
+    member, version = repos.members.get(cmd.region_id, cmd.member_id)
+    if cmd.expected_version is not None and cmd.expected_version != version:
+        raise PreconditionFailed(f"member {cmd.member_id} has changed (current ETag \"{version}\"); read it again")
+    event_type = apply(member)
+    return repos.members.save(member, version, [EventDraft(event_type, member.event_data())], trace)
+
+
+def approve_member(cmd: domain.ApproveMember, repos: "Repos", trace: str | None) -> dict:
+    return _change(cmd, repos, trace, lambda m: m.approve())
+
+
+def reject_member(cmd: domain.RejectMember, repos: "Repos", trace: str | None) -> dict:
+    return _change(cmd, repos, trace, lambda m: m.reject(cmd.reason))
+
+
+def suspend_member(cmd: domain.SuspendMember, repos: "Repos", trace: str | None) -> dict:
+    return _change(cmd, repos, trace, lambda m: m.suspend(cmd.reason))
+
+
+def reinstate_member(cmd: domain.ReinstateMember, repos: "Repos", trace: str | None) -> dict:
+    return _change(cmd, repos, trace, lambda m: m.reinstate())
+
+
+def leave_region(cmd: domain.LeaveRegion, repos: "Repos", trace: str | None) -> dict:
+    return _change(cmd, repos, trace, lambda m: m.leave(cmd.reason))
+
+
+def set_roles(cmd: domain.SetRoles, repos: "Repos", trace: str | None) -> dict:
+    def apply(member: domain.Member) -> str:
+        event = member.set_roles(list(cmd.roles))
+        holder = repos.members.chair_holder(cmd.region_id)
+        if member.holds_chair and holder not in (None, member.id):
+            # A friendly answer; the unique index on chair_seat is what guarantees it.
+            raise Conflict(f"region {cmd.region_id} already has a chair ({holder}); take the role from them first",
+                           errors={"roles": ["the region already has a chair"]}, chair=holder)
+        return event
+    return _change(cmd, repos, trace, apply)
+
+
+def set_capacity(cmd: domain.SetCapacity, repos: "Repos", trace: str | None) -> dict:
+    return _change(cmd, repos, trace, lambda m: m.set_capacity(cmd.capacity))
+
+
+def update_profile(cmd: domain.UpdateProfile, repos: "Repos", trace: str | None) -> dict:
+    region, _ = repos.regions.get(cmd.region_id)
+    return _change(cmd, repos, trace, lambda m: m.update_profile(cmd.changes, region))
+
+
+def erase_member(cmd: domain.EraseMember, repos: "Repos", trace: str | None) -> dict:
+    doc = _change(cmd, repos, trace, lambda m: m.erase())
+    repos.members.purge_personal(cmd.member_id, f"/v1/regions/{cmd.region_id}/members/{cmd.member_id}")
+    return doc
+
+
 class Repos:
     """The repositories one command may use (a unit of work without transactions)."""
 
     def __init__(self, db):
         self.regions = RegionRepository(db)
+        self.members = MemberRepository(db)
 
 
 COMMAND_HANDLERS = {
     domain.RegisterRegion: register_region,
     domain.UpdateRegion: update_region,
+    domain.SignUp: sign_up,
+    domain.ApproveMember: approve_member,
+    domain.RejectMember: reject_member,
+    domain.SuspendMember: suspend_member,
+    domain.ReinstateMember: reinstate_member,
+    domain.LeaveRegion: leave_region,
+    domain.SetRoles: set_roles,
+    domain.SetCapacity: set_capacity,
+    domain.UpdateProfile: update_profile,
+    domain.EraseMember: erase_member,
 }
 
 

@@ -1,20 +1,37 @@
 """MongoDB documents ↔ members aggregates; every write goes with its events (outbox)."""
 from __future__ import annotations
 
+import logging
+import re
+
 from pymongo import ASCENDING
 from pymongo.database import Database
 
 from hecht import outbox
-from hecht.errors import NotFound
+from hecht.errors import Conflict, NotFound
 from hecht.outbox import AggregateStore, EventDraft
 
-from .domain import Region
+from .domain import Capacity, Member, Region, Registration
 
-AGGREGATE_COLLECTIONS = ["regions"]
+log = logging.getLogger(__name__)
+
+AGGREGATE_COLLECTIONS = ["regions", "members"]
+
+# Never leave the repository: uniqueness keys and outbox plumbing.
+INTERNAL_FIELDS = {"_outbox": 0, "_pending": 0, "email_key": 0, "registration_key": 0, "chair_seat": 0}
 
 
 def ensure_indexes(db: Database) -> None:
     outbox.ensure_indexes(db, AGGREGATE_COLLECTIONS)
+    # Uniqueness lives in the database, so two concurrent sign-ups cannot both win. Plain
+    # (not partial or sparse) unique indexes work on FerretDB too: a member without a key
+    # (erased, or holding no chair) gets a placeholder unique to it (see ``_keys``).
+    db.members.create_index([("region", ASCENDING), ("email_key", ASCENDING)], unique=True,
+                            name="one_member_per_email")
+    db.members.create_index([("region", ASCENDING), ("registration_key", ASCENDING)], unique=True,
+                            name="one_member_per_registration")
+    db.members.create_index([("chair_seat", ASCENDING)], unique=True, name="one_chair_per_region")
+    db.members.create_index([("region", ASCENDING), ("status", ASCENDING)], name="region_status")
 
 
 class RegionRepository:
@@ -51,3 +68,178 @@ class RegionRepository:
     def history(self, region_id: str) -> list[dict]:
         self.get_doc(region_id)
         return outbox.history(self.db, "regions", region_id)
+
+
+def without_personal(event: dict) -> dict:
+    """A copy of a member event without personal data: no ``personal`` block, and the free-text
+    capacity note (which may name people) emptied."""
+    data = {k: v for k, v in (event.get("data") or {}).items() if k != "personal"}
+    if isinstance(data.get("capacity"), dict) and data["capacity"].get("note") is not None:
+        data["capacity"] = {**data["capacity"], "note": None}
+    return {**event, "data": data}
+
+
+class MemberRepository:
+    """Member documents: the aggregate's fields, its uniqueness keys and its outbox."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.coll = db.members
+        self.store = AggregateStore(db.members, source="members")
+
+    # -- mapping -------------------------------------------------------------------------------
+    @staticmethod
+    def _keys(m: Member) -> dict:
+        """Values of the unique indexes; a member without one gets a placeholder of its own."""
+        active = m.status != "erased"
+        return {
+            "email_key": m.email.casefold() if active and m.email else f"erased:{m.id}",
+            "registration_key": m.registration.identity_key if active and m.registration else f"erased:{m.id}",
+            "chair_seat": f"chair:{m.region}" if m.holds_chair else f"none:{m.id}",
+        }
+
+    @classmethod
+    def _fields(cls, m: Member) -> dict:
+        """Everything stored; None means 'absent from the document' (erasure removes fields)."""
+        return {
+            "region": m.region, "status": m.status, "category": m.category,
+            "given_name": m.given_name, "family_name": m.family_name, "email": m.email,
+            "language": m.language,
+            "registration": {"scheme": m.registration.scheme, "number": m.registration.number}
+            if m.registration else None,
+            "practice": m.practice, "capacity": m.capacity.to_dict() if m.capacity else None,
+            "roles": list(m.roles), "reason": m.reason,
+            "signed_up_at": m.signed_up_at, "updated_at": m.updated_at,
+            **cls._keys(m),
+        }
+
+    @staticmethod
+    def to_domain(doc: dict) -> Member:
+        reg = doc.get("registration")
+        return Member(id=doc["_id"], region=doc["region"], status=doc["status"], category=doc.get("category"),
+                      given_name=doc.get("given_name"), family_name=doc.get("family_name"),
+                      email=doc.get("email"), language=doc.get("language"),
+                      registration=Registration(reg["scheme"], reg["number"]) if reg else None,
+                      practice=doc.get("practice"), capacity=Capacity.from_dict(doc.get("capacity")),
+                      roles=list(doc.get("roles") or []), reason=doc.get("reason"),
+                      signed_up_at=doc.get("signed_up_at"), updated_at=doc.get("updated_at"))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get_doc(self, region_id: str, member_id: str) -> dict:
+        """The member, only if it belongs to ``region_id`` (another region's id is a 404)."""
+        doc = self.coll.find_one({"_id": member_id, "region": region_id}, INTERNAL_FIELDS)
+        if doc is None:
+            raise NotFound(f"member {member_id} not found in region {region_id}")
+        return doc
+
+    def get(self, region_id: str, member_id: str) -> tuple[Member, int]:
+        doc = self.get_doc(region_id, member_id)
+        return self.to_domain(doc), doc["version"]
+
+    def chair_holder(self, region_id: str) -> str | None:
+        doc = self.coll.find_one({"chair_seat": f"chair:{region_id}"}, {"_id": 1})
+        return doc["_id"] if doc else None
+
+    @staticmethod
+    def list_query(region_id: str, *, status: str | None = None, role: str | None = None,
+                   municipality: str | None = None, capacity: str | None = None, q: str | None = None) -> dict:
+        """Filters of the list endpoint; tombstones only when asked for (status=erased)."""
+        query: dict = {"region": region_id, "status": status or {"$ne": "erased"}}
+        if role:
+            query["roles"] = role
+        if municipality:
+            query["practice.municipality"] = municipality
+        if capacity == "unknown":
+            query["capacity"] = None
+        elif capacity:
+            query["capacity.status"] = capacity
+        terms = (q or "").split()
+        if terms:
+            # Every word must start a given or family name part, case-insensitively.
+            query["$and"] = [{"$or": [{f: {"$regex": rf"(^|[\s'-]){re.escape(t)}", "$options": "i"}}
+                                      for f in ("given_name", "family_name")]} for t in terms[:5]]
+        return query
+
+    def capacity_counts(self, region_id: str) -> list[tuple[str | None, str | None, int]]:
+        """(municipality, capacity status, n) over the region's ACTIVE members ($group)."""
+        pipeline = [
+            {"$match": {"region": region_id, "status": "active"}},
+            {"$group": {"_id": {"m": "$practice.municipality", "c": "$capacity.status"}, "n": {"$sum": 1}}},
+        ]
+        return [(r["_id"].get("m"), r["_id"].get("c"), r["n"]) for r in self.coll.aggregate(pipeline)]
+
+    def history(self, region_id: str, member_id: str) -> list[dict]:
+        member, _ = self.get(region_id, member_id)
+        events = outbox.history(self.db, "members", member_id)
+        return [without_personal(e) for e in events] if member.status == "erased" else events
+
+    # -- writes ----------------------------------------------------------------------------------
+    def add(self, member: Member, events: list[EventDraft], trace: str | None) -> dict:
+        doc = {"_id": member.id, **{k: v for k, v in self._fields(member).items() if v is not None}}
+        try:
+            return self.store.create(doc, events, traceparent=trace)
+        except Conflict:
+            raise self._which_duplicate(member) from None
+
+    def save(self, member: Member, expected_version: int, events: list[EventDraft], trace: str | None) -> dict:
+        fields = self._fields(member)
+        changes = {k: v for k, v in fields.items() if v is not None}
+        unset = [k for k, v in fields.items() if v is None]
+        try:
+            return self.store.update(member.id, expected_version, changes, events, region=member.region,
+                                     unset=unset, traceparent=trace)
+        except Conflict:
+            raise self._which_duplicate(member) from None
+
+    def _which_duplicate(self, m: Member) -> Conflict:
+        """Name the rule a refused write broke (the server's duplicate-key error does not)."""
+        keys = self._keys(m)
+        others = {"region": m.region, "_id": {"$ne": m.id}}
+        if self.coll.find_one({**others, "registration_key": keys["registration_key"]}, {"_id": 1}):
+            return Conflict(f"this {m.registration.scheme} registration is already enrolled in region {m.region}",
+                            errors={"registration": {"number": ["already enrolled in this region"]}})
+        if self.coll.find_one({**others, "email_key": keys["email_key"]}, {"_id": 1}):
+            return Conflict(f"a member with this email address is already enrolled in region {m.region}",
+                            errors={"email": ["already enrolled in this region"]})
+        holder = self.chair_holder(m.region)
+        if m.holds_chair and holder and holder != m.id:
+            return Conflict(f"region {m.region} already has a chair ({holder}); "
+                            "take the role from them first", errors={"roles": ["the region already has a chair"]},
+                            chair=holder)
+        return Conflict(f"member {m.id} already exists")
+
+    def purge_personal(self, member_id: str, request_path_prefix: str) -> None:
+        """After erasure: personal data out of every copy this database holds.
+
+        The member document itself was stripped by the erasure write. Left are events that
+        still carry ``personal``: those waiting in the outbox, those archived for the history,
+        and responses kept for Idempotency-Key replays. (Copies already on the Kafka topic
+        age out with its retention.) A relay publishing concurrently is covered by
+        ``worker.MembersRelay``, which redacts and re-purges after its own archive write.
+        """
+        for _ in range(5):
+            doc = self.coll.find_one({"_id": member_id}, {"_outbox": 1}) or {}
+            pending = doc.get("_outbox") or []
+            stripped = [without_personal(e) for e in pending]
+            if stripped == pending:
+                break
+            # Guarded by the exact array read: a relay pulling published events in between
+            # makes this miss, and we read again. Order (and so sequence) is kept.
+            if self.coll.update_one({"_id": member_id, "_outbox": pending},
+                                    {"$set": {"_outbox": stripped}}).matched_count:
+                break
+        else:
+            log.warning("could not strip the outbox of an erased member; the relay redacts it",
+                        extra={"member": member_id})
+        purge_archive(self.db, [member_id])
+        self.db.idempotency.delete_many({"path": {"$regex": f"^{re.escape(request_path_prefix)}(/|$)"}})
+
+
+def purge_archive(db: Database, member_ids: list[str]) -> int:
+    """Personal data out of the archived events of these members (see ``without_personal``)."""
+    archive = db[outbox.ARCHIVE]
+    subjects = {"subject": {"$in": member_ids}}
+    n = archive.update_many({**subjects, "data.personal": {"$exists": True}},
+                            {"$unset": {"data.personal": ""}}).modified_count
+    return n + archive.update_many({**subjects, "data.capacity.note": {"$exists": True, "$ne": None}},
+                                   {"$set": {"data.capacity.note": None}}).modified_count

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from hecht.web import PageSchema
+from hecht.web import PageArgsSchema, PageSchema
 
-from .domain import COUNTRIES, REGION_KINDS
+from .domain import (CAPACITY_STATUSES, CATEGORIES, COUNTRIES, LANGUAGES, MEMBER_ROLES, MEMBER_STATUSES,
+                     REGION_KINDS, SCHEMES)
 
 SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,62}$",
                        error="use 2–63 lowercase letters, digits and dashes, starting with a letter or digit")
@@ -56,3 +57,127 @@ class EventSchema(Schema):
 
 class HistorySchema(Schema):
     items = fields.List(fields.Nested(EventSchema))
+
+
+# -- members ----------------------------------------------------------------------------------
+class RegistrationSchema(Schema):
+    scheme = fields.String(required=True, validate=validate.OneOf(SCHEMES),
+                           metadata={"description": "BIG or AGB in NL regions, RIZIV (INAMI) in BE regions"})
+    number = fields.String(required=True, validate=validate.Length(1, 40),
+                           metadata={"description": "spaces, dots and dashes are allowed and removed",
+                                     "example": "1-08290-59-003"})
+
+
+class PracticeSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    postcode = fields.String(required=True, validate=validate.Length(1, 16),
+                             metadata={"description": "NL `1234 AB`, BE four digits (1000–9999)"})
+    municipality = fields.String(required=True, validate=validate.Length(1, 100),
+                                 metadata={"description": "one of the region's municipalities"})
+
+
+class CapacitySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(CAPACITY_STATUSES),
+                           metadata={"description": "open, limited (a partial stop) or closed (patient stop)"})
+    since = fields.Date(load_default=None, metadata={"description": "since when (default: today)"})
+    note = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class SignUpSchema(Schema):
+    """The public sign-up form of a GP."""
+    given_name = fields.String(required=True, validate=validate.Length(1, 100))
+    family_name = fields.String(required=True, validate=validate.Length(1, 100))
+    email = fields.String(required=True, validate=validate.Length(3, 254))
+    language = fields.String(required=True, validate=validate.OneOf(LANGUAGES))
+    category = fields.String(load_default="practice-owner", validate=validate.OneOf(CATEGORIES))
+    registration = fields.Nested(RegistrationSchema, required=True)
+    practice = fields.Nested(PracticeSchema, required=True)
+
+
+class SignUpResultSchema(Schema):
+    id = fields.String(metadata={"example": "m_019a3c5e7f10a1b2c3d4e5f6"})
+    status = fields.String(metadata={"example": "pending"})
+
+
+class MemberSchema(Schema):
+    """A member; after erasure only the tombstone (id, region_id, status) remains."""
+    id = fields.String()
+    region_id = fields.String()
+    status = fields.String(metadata={"enum": list(MEMBER_STATUSES)})
+    category = fields.String(allow_none=True)
+    given_name = fields.String(allow_none=True)
+    family_name = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    registration = fields.Nested(RegistrationSchema, allow_none=True)
+    practice = fields.Nested(PracticeSchema, allow_none=True)
+    capacity = fields.Nested(CapacitySchema, allow_none=True)
+    roles = fields.List(fields.String())
+    reason = fields.String(allow_none=True)
+    signed_up_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+    version = fields.Integer()
+
+
+class MemberPageSchema(PageSchema):
+    items = fields.List(fields.Nested(MemberSchema))
+
+
+class MemberListArgsSchema(PageArgsSchema):
+    status = fields.String(validate=validate.OneOf(MEMBER_STATUSES),
+                           metadata={"description": "erased tombstones are listed only when asked for"})
+    role = fields.String(validate=validate.OneOf(MEMBER_ROLES))
+    municipality = fields.String(validate=validate.Length(1, 100))
+    capacity = fields.String(validate=validate.OneOf(CAPACITY_STATUSES + ("unknown",)))
+    q = fields.String(validate=validate.Length(1, 100),
+                      metadata={"description": "name search: every word must start a given or family name"})
+
+
+class ReasonSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(1, 500))
+
+
+class LeaveSchema(Schema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class RolesSchema(Schema):
+    roles = fields.List(fields.String(validate=validate.OneOf(MEMBER_ROLES)), required=True,
+                        validate=validate.Length(max=len(MEMBER_ROLES)),
+                        metadata={"description": "`member` is implied; at most one chair per region"})
+
+
+class PracticeUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(1, 200))
+    postcode = fields.String(validate=validate.Length(1, 16))
+    municipality = fields.String(validate=validate.Length(1, 100))
+
+
+class ProfileUpdateSchema(Schema):
+    """Fields to change (PATCH semantics): anything left out stays as it is."""
+    given_name = fields.String(validate=validate.Length(1, 100))
+    family_name = fields.String(validate=validate.Length(1, 100))
+    email = fields.String(validate=validate.Length(3, 254))
+    language = fields.String(validate=validate.OneOf(LANGUAGES))
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
+    practice = fields.Nested(PracticeUpdateSchema)
+
+
+class CapacityTotalsSchema(Schema):
+    open = fields.Integer()
+    limited = fields.Integer()
+    closed = fields.Integer()
+    unknown = fields.Integer(metadata={"description": "active members who have not reported capacity"})
+    active = fields.Integer()
+    closed_share = fields.Float(allow_none=True, metadata={
+        "description": "closed / active (unknown included), 4 decimals; null without active members"})
+
+
+class CapacityRowSchema(CapacityTotalsSchema):
+    municipality = fields.String()
+
+
+class CapacityOverviewSchema(Schema):
+    region_id = fields.String()
+    municipalities = fields.List(fields.Nested(CapacityRowSchema))
+    totals = fields.Nested(CapacityTotalsSchema)

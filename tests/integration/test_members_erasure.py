@@ -1,0 +1,146 @@
+"""GDPR erasure against the real stack: no personal data left in ANY collection of the members database."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hecht import events as ev, mongo, topics
+from hecht.config import settings
+from services.members.worker import relay as members_relay
+from tests.conftest import bearer
+
+GENT = {"id": "elz-gent", "name": "ELZ Gent", "country": "BE", "kind": "eerstelijnszone",
+        "municipalities": ["Gent", "Merelbeke"]}
+ADMIN = bearer("region-admin", "elz-gent")
+# Distinctive values, so finding one anywhere can only mean a leak.
+PERSONAL = {"given_name": "Xanthippe", "family_name": "Qwertyzoon", "email": "xanthippe.qz@praktijk-qz.be",
+            "practice": "Praktijk Zonnebloem-Qz", "note": "alleen-familieleden-qz", "registration": "10829059003",
+            "new_email": "later.qz@praktijk-qz.be"}
+FORM = {"given_name": PERSONAL["given_name"], "family_name": PERSONAL["family_name"], "email": PERSONAL["email"],
+        "language": "nl", "registration": {"scheme": "RIZIV", "number": PERSONAL["registration"]},
+        "practice": {"name": PERSONAL["practice"], "postcode": "9000", "municipality": "Gent"}}
+
+
+@pytest.fixture
+def client(hecht_env, monkeypatch):
+    monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "1000")
+    from services.members.app import create_app
+    c = create_app().test_client()
+    assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
+    return c
+
+
+def db():
+    s = settings("members")
+    return mongo.database(s.mongo_uri, s.database_name)
+
+
+def _text(value) -> str:
+    """A document as searchable text (bytes, e.g. stored idempotent replies, decoded)."""
+    def default(o):
+        return o.decode("utf-8", "replace") if isinstance(o, bytes) else str(o)
+    return json.dumps(value, default=default, ensure_ascii=False).casefold()
+
+
+def leaks() -> list[tuple[str, str]]:
+    """(collection, value) for every personal value found in every document of every collection."""
+    found = []
+    for name in db().list_collection_names():
+        for doc in db()[name].find():
+            text = _text(doc)
+            found += [(name, v) for v in PERSONAL.values() if v.casefold() in text]
+    return found
+
+
+def test_the_scan_finds_personal_data_where_it_is(client):
+    """The detector itself: before erasure the data is there, in several collections."""
+    m = client.post("/v1/regions/elz-gent/members", json=FORM).json["id"]
+    client.post(f"/v1/regions/elz-gent/members/{m}/approve", headers={**ADMIN, "Idempotency-Key": "k1"})
+    members_relay(settings("members"), db()).run_once()
+    where = {name for name, _ in leaks()}
+    assert {"members", "events", "idempotency"} <= where
+
+
+def test_erasure_leaves_a_tombstone_and_no_personal_data_anywhere(client, topic_reader):
+    m = client.post("/v1/regions/elz-gent/members", json=FORM, headers={"Idempotency-Key": "signup-qz"}).json["id"]
+    base = f"/v1/regions/elz-gent/members/{m}"
+    # a stored idempotent reply that carries the member's personal data
+    assert client.post(f"{base}/approve", headers={**ADMIN, "Idempotency-Key": "approve-qz"}).status_code == 200
+    assert client.put(f"{base}/capacity", json={"status": "closed", "note": PERSONAL["note"]},
+                      headers=ADMIN).status_code == 200
+    relay = members_relay(settings("members"), db())
+    assert relay.run_once() == 4  # region + signed_up, enrolled, capacity_changed: published and archived
+    # one more change still waiting in the outbox when the erasure comes
+    assert client.patch(base, json={"email": PERSONAL["new_email"]}, headers=bearer("gp", "elz-gent", m)).status_code == 200
+    assert db().members.find_one({"_id": m})["_outbox"]
+
+    r = client.delete(base, headers=bearer("gp", "elz-gent", m))
+    assert r.status_code == 200
+    assert leaks() == []
+    tombstone = client.get(base, headers=ADMIN)
+    assert tombstone.status_code == 200
+    assert {k: v for k, v in tombstone.json.items() if v not in (None, [])}.keys() == \
+        {"id", "region_id", "status", "version", "updated_at"}
+    assert tombstone.json["status"] == "erased" and tombstone.json["id"] == m
+    stored = db().members.find_one({"_id": m})
+    for field in ("given_name", "family_name", "email", "registration", "practice", "capacity", "category",
+                  "language", "signed_up_at"):
+        assert field not in stored
+    history = client.get(f"{base}/history", headers=ADMIN).json["items"]
+    assert [ev.short_type(e["type"]) for e in history] == [
+        "member.signed_up", "member.enrolled", "member.capacity_changed", "member.profile_updated", "member.erased"]
+    assert not any("personal" in e["data"] for e in history)
+    # an idempotent retry of the approval cannot replay the old personal data either
+    assert client.post(f"{base}/approve", headers={**ADMIN, "Idempotency-Key": "approve-qz"}).status_code == 409
+
+    assert relay.run_once() == 2  # the redacted profile update and the erasure
+    relay.close()
+    assert leaks() == []
+    records = topic_reader(settings("members").topic(topics.MEMBERS), until=lambda r: len(r) >= 6)
+    published = [ev.decode(r.value) for r in records if r.key == m.encode()]
+    for e in published:
+        ev.validate(e)
+    assert [e["sequence"] for e in published] == [1, 2, 3, 4, 5]
+    # copies published before the erasure stay on the topic until its retention removes them ...
+    assert published[0]["data"]["personal"]["email"] == PERSONAL["email"]
+    # ... nothing published after it carries personal data
+    assert "personal" not in published[3]["data"] and "personal" not in published[4]["data"]
+    assert ev.short_type(published[4]["type"]) == "member.erased"
+
+    # the email and registration are free again: the GP may sign up anew
+    again = client.post("/v1/regions/elz-gent/members", json=FORM)
+    assert again.status_code == 201 and again.json["id"] != m
+
+
+def test_a_region_admin_erases_a_member_in_any_state(client):
+    for i, steps in enumerate(([], ["approve"], ["approve", "suspend"], ["approve", "leave"], ["reject"])):
+        n6 = 108100 + i
+        form = dict(FORM, email=f"member{i}-qz@praktijk-qz.be",
+                    registration={"scheme": "RIZIV", "number": f"{n6}{97 - n6 % 97:02d}003"})
+        r = client.post("/v1/regions/elz-gent/members", json=form)
+        assert r.status_code == 201, r.json
+        m = r.json["id"]
+        for step in steps:
+            assert client.post(f"/v1/regions/elz-gent/members/{m}/{step}", json={"reason": "x"},
+                               headers=ADMIN).status_code == 200
+        assert client.delete(f"/v1/regions/elz-gent/members/{m}", headers=ADMIN).json["status"] == "erased"
+    assert leaks() == []
+    assert db().members.count_documents({"status": "erased"}) == 5
+
+
+def test_a_relay_pass_racing_an_erasure_publishes_and_archives_nothing_personal(client, topic_reader):
+    """The relay read the outbox just before the erasure; what it then writes is redacted."""
+    m = client.post("/v1/regions/elz-gent/members", json=FORM).json["id"]
+    relay = members_relay(settings("members"), db())
+    read_before = db().members.find_one({"_id": m})["_outbox"]  # what a relay pass had in hand
+    assert read_before[0]["data"]["personal"]["email"] == PERSONAL["email"]
+    assert client.delete(f"/v1/regions/elz-gent/members/{m}", headers=ADMIN).status_code == 200
+    relay._publish(read_before)
+    relay._archive(read_before)
+    relay.close()
+    assert leaks() == []
+    records = topic_reader(settings("members").topic(topics.MEMBERS), until=lambda r: any(x.key == m.encode()
+                                                                                          for x in r))
+    sent = [ev.decode(r.value) for r in records if r.key == m.encode()]
+    assert sent and all("personal" not in e["data"] for e in sent)
