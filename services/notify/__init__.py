@@ -1,0 +1,1 @@
+"""Notify service: webhook subscriptions and deliveries for integrators, e-mail to GPs."""

@@ -1,0 +1,438 @@
+"""Commands and consumed events → domain → repository. The routing tables at the bottom are
+the map of behaviour: ``COMMAND_HANDLERS`` for the API and the delivery engine,
+``EVENT_HANDLERS`` for what each consumed event type does besides being copied and fanned
+out to the matching webhook subscriptions."""
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import datetime, timedelta, timezone
+
+from pymongo.database import Database
+
+from hecht import events as ev
+from hecht.config import Settings
+from hecht.errors import Conflict, Invalid, PreconditionFailed
+from hecht.outbox import EventDraft
+from hecht.web import new_id
+
+from . import domain, signing
+from .outbound import BlockedDestination, resolve_public
+from .repository import (DELIVERING, PENDING, QUEUED, AddressBook, DeliveryRepository, EventCopies,
+                         NotificationRepository, RegionBook, ReminderRepository, SubscriptionRepository, now)
+
+log = logging.getLogger(__name__)
+
+MAX_ROTATION_GRACE_S = 7 * 24 * 3600
+MAX_REPLAY = 10_000
+
+
+class Repos:
+    """The repositories one command or event may use (a unit of work without transactions)."""
+
+    def __init__(self, db: Database, settings: Settings):
+        self.db = db
+        self.settings = settings
+        self.subscriptions = SubscriptionRepository(db)
+        self.deliveries = DeliveryRepository(db)
+        self.copies = EventCopies(db)
+        self.address_book = AddressBook(db)
+        self.regions = RegionBook(db)
+        self.notifications = NotificationRepository(db)
+        self.reminders = ReminderRepository(db)
+        self._box: signing.SecretBox | None = None
+
+    @property
+    def box(self) -> signing.SecretBox:
+        if self._box is None:
+            self._box = signing.SecretBox(self.settings)
+        return self._box
+
+
+# =============================================================================================
+# Subscriptions (commands)
+# =============================================================================================
+def _check_url(url: str, settings: Settings) -> str:
+    """The shape rules, and the resolved address when the name resolves now (it is checked
+    again, authoritatively, at every connection)."""
+    domain.check_url_shape(url, settings.webhooks_allow_private)
+    if not settings.webhooks_allow_private:
+        from urllib.parse import urlsplit
+        parts = urlsplit(url)
+        try:
+            resolve_public(parts.hostname, parts.port or 443)
+        except BlockedDestination as e:
+            raise Invalid("private addresses are not allowed", errors={"url": [str(e)]}) from None
+        except (OSError, socket.gaierror):
+            pass  # not resolvable now: the endpoint may not exist yet; checked when delivering
+    return url
+
+
+def create_subscription(cmd: domain.CreateSubscription, repos: Repos, trace: str | None):
+    """Returns (document, secret, replayed).
+
+    A retried create with the same Idempotency-Key returns the same subscription and secret.
+    The generic ``hecht.web.idempotent`` would keep the response (with the plaintext secret)
+    in the idempotency collection; here the key lives on the subscription and the secret
+    stays encrypted.
+    """
+    if cmd.idempotency_key:
+        prior = _prior_create(cmd, repos)
+        if prior is not None:
+            return prior
+    url = _check_url(cmd.url, repos.settings)
+    patterns = domain.normalize_patterns(cmd.event_types)
+    secret = signing.new_secret()
+    at = now()
+    sub_id = new_id("sub")
+    doc = {"_id": sub_id, "region": cmd.region, "url": url, "event_types": patterns,
+           "description": cmd.description, "enabled": cmd.enabled, "disabled_reason": None, "disabled_at": None,
+           "secrets": [{"enc": repos.box.encrypt(secret), "created_at": at, "expires_at": None}],
+           "consecutive_failures": 0, "created_at": at, "updated_at": at, "created_by": cmd.created_by,
+           "idem_key": cmd.idempotency_key or sub_id, "idem_fingerprint": cmd.fingerprint}
+    try:
+        return repos.subscriptions.add(doc), secret, False
+    except Conflict:
+        prior = _prior_create(cmd, repos) if cmd.idempotency_key else None
+        if prior is None:
+            raise
+        return prior
+
+
+def _prior_create(cmd: domain.CreateSubscription, repos: Repos):
+    doc = repos.db.subscriptions.find_one({"idem_key": cmd.idempotency_key, "region": cmd.region}, {"_outbox": 0})
+    if doc is None:
+        return None
+    if doc.get("idem_fingerprint") != cmd.fingerprint:
+        raise Invalid("this Idempotency-Key was used with a different request body",
+                      errors={"Idempotency-Key": ["reused with a different body"]})
+    if doc.get("deleted"):
+        raise Conflict("the subscription created with this Idempotency-Key was deleted since")
+    current = signing.active_secrets(doc.get("secrets", []))
+    return doc, repos.box.decrypt(current[0]["enc"]), True
+
+
+def _current(repos: Repos, region: str, subscription_id: str, expected_version: int | None = None) -> dict:
+    doc = repos.subscriptions.get_doc(region, subscription_id)
+    if expected_version is not None and expected_version != doc["version"]:
+        raise PreconditionFailed(f"subscription {subscription_id} has changed (current ETag \"{doc['version']}\")")
+    return doc
+
+
+def update_subscription(cmd: domain.UpdateSubscription, repos: Repos, trace: str | None) -> dict:
+    doc = _current(repos, cmd.region, cmd.subscription_id, cmd.expected_version)
+    changes = {k: v for k, v in cmd.changes.items() if k in ("url", "event_types", "description", "enabled")}
+    if "url" in changes:
+        changes["url"] = _check_url(changes["url"], repos.settings)
+    if "event_types" in changes:
+        changes["event_types"] = domain.normalize_patterns(changes["event_types"])
+    if changes.get("enabled") is True and not doc.get("enabled"):
+        # Re-enabled by a person: a fresh start, and the waiting deliveries resume.
+        changes.update(consecutive_failures=0, disabled_reason=None, disabled_at=None)
+    if changes.get("enabled") is False and doc.get("enabled"):
+        changes.update(disabled_reason="disabled by a user", disabled_at=now())
+    changes["updated_at"] = now()
+    return repos.subscriptions.update(doc, changes, trace=trace)
+
+
+def delete_subscription(cmd: domain.DeleteSubscription, repos: Repos, trace: str | None) -> None:
+    """Soft delete: the document stays until its outbox is relayed, without its secrets."""
+    doc = _current(repos, cmd.region, cmd.subscription_id)
+    repos.subscriptions.update(doc, {"deleted": True, "enabled": False, "secrets": [], "deleted_at": now()},
+                               trace=trace)
+    repos.deliveries.delete_for(doc["_id"])
+
+
+def rotate_secret(cmd: domain.RotateSecret, repos: Repos, trace: str | None):
+    """A new secret signs from now on; the previous one keeps signing for the grace period,
+    so a receiver can switch without missing a message (both signatures in the header)."""
+    if not 0 <= cmd.grace_period_s <= MAX_ROTATION_GRACE_S:
+        raise Invalid("the grace period is out of range",
+                      errors={"grace_period_s": [f"between 0 and {MAX_ROTATION_GRACE_S} seconds"]})
+    doc = _current(repos, cmd.region, cmd.subscription_id)
+    at = now()
+    secret = signing.new_secret()
+    kept = []
+    for s in signing.active_secrets(doc.get("secrets", []), at):
+        expires = s.get("expires_at") or at + timedelta(seconds=cmd.grace_period_s)
+        if expires > at:
+            kept.append(dict(s, expires_at=min(expires, at + timedelta(seconds=cmd.grace_period_s))))
+    secrets = [{"enc": repos.box.encrypt(secret), "created_at": at, "expires_at": None}] + kept[:2]
+    updated = repos.subscriptions.update(doc, {"secrets": secrets, "rotated_at": at, "updated_at": at}, trace=trace)
+    return updated, secret
+
+
+def ping_subscription(cmd: domain.PingSubscription, repos: Repos, trace: str | None) -> dict:
+    doc = _current(repos, cmd.region, cmd.subscription_id)
+    if not doc.get("enabled"):
+        raise Conflict("the subscription is disabled; enable it before sending a test event")
+    event = ev.build(domain.PING_TYPE, region=doc["region"], subject=doc["_id"], sequence=doc["version"],
+                     source=f"/regions/{doc['region']}/subscriptions",
+                     data={"subscription_id": doc["_id"], "region_id": doc["region"],
+                           "message": "test event from hecht"}, traceparent=trace)
+    at = now()
+    repos.copies.add(event, domain.PING_TYPE, at)
+    delivery = repos.deliveries.new_doc(doc, _meta(event, domain.PING_TYPE, at), at)
+    repos.deliveries.add_many([delivery])
+    return delivery
+
+
+def retry_delivery(cmd: domain.RetryDelivery, repos: Repos, trace: str | None) -> dict:
+    _current(repos, cmd.region, cmd.subscription_id)
+    current = repos.deliveries.get(cmd.subscription_id, cmd.delivery_id)
+    reopened = repos.deliveries.reopen({"_id": current["_id"]}, now())
+    if reopened is None:
+        raise Conflict(f"delivery {cmd.delivery_id} is still {current['status']}; it will be tried again "
+                       "on its schedule", current_status=current["status"])
+    return reopened
+
+
+def replay_deliveries(cmd: domain.ReplayDeliveries, repos: Repos, trace: str | None) -> dict:
+    """Every event since ``since`` that the subscription matches now, from notify's own copy:
+    new deliveries where there were none, a fresh round for the ones that had finished."""
+    doc = _current(repos, cmd.region, cmd.subscription_id)
+    if cmd.until is not None and cmd.until <= cmd.since:
+        raise Invalid("the replay window is empty", errors={"until": ["must be after since"]})
+    at = now()
+    created = reopened = 0
+    new_docs = []
+    matched_ids = []
+    for copy in repos.copies.since(doc["region"], cmd.since, cmd.until, MAX_REPLAY):
+        if copy["type"] == domain.PING_TYPE or not domain.matches(doc["event_types"], copy["type"]):
+            continue
+        matched_ids.append(copy["_id"])
+        new_docs.append(repos.deliveries.new_doc(doc, _meta_from_copy(copy), at))
+    if new_docs:
+        existing = {d["event_id"] for d in repos.db.deliveries.find(
+            {"subscription_id": doc["_id"], "event_id": {"$in": matched_ids}}, {"event_id": 1})}
+        created = repos.deliveries.add_many([d for d in new_docs if d["event_id"] not in existing])
+        for event_id in existing:
+            if repos.deliveries.reopen({"subscription_id": doc["_id"], "event_id": event_id}, at):
+                reopened += 1
+    return {"matched": len(matched_ids), "created": created, "reopened": reopened,
+            "truncated": len(matched_ids) >= MAX_REPLAY}
+
+
+def disable_subscription(cmd: domain.DisableSubscription, repos: Repos, trace: str | None) -> dict | None:
+    """Issued by the delivery engine; emits ``subscription.disabled`` with the change."""
+    for _ in range(5):
+        doc = repos.subscriptions.find(cmd.subscription_id)
+        if doc is None or not doc.get("enabled"):
+            return None
+        data = {"subscription_id": doc["_id"], "region_id": doc["region"], "reason": cmd.reason[:500],
+                "failed_deliveries": cmd.failed_deliveries}
+        try:
+            return repos.subscriptions.update(
+                doc, {"enabled": False, "disabled_reason": cmd.reason[:500], "disabled_at": now()},
+                [EventDraft("subscription.disabled", data)], trace=trace)
+        except PreconditionFailed:
+            continue  # changed meanwhile (a PATCH): look again
+    return None
+
+
+COMMAND_HANDLERS = {
+    domain.CreateSubscription: create_subscription,
+    domain.UpdateSubscription: update_subscription,
+    domain.DeleteSubscription: delete_subscription,
+    domain.RotateSecret: rotate_secret,
+    domain.PingSubscription: ping_subscription,
+    domain.RetryDelivery: retry_delivery,
+    domain.ReplayDeliveries: replay_deliveries,
+    domain.DisableSubscription: disable_subscription,
+}
+
+
+def handle(cmd, db: Database, settings: Settings, trace: str | None = None):
+    return COMMAND_HANDLERS[type(cmd)](cmd, Repos(db, settings), trace)
+
+
+# =============================================================================================
+# Consumed events
+# =============================================================================================
+def _meta(event: dict, short: str, at: datetime) -> dict:
+    return {"id": event["id"], "type": short, "subject": event["subject"], "sequence": event["sequence"],
+            "time": at}
+
+
+def _meta_from_copy(copy: dict) -> dict:
+    return {"id": copy["_id"], "type": copy["type"], "subject": copy["subject"], "sequence": copy["sequence"],
+            "time": copy["time"]}
+
+
+def handle_event(event: dict, db: Database, settings: Settings) -> None:
+    """What notify does with every consumed event (idempotent: a redelivery changes nothing).
+
+    1. keep a redacted copy (for replays); 2. create a delivery for every enabled
+    subscription of the event's region whose patterns match; 3. the type's own handlers.
+    """
+    repos = Repos(db, settings)
+    short = ev.short_type(event["type"])
+    at = domain.parse_datetime(event.get("time")) or now()
+    redacted = domain.redact(event)
+    repos.copies.add(redacted, short, at)
+    fan_out(repos, redacted, short, at)
+    for fn in EVENT_HANDLERS.get(short, ()):
+        fn(event, repos)
+
+
+def fan_out(repos: Repos, event: dict, short: str, at: datetime) -> int:
+    region = event.get("region")
+    if not region or short == domain.PING_TYPE:
+        return 0
+    created = now()
+    docs = [repos.deliveries.new_doc(sub, _meta(event, short, at), created)
+            for sub in repos.subscriptions.enabled_in_region(region) if domain.matches(sub["event_types"], short)]
+    return repos.deliveries.add_many(docs)
+
+
+# -- read models --------------------------------------------------------------------------------
+def remember_region(event: dict, repos: Repos) -> None:
+    data = event["data"]
+    repos.regions.apply(data.get("region_id") or event["subject"], event["sequence"], data.get("name"),
+                        data.get("country"))
+
+
+def remember_member(event: dict, repos: Repos) -> None:
+    data = event["data"]
+    personal = data.get("personal") or {}
+    fields = {"region": data.get("region_id") or event.get("region"), "status": data.get("status"),
+              "language": data.get("language"), "roles": list(data.get("roles") or [])}
+    if personal.get("email"):
+        fields["email"] = personal["email"]
+    repos.address_book.apply(data.get("member_id") or event["subject"], event["sequence"], fields)
+
+
+def forget_member(event: dict, repos: Repos) -> None:
+    data = event["data"]
+    repos.address_book.erase(data.get("member_id") or event["subject"], data.get("region_id") or event.get("region"),
+                             event["sequence"])
+
+
+# -- e-mail ---------------------------------------------------------------------------------------
+def _context(event: dict, repos: Repos) -> dict:
+    """What the templates may show: business facts, never personal data."""
+    data = event["data"]
+    region = data.get("region_id") or event.get("region")
+    mandate = data.get("mandate") or {}
+    return {
+        "region_name": repos.regions.name(region),
+        "title": data.get("title"),
+        "theme": data.get("theme"),
+        "partners": [p.get("name") for p in data.get("partners") or [] if isinstance(p, dict) and p.get("name")],
+        "reason": data.get("reason"),
+        "effective_from": data.get("effective_from"),
+        "effective_until": data.get("effective_until"),
+        "review_date": data.get("review_date"),
+        "deadline": mandate.get("deadline"),
+        "quorum": mandate.get("quorum"),
+        "approval_threshold": mandate.get("approval_threshold"),
+        "votes_for": mandate.get("for", 0),
+        "votes_against": mandate.get("against", 0),
+        "votes_abstain": mandate.get("abstain", 0),
+        "turnout": mandate.get("turnout"),
+        "quorum_met": mandate.get("quorum_met"),
+        "threshold_met": mandate.get("threshold_met"),
+        "link": None,
+    }
+
+
+def _recipients(rule: str, event: dict, repos: Repos) -> list[str]:
+    data = event["data"]
+    region = data.get("region_id") or event.get("region")
+    if rule == "subject_member":
+        return [data.get("member_id") or event["subject"]]
+    if rule == "electorate":
+        return [m for m in data.get("electorate") or [] if isinstance(m, str)]
+    if rule == "active_members":
+        return repos.address_book.active_ids(region)
+    if rule == "board":
+        return repos.address_book.active_ids(region, domain.BOARD_ROLES)
+    raise ValueError(f"unknown recipient rule {rule!r}")
+
+
+def queue_notifications(repos: Repos, *, region: str, template: str, member_ids: list[str], cause_event_id: str,
+                        cause_type: str, context: dict) -> int:
+    """Record one notification per (event, member, template) before anything is sent."""
+    at = now()
+    docs, seen = [], set()
+    for member_id in member_ids:
+        if member_id in seen:
+            continue
+        seen.add(member_id)
+        docs.append({"_id": new_id("ntf"), "key": domain.notification_key(cause_event_id, member_id, template),
+                     "region": region, "member_id": member_id, "template": template, "channel": "email",
+                     "cause_event_id": cause_event_id, "cause_type": cause_type, "context": context,
+                     "status": QUEUED, "attempts": 0, "next_attempt_at": at, "created_at": at,
+                     "lease_owner": None, "lease_until": None})
+    return repos.notifications.queue_many(docs)
+
+
+def send_emails(event: dict, repos: Repos) -> None:
+    short = ev.short_type(event["type"])
+    template, rule = domain.EMAIL_RULES[short]
+    region = event["data"].get("region_id") or event.get("region")
+    queue_notifications(repos, region=region, template=template, member_ids=_recipients(rule, event, repos),
+                        cause_event_id=event["id"], cause_type=short, context=_context(event, repos))
+
+
+def schedule_vote_reminder(event: dict, repos: Repos) -> None:
+    data = event["data"]
+    mandate = data.get("mandate") or {}
+    deadline = domain.parse_datetime(mandate.get("deadline"))
+    opened = domain.parse_datetime(mandate.get("opened_at")) or domain.parse_datetime(event.get("time"))
+    due = domain.reminder_due_at(opened, deadline)
+    if due is None:
+        return
+    repos.reminders.schedule({
+        "_id": f"{event['id']}:{domain.VOTE_CLOSING}", "agreement_id": data.get("agreement_id") or event["subject"],
+        "region": data.get("region_id") or event.get("region"), "cause_event_id": event["id"],
+        "electorate": [m for m in data.get("electorate") or [] if isinstance(m, str)],
+        "deadline": deadline, "due_at": due, "status": "scheduled", "context": _context(event, repos),
+        "created_at": now()})
+
+
+def close_vote_reminders(event: dict, repos: Repos) -> None:
+    """Any later state of the agreement in which the vote is no longer open cancels its reminder."""
+    data = event["data"]
+    mandate = data.get("mandate") or {}
+    if data.get("status") == "in_consultation" and mandate.get("status") == "open":
+        return
+    repos.reminders.cancel_for(data.get("agreement_id") or event["subject"],
+                               f"{ev.short_type(event['type'])}: the vote is no longer open")
+
+
+def fire_due_reminders(db: Database, settings: Settings, at: datetime | None = None) -> int:
+    """The scheduler's tick: e-mail the electorate of votes closing within 48 h."""
+    repos = Repos(db, settings)
+    at = at or now()
+    fired = 0
+    for r in repos.reminders.due(at):
+        deadline = r["deadline"] if r["deadline"].tzinfo else r["deadline"].replace(tzinfo=timezone.utc)
+        if deadline <= at:
+            repos.reminders.mark(r["_id"], "expired")  # too late to remind: the vote has closed
+            continue
+        queue_notifications(repos, region=r["region"], template=domain.VOTE_CLOSING, member_ids=r["electorate"],
+                            cause_event_id=r["cause_event_id"], cause_type="agreement.mandate_requested",
+                            context=r["context"])
+        repos.reminders.mark(r["_id"], "sent")
+        fired += 1
+    return fired
+
+
+MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
+                "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated")
+VOTE_ENDING_TYPES = ("agreement.mandated", "agreement.mandate_rejected", "agreement.signed", "agreement.activated",
+                     "agreement.revised", "agreement.expired", "agreement.terminated", "agreement.superseded",
+                     "agreement.vote_cast")
+
+EVENT_HANDLERS: dict[str, list] = {
+    "region.registered": [remember_region],
+    "region.updated": [remember_region],
+    **{t: [remember_member] for t in MEMBER_TYPES},
+    "member.erased": [forget_member],
+    "agreement.mandate_requested": [schedule_vote_reminder],
+    **{t: [close_vote_reminders] for t in VOTE_ENDING_TYPES},
+}
+# E-mails after the read models are up to date (member.enrolled: the address first).
+for _type in domain.EMAIL_RULES:
+    EVENT_HANDLERS.setdefault(_type, []).append(send_emails)

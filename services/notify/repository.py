@@ -1,0 +1,338 @@
+"""MongoDB documents of the notify service; aggregate writes go with their events (outbox).
+
+Two collections are aggregates with an outbox, relayed to ``hecht.notify``:
+``subscriptions`` (``subscription.disabled``) and ``notifications``
+(``notification.sent`` / ``notification.failed``). The rest is notify's own working state:
+
+- ``event_copies``: every consumed event, redacted (the source of replays);
+- ``deliveries``: one per (subscription, event), unique, with its attempt log;
+- ``address_book``: contact data from member events (``member.erased`` purges it);
+- ``regions``: region names for the e-mails;
+- ``reminders``: the vote-closing reminders the scheduler fires.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from hecht import outbox
+from hecht.errors import NotFound
+from hecht.outbox import AggregateStore, EventDraft
+from hecht.web import new_id
+
+AGGREGATE_COLLECTIONS = ["subscriptions", "notifications"]
+
+# Delivery states: ``pending`` (waiting for its turn or its next attempt), ``delivering``
+# (leased by a worker), and the final ``succeeded`` / ``failed``.
+PENDING, DELIVERING, SUCCEEDED, FAILED = "pending", "delivering", "succeeded", "failed"
+OPEN_STATES = (PENDING, DELIVERING)
+
+# Notification states: ``queued`` → ``sending`` (leased) → ``sent`` | ``failed``.
+QUEUED, SENDING, SENT = "queued", "sending", "sent"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def ensure_indexes(db: Database) -> None:
+    outbox.ensure_indexes(db, AGGREGATE_COLLECTIONS)
+    db.subscriptions.create_index([("region", ASCENDING), ("_id", ASCENDING)])
+    db.subscriptions.create_index([("idem_key", ASCENDING)], unique=True)  # the _id when no key was sent
+    db.deliveries.create_index([("subscription_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
+    db.deliveries.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+    db.deliveries.create_index([("subscription_id", ASCENDING), ("subject", ASCENDING),
+                                ("status", ASCENDING), ("sequence", ASCENDING)])
+    db.deliveries.create_index([("subscription_id", ASCENDING), ("_id", ASCENDING)])
+    db.event_copies.create_index([("region", ASCENDING), ("time", ASCENDING)])
+    db.address_book.create_index([("region", ASCENDING), ("status", ASCENDING)])
+    db.notifications.create_index([("key", ASCENDING)], unique=True)
+    db.notifications.create_index([("region", ASCENDING), ("_id", ASCENDING)])
+    db.notifications.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
+    db.reminders.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
+    db.reminders.create_index([("agreement_id", ASCENDING)])
+    db.claims.create_index([("at", ASCENDING)])
+
+
+class Claims:
+    """The exclusive right to make one attempt at a delivery or notification.
+
+    A claim is an insert of a unique key ``<kind>:<id>:<n>`` where ``n`` is one more than the
+    document's ``claim_seq`` as the claimer read it: of several workers that read the same
+    state, exactly one insert succeeds. This relies only on unique keys, not on a
+    conditional update being atomic: FerretDB 1.x evaluates an update's filter and applies
+    the change without isolation (two concurrent ``find_one_and_update`` calls with the same
+    filter can both "win"), whereas its unique indexes are enforced by the storage engine.
+    Claims are kept for an hour (a stale read older than that is not plausible) and then purged.
+    """
+
+    KEEP = timedelta(hours=1)
+
+    def __init__(self, db: Database):
+        self.coll = db.claims
+
+    def take(self, kind: str, doc_id: str, seq: int, owner: str) -> bool:
+        try:
+            self.coll.insert_one({"_id": f"{kind}:{doc_id}:{seq}", "owner": owner, "at": now()})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def purge(self) -> int:
+        return self.coll.delete_many({"at": {"$lt": now() - self.KEEP}}).deleted_count
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+class SubscriptionRepository:
+    def __init__(self, db: Database):
+        self.db = db
+        self.store = AggregateStore(db.subscriptions, source="subscriptions")
+
+    def get_doc(self, region: str, subscription_id: str) -> dict:
+        doc = self.db.subscriptions.find_one({"_id": subscription_id, "region": region, "deleted": {"$ne": True}},
+                                             {"_outbox": 0})
+        if doc is None:
+            raise NotFound(f"subscription {subscription_id} not found")
+        return doc
+
+    def find(self, subscription_id: str) -> dict | None:
+        return self.db.subscriptions.find_one({"_id": subscription_id, "deleted": {"$ne": True}}, {"_outbox": 0})
+
+    def add(self, doc: dict) -> dict:
+        return self.store.create(doc, [])
+
+    def update(self, doc: dict, changes: dict, events: list[EventDraft] = (), unset=(),
+               trace: str | None = None) -> dict:
+        return self.store.update(doc["_id"], doc["version"], changes, list(events), region=doc["region"],
+                                 unset=unset, traceparent=trace)
+
+    def enabled_in_region(self, region: str) -> list[dict]:
+        return list(self.db.subscriptions.find({"region": region, "enabled": True, "deleted": {"$ne": True}},
+                                               {"_outbox": 0}))
+
+    def all_enabled(self) -> list[dict]:
+        return list(self.db.subscriptions.find({"enabled": True, "deleted": {"$ne": True}}, {"_outbox": 0}))
+
+    def record_success(self, subscription_id: str) -> None:
+        """A delivery went through: the run of consecutive failures is over.
+
+        Operational counters live beside the aggregate's fields but do not bump its version
+        (they are not configuration, and must not make a client's ETag stale)."""
+        self.db.subscriptions.update_one({"_id": subscription_id, "consecutive_failures": {"$ne": 0}},
+                                         {"$set": {"consecutive_failures": 0}})
+
+    def record_failure(self, subscription_id: str) -> int:
+        doc = self.db.subscriptions.find_one_and_update(
+            {"_id": subscription_id}, {"$inc": {"consecutive_failures": 1}, "$set": {"last_failure_at": now()}},
+            return_document=ReturnDocument.AFTER)  # no projection: FerretDB 1.x lacks it in findAndModify
+        return (doc or {}).get("consecutive_failures", 0)
+
+
+# -- notify's copy of the events --------------------------------------------------------------
+class EventCopies:
+    """Every event notify consumed, already redacted: replays are served from here."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def add(self, event: dict, short_type: str, at: datetime) -> None:
+        try:
+            self.db.event_copies.insert_one({"_id": event["id"], "region": event.get("region"),
+                                             "type": short_type, "subject": event["subject"],
+                                             "sequence": event["sequence"], "time": at, "event": event})
+        except DuplicateKeyError:
+            pass
+
+    def get(self, event_id: str) -> dict | None:
+        doc = self.db.event_copies.find_one({"_id": event_id}, {"event": 1})
+        return doc["event"] if doc else None
+
+    def since(self, region: str, since: datetime, until: datetime | None, limit: int):
+        query: dict = {"region": region, "time": {"$gte": since}}
+        if until is not None:
+            query["time"]["$lt"] = until
+        return self.db.event_copies.find(query, {"event": 0}).sort([("time", ASCENDING), ("_id", ASCENDING)]) \
+            .limit(limit)
+
+
+# -- deliveries -------------------------------------------------------------------------------
+class DeliveryRepository:
+    def __init__(self, db: Database):
+        self.db = db
+        self.coll = db.deliveries
+
+    @staticmethod
+    def new_doc(subscription: dict, event_meta: dict, at: datetime) -> dict:
+        """``event_meta``: id, type (short), subject, sequence, time of the event."""
+        return {"_id": new_id("dlv"), "subscription_id": subscription["_id"], "region": subscription["region"],
+                "event_id": event_meta["id"], "event_type": event_meta["type"], "subject": event_meta["subject"],
+                "sequence": event_meta["sequence"], "event_time": event_meta.get("time"),
+                "status": PENDING, "attempt_count": 0, "round_attempts": 0, "attempts": [],
+                "next_attempt_at": at, "created_at": at, "lease_until": None, "lease_owner": None}
+
+    def add_many(self, docs: list[dict]) -> int:
+        """Insert what is new; a (subscription, event) pair that exists already is left alone."""
+        if not docs:
+            return 0
+        try:
+            return len(self.coll.insert_many(docs, ordered=False).inserted_ids)
+        except BulkWriteError as e:
+            if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
+                raise
+            return e.details.get("nInserted", 0)
+
+    def get(self, subscription_id: str, delivery_id: str) -> dict:
+        doc = self.coll.find_one({"_id": delivery_id, "subscription_id": subscription_id})
+        if doc is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        return doc
+
+    def reopen(self, query: dict, at: datetime) -> dict | None:
+        """Back to ``pending`` for a fresh round of attempts (manual retry, replay)."""
+        return self.coll.find_one_and_update(
+            {**query, "status": {"$in": [SUCCEEDED, FAILED]}},
+            {"$set": {"status": PENDING, "round_attempts": 0, "next_attempt_at": at, "lease_until": None,
+                      "lease_owner": None, "reopened_at": at}},
+            return_document=ReturnDocument.AFTER)
+
+    def delete_for(self, subscription_id: str) -> None:
+        self.coll.delete_many({"subscription_id": subscription_id})
+
+
+# -- people -----------------------------------------------------------------------------------
+class AddressBook:
+    """Contact data of members, kept from member events only, newest sequence wins."""
+
+    def __init__(self, db: Database):
+        self.coll = db.address_book
+
+    def apply(self, member_id: str, sequence: int, fields: dict) -> None:
+        try:
+            self.coll.update_one({"_id": member_id, "sequence": {"$lt": sequence}},
+                                 {"$set": dict(fields, sequence=sequence, updated_at=now())}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer event was applied already
+
+    def erase(self, member_id: str, region: str, sequence: int) -> None:
+        """GDPR: the contact data goes; a tombstone stops an older event from bringing it back."""
+        tombstone = {"region": region, "status": "erased", "sequence": sequence, "erased_at": now()}
+        try:
+            self.coll.replace_one({"_id": member_id, "sequence": {"$lt": sequence}}, tombstone, upsert=True)
+        except DuplicateKeyError:
+            pass
+
+    def get(self, member_id: str) -> dict | None:
+        return self.coll.find_one({"_id": member_id})
+
+    def active_ids(self, region: str, roles: tuple[str, ...] | None = None) -> list[str]:
+        query: dict = {"region": region, "status": "active"}
+        if roles:
+            query["roles"] = {"$in": list(roles)}
+        return [d["_id"] for d in self.coll.find(query, {"_id": 1}).sort("_id", ASCENDING)]
+
+
+class RegionBook:
+    def __init__(self, db: Database):
+        self.coll = db.regions
+
+    def apply(self, region_id: str, sequence: int, name: str, country: str | None) -> None:
+        try:
+            self.coll.update_one({"_id": region_id, "sequence": {"$lt": sequence}},
+                                 {"$set": {"name": name, "country": country, "sequence": sequence}}, upsert=True)
+        except DuplicateKeyError:
+            pass
+
+    def name(self, region_id: str) -> str:
+        doc = self.coll.find_one({"_id": region_id}, {"name": 1})
+        return (doc or {}).get("name") or region_id
+
+
+# -- notifications ----------------------------------------------------------------------------
+class NotificationRepository:
+    def __init__(self, db: Database):
+        self.db = db
+        self.coll = db.notifications
+        self.store = AggregateStore(db.notifications, source="notifications")
+
+    def queue_many(self, docs: list[dict]) -> int:
+        """Record notifications before anything is sent; a key seen before is skipped.
+
+        The documents have the shape ``AggregateStore.create`` gives (version 1, empty
+        outbox), written in one batch: an ``agreement.activated`` reaches every member.
+        """
+        if not docs:
+            return 0
+        docs = [dict(d, version=1, _outbox=[], _pending=False) for d in docs]
+        try:
+            return len(self.coll.insert_many(docs, ordered=False).inserted_ids)
+        except BulkWriteError as e:
+            if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
+                raise
+            return e.details.get("nInserted", 0)
+
+    def get(self, region: str, notification_id: str) -> dict:
+        doc = self.coll.find_one({"_id": notification_id, "region": region}, {"_outbox": 0})
+        if doc is None:
+            raise NotFound(f"notification {notification_id} not found")
+        return doc
+
+    def claim(self, owner: str, lease_s: float, candidates: int = 20) -> dict | None:
+        """Lease the next due notification (or one whose sender died mid-way); see ``Claims``."""
+        t = now()
+        claims = Claims(self.db)
+        for c in self.coll.find({"$or": [{"status": QUEUED, "next_attempt_at": {"$lte": t}},
+                                         {"status": SENDING, "lease_until": {"$lt": t}}]},
+                                {"claim_seq": 1}).sort("next_attempt_at", ASCENDING).limit(candidates):
+            seq = c.get("claim_seq", 0) + 1
+            if not claims.take("ntf", c["_id"], seq, owner):
+                continue
+            doc = self.coll.find_one_and_update(
+                {"_id": c["_id"], "status": {"$in": [QUEUED, SENDING]}},
+                {"$set": {"status": SENDING, "lease_owner": owner, "claim_seq": seq,
+                          "lease_until": t + timedelta(seconds=lease_s)}},
+                return_document=ReturnDocument.AFTER)
+            if doc is not None:
+                doc.pop("_outbox", None)
+                return doc
+        return None
+
+    def requeue(self, doc: dict, at: datetime, error: str) -> None:
+        self.coll.update_one({"_id": doc["_id"], "lease_owner": doc["lease_owner"]},
+                             {"$set": {"status": QUEUED, "next_attempt_at": at, "last_error": error,
+                                       "lease_owner": None, "lease_until": None},
+                              "$inc": {"attempts": 1}})
+
+    def finish(self, doc: dict, status: str, event: EventDraft, extra: dict) -> dict:
+        """sending → sent | failed, with its event, in one write (version-guarded)."""
+        changes = dict(extra, status=status, lease_owner=None, lease_until=None, finished_at=now(),
+                       attempts=doc.get("attempts", 0) + 1)
+        return self.store.update(doc["_id"], doc["version"], changes, [event], region=doc["region"])
+
+
+class ReminderRepository:
+    def __init__(self, db: Database):
+        self.coll = db.reminders
+
+    def schedule(self, doc: dict) -> None:
+        try:
+            self.coll.insert_one(doc)
+        except DuplicateKeyError:
+            pass
+
+    def cancel_for(self, agreement_id: str, reason: str) -> int:
+        return self.coll.update_many({"agreement_id": agreement_id, "status": "scheduled"},
+                                     {"$set": {"status": "cancelled", "cancel_reason": reason,
+                                               "cancelled_at": now()}}).modified_count
+
+    def due(self, at: datetime, limit: int = 50) -> list[dict]:
+        """Reminders whose time has come. Firing one is idempotent (notification keys), so two
+        schedulers may both see it: the e-mails still go out once."""
+        return list(self.coll.find({"status": "scheduled", "due_at": {"$lte": at}})
+                    .sort("due_at", ASCENDING).limit(limit))
+
+    def mark(self, reminder_id: str, status: str) -> None:
+        self.coll.update_one({"_id": reminder_id, "status": "scheduled"},
+                             {"$set": {"status": status, "fired_at": now()}})

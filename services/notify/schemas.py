@@ -1,0 +1,149 @@
+"""Marshmallow schemas: request bodies (load) and responses (dump), one class per thing."""
+from __future__ import annotations
+
+from datetime import timezone
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from hecht.web import PageArgsSchema, PageSchema
+
+from .domain import TEMPLATES
+from .handlers import MAX_ROTATION_GRACE_S
+from .repository import DELIVERING, FAILED, PENDING, QUEUED, SENDING, SENT, SUCCEEDED
+
+_PATTERN_DOC = "event types to receive: '*', a kind such as 'agreement.*', or an exact type such as " \
+               "'member.capacity_changed'"
+
+
+class SubscriptionSchema(Schema):
+    id = fields.String(dump_only=True, metadata={"example": "sub_0190a1b2c3d4e5f6a7b8c9"})
+    url = fields.String(required=True, validate=validate.Length(1, 2048),
+                        metadata={"description": "https endpoint that receives the signed CloudEvents",
+                                  "example": "https://integrator.example/hecht/webhook"})
+    event_types = fields.List(fields.String(validate=validate.Length(1, 100)), required=True,
+                              validate=validate.Length(1, 50), metadata={"description": _PATTERN_DOC,
+                                                                         "example": ["agreement.*"]})
+    description = fields.String(load_default="", validate=validate.Length(max=500))
+    enabled = fields.Boolean(load_default=True)
+    disabled_reason = fields.String(dump_only=True, allow_none=True,
+                                    metadata={"description": "why the delivery engine or a user disabled it"})
+    disabled_at = fields.DateTime(dump_only=True, allow_none=True)
+    consecutive_failures = fields.Integer(dump_only=True,
+                                          metadata={"description": "deliveries in a row that failed for good"})
+    signing_secrets = fields.Integer(dump_only=True, metadata={
+        "description": "secrets signing now: 2 during a rotation's grace period, else 1"})
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+    version = fields.Integer(dump_only=True)
+
+
+class SubscriptionWithSecretSchema(SubscriptionSchema):
+    secret = fields.String(dump_only=True, metadata={
+        "description": "the signing secret (whsec_…): shown once, on create and on rotate; store it now"})
+
+
+class SubscriptionUpdateSchema(Schema):
+    """Fields to change (PATCH semantics): anything left out stays as it is."""
+    url = fields.String(validate=validate.Length(1, 2048))
+    event_types = fields.List(fields.String(validate=validate.Length(1, 100)), validate=validate.Length(1, 50),
+                              metadata={"description": _PATTERN_DOC})
+    description = fields.String(validate=validate.Length(max=500))
+    enabled = fields.Boolean(metadata={"description": "true re-enables a disabled subscription (and resets its "
+                                                      "failure count)"})
+
+
+class SubscriptionPageSchema(PageSchema):
+    items = fields.List(fields.Nested(SubscriptionSchema))
+
+
+class RotateSecretSchema(Schema):
+    grace_period_s = fields.Integer(load_default=24 * 3600, validate=validate.Range(0, MAX_ROTATION_GRACE_S),
+                                    metadata={"description": "how long the previous secret keeps signing "
+                                                             "(both signatures are sent meanwhile)"})
+
+
+class PingResultSchema(Schema):
+    delivery_id = fields.String()
+    event_id = fields.String()
+    status = fields.String()
+
+
+class DeliveryArgsSchema(PageArgsSchema):
+    status = fields.String(validate=validate.OneOf([PENDING, DELIVERING, SUCCEEDED, FAILED]))
+    event_type = fields.String(validate=validate.Regexp(r"^[a-z_]+(\.([a-z_]+|\*))?$"),
+                               metadata={"description": "an exact type or a kind pattern such as 'member.*'"})
+
+
+class AttemptSchema(Schema):
+    at = fields.DateTime()
+    status = fields.Integer(allow_none=True, metadata={"description": "HTTP status; null when none came back"})
+    latency_ms = fields.Float()
+    response = fields.String(metadata={"description": "the first 512 bytes of the response body"})
+    error = fields.String(allow_none=True, metadata={"description": "timeout, connection error, refusal"})
+
+
+class DeliverySchema(Schema):
+    id = fields.String()
+    subscription_id = fields.String()
+    event_id = fields.String(metadata={"description": "also the webhook-id header"})
+    event_type = fields.String()
+    subject = fields.String()
+    sequence = fields.Integer()
+    status = fields.String(metadata={"description": "pending, delivering, succeeded or failed"})
+    attempt_count = fields.Integer()
+    next_attempt_at = fields.DateTime(allow_none=True)
+    last_attempt_at = fields.DateTime(allow_none=True)
+    last_status = fields.Integer(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    delivered_at = fields.DateTime(allow_none=True)
+    failed_at = fields.DateTime(allow_none=True)
+
+
+class DeliveryDetailSchema(DeliverySchema):
+    attempts = fields.List(fields.Nested(AttemptSchema))
+
+
+class DeliveryPageSchema(PageSchema):
+    items = fields.List(fields.Nested(DeliverySchema))
+
+
+class ReplaySchema(Schema):
+    since = fields.AwareDateTime(required=True, default_timezone=timezone.utc,
+                                 metadata={"description": "replay every matching event at or after this time"})
+    until = fields.AwareDateTime(load_default=None, allow_none=True, default_timezone=timezone.utc)
+
+
+class ReplayResultSchema(Schema):
+    matched = fields.Integer(metadata={"description": "events in the window the subscription matches"})
+    created = fields.Integer(metadata={"description": "new deliveries"})
+    reopened = fields.Integer(metadata={"description": "finished deliveries queued again"})
+    truncated = fields.Boolean(metadata={"description": "true when the window held more than one replay takes"})
+
+
+class NotificationArgsSchema(PageArgsSchema):
+    class Meta:
+        unknown = EXCLUDE
+
+    member = fields.String(validate=validate.Length(1, 64))
+    template = fields.String(validate=validate.OneOf(TEMPLATES))
+    status = fields.String(validate=validate.OneOf([QUEUED, SENDING, SENT, FAILED]))
+
+
+class NotificationSchema(Schema):
+    id = fields.String()
+    member_id = fields.String()
+    template = fields.String()
+    channel = fields.String()
+    status = fields.String(metadata={"description": "queued, sending, sent or failed"})
+    language = fields.String(allow_none=True)
+    cause_event_id = fields.String()
+    cause_type = fields.String()
+    attempts = fields.Integer()
+    error = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+
+
+class NotificationPageSchema(PageSchema):
+    items = fields.List(fields.Nested(NotificationSchema))

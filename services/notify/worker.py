@@ -1,0 +1,557 @@
+"""Notify worker: relay, consumer, webhook delivery engine, e-mail sender, reminder scheduler.
+
+The delivery engine
+-------------------
+Deliveries wait in the ``deliveries`` collection. A dispatcher thread picks the due ones and
+hands each to a thread pool; three rules keep endpoints from hurting each other and keep
+each endpoint's view of an aggregate in order:
+
+- **Lanes.** A lane is (subscription, aggregate subject). At most one delivery per lane is
+  in flight, and only the lane's oldest open delivery (by sequence) may go: an event for
+  member M is never sent before an earlier event for M has succeeded or finally failed.
+- **Per-endpoint cap.** One subscription has at most ``HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT``
+  (default 2) deliveries in flight, whatever its number of lanes; the pool has
+  ``HECHT_WEBHOOK_WORKERS`` (default 32) threads. A slow or dead endpoint ties up at most
+  its cap, and the dispatcher does not even query its deliveries while it is at the cap,
+  so it cannot crowd the others out of a batch either.
+- **Leases.** A delivery is claimed with an atomic conditional update (``pending`` →
+  ``delivering`` with a lease owner and expiry). Two workers never send the same attempt at
+  once; a killed worker's lease expires after the timeout plus a margin and the attempt is
+  made again (receivers dedupe on ``webhook-id``, which is the event id).
+
+Retries follow ``HECHT_WEBHOOK_RETRY_SCHEDULE_S`` with jitter (``domain.RetryPolicy``); a
+``Retry-After`` on 429/503 lengthens the wait; 410 Gone fails the delivery and disables the
+subscription at once; after ``HECHT_WEBHOOK_DISABLE_AFTER_FAILURES`` deliveries in a row
+have failed for good, the subscription is disabled and ``subscription.disabled`` emitted.
+Deliveries of a disabled subscription stay ``pending`` and resume when it is re-enabled.
+Every attempt is logged in its delivery: time, status, latency, first 512 bytes of the reply.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import smtplib
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import requests
+from prometheus_client import Counter as PromCounter, Histogram
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.database import Database
+
+from hecht import kafka, topics
+from hecht.config import Settings
+from hecht.consumer import ConsumerRunner
+from hecht.errors import PreconditionFailed
+from hecht.outbox import EventDraft, Relay
+
+from . import domain, handlers, mail, outbound, signing
+from .repository import (AGGREGATE_COLLECTIONS, DELIVERING, FAILED, PENDING, SENT, SUCCEEDED, AddressBook, Claims,
+                         NotificationRepository, ensure_indexes, now)  # noqa: F401 - ensure_indexes: `hecht migrate`
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS = PromCounter("hecht_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"])
+ATTEMPT_LATENCY = Histogram("hecht_webhook_attempt_seconds", "Webhook attempt latency")
+EMAILS = PromCounter("hecht_emails_total", "E-mails by outcome", ["outcome"])
+
+RESPONSE_BYTES = 512
+MAX_BODY_READ = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Notify's own knobs (environment, with defaults that suit production)."""
+    workers: int = 32
+    per_endpoint: int = 2
+    poll_s: float = 0.2
+    batch: int = 500
+    mail_poll_s: float = 1.0
+    mail_retry_schedule_s: tuple[float, ...] = (30, 120, 600, 3600, 14400)
+    scheduler_poll_s: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> "Tuning":
+        env = os.environ
+        return cls(
+            workers=int(env.get("HECHT_WEBHOOK_WORKERS", 32)),
+            per_endpoint=max(1, int(env.get("HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2))),
+            poll_s=float(env.get("HECHT_WEBHOOK_POLL_S", 0.2)),
+            batch=int(env.get("HECHT_WEBHOOK_BATCH", 500)),
+            mail_poll_s=float(env.get("HECHT_MAIL_POLL_S", 1.0)),
+            mail_retry_schedule_s=tuple(float(x) for x in env.get(
+                "HECHT_MAIL_RETRY_SCHEDULE_S", "30,120,600,3600,14400").split(",") if x.strip()),
+            scheduler_poll_s=float(env.get("HECHT_NOTIFY_SCHEDULER_POLL_S", 30)),
+        )
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+# =============================================================================================
+# Webhook delivery engine
+# =============================================================================================
+class DeliveryEngine:
+    def __init__(self, settings: Settings, db: Database, tuning: Tuning | None = None,
+                 rng: random.Random | None = None):
+        self.settings = settings
+        self.db = db
+        self.tuning = tuning or Tuning.from_env()
+        self.policy = domain.RetryPolicy(settings.webhook_retry_schedule_s)
+        self.rng = rng or random.Random()
+        self.lease_s = settings.webhook_timeout_s + 30
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.session = outbound.session(settings.webhooks_allow_private, pool_size=self.tuning.workers)
+        self._pool = ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="webhook")
+        self._lock = threading.Lock()
+        self._lanes: set[tuple[str, str]] = set()
+        self._per_sub: Counter = Counter()
+        self._wake = threading.Event()
+        self._subs: dict[str, dict] = {}
+        self._subs_at = 0.0
+        self._secrets: dict[tuple[str, int], list[str]] = {}
+        self._bodies: OrderedDict[str, str | None] = OrderedDict()
+        self._box = signing.SecretBox(settings)
+
+    # -- state shared with the pool threads -------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._lanes)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _subscriptions(self, force: bool = False) -> dict[str, dict]:
+        if force or time.monotonic() - self._subs_at > 1.0:
+            self._subs = {s["_id"]: s for s in self.db.subscriptions.find(
+                {"enabled": True, "deleted": {"$ne": True}}, {"_outbox": 0})}
+            self._subs_at = time.monotonic()
+        return self._subs
+
+    def _secrets_for(self, sub: dict) -> list[str]:
+        key = (sub["_id"], sub["version"])
+        active = signing.active_secrets(sub.get("secrets", []))
+        plain = self._secrets.get(key)
+        if plain is None or len(plain) != len(active):
+            plain = [self._box.decrypt(s["enc"]) for s in active]
+            if len(self._secrets) > 4096:
+                self._secrets.clear()
+            self._secrets[key] = plain
+        return plain
+
+    def _body(self, event_id: str) -> str | None:
+        with self._lock:
+            if event_id in self._bodies:
+                self._bodies.move_to_end(event_id)
+                return self._bodies[event_id]
+        doc = self.db.event_copies.find_one({"_id": event_id}, {"event": 1})
+        body = json.dumps(doc["event"], separators=(",", ":"), ensure_ascii=False, default=str) if doc else None
+        with self._lock:
+            self._bodies[event_id] = body
+            while len(self._bodies) > 2048:
+                self._bodies.popitem(last=False)
+        return body
+
+    # -- dispatch ---------------------------------------------------------------------------
+    def dispatch_once(self) -> int:
+        """Claim what may go now and hand it to the pool; returns how many were handed over."""
+        with self._lock:
+            free = self.tuning.workers - len(self._lanes)
+            busy_lanes = set(self._lanes)
+            per_sub = Counter(self._per_sub)
+        if free <= 0:
+            return 0
+        subs = self._subscriptions()
+        open_subs = [s for s in subs if per_sub[s] < self.tuning.per_endpoint]
+        if not open_subs:
+            return 0
+        t = now()
+        candidates = list(self.db.deliveries.find(
+            {"subscription_id": {"$in": open_subs},
+             "$or": [{"status": PENDING, "next_attempt_at": {"$lte": t}},
+                     {"status": DELIVERING, "lease_until": {"$lt": t}}]},
+            {"subscription_id": 1, "subject": 1, "sequence": 1, "next_attempt_at": 1, "status": 1, "claim_seq": 1})
+            .sort([("next_attempt_at", ASCENDING), ("sequence", ASCENDING)]).limit(self.tuning.batch))
+        heads: dict[tuple[str, str], dict] = {}
+        for c in candidates:
+            lane = (c["subscription_id"], c["subject"])
+            if lane in busy_lanes:
+                continue
+            best = heads.get(lane)
+            if best is None or (c["sequence"], c["_id"]) < (best["sequence"], best["_id"]):
+                heads[lane] = c
+        if not heads:
+            return 0
+        self._drop_blocked(heads, t)
+        chosen = []
+        for c in sorted(heads.values(), key=lambda d: (_aware(d["next_attempt_at"]), d["_id"])):
+            if len(chosen) >= free:
+                break
+            if per_sub[c["subscription_id"]] < self.tuning.per_endpoint:
+                per_sub[c["subscription_id"]] += 1
+                chosen.append(c)
+        if not chosen:
+            return 0
+        claims = Claims(self.db)
+        handed = 0
+        for c in chosen:
+            seq = c.get("claim_seq", 0) + 1
+            token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+            if not claims.take("dlv", c["_id"], seq, token):
+                continue  # another worker got there first
+            d = self.db.deliveries.find_one_and_update(
+                {"_id": c["_id"], "status": {"$in": [PENDING, DELIVERING]}},
+                {"$set": {"status": DELIVERING, "lease_owner": token, "claim_seq": seq,
+                          "lease_until": t + timedelta(seconds=self.lease_s)}},
+                return_document=ReturnDocument.AFTER)
+            if d is None:
+                continue  # finished or deleted meanwhile
+            lane = (d["subscription_id"], d["subject"])
+            with self._lock:
+                self._lanes.add(lane)
+                self._per_sub[d["subscription_id"]] += 1
+            self._pool.submit(self._run_one, d, lane)
+            handed += 1
+        return handed
+
+    def _drop_blocked(self, heads: dict[tuple[str, str], dict], t: datetime) -> None:
+        """Remove lanes whose candidate must wait: an earlier open delivery in the lane, or one
+        in flight elsewhere (a valid lease held by another worker)."""
+        subs = list({lane[0] for lane in heads})
+        subjects = list({lane[1] for lane in heads})
+        for b in self.db.deliveries.find(
+                {"subscription_id": {"$in": subs}, "subject": {"$in": subjects},
+                 "status": {"$in": [PENDING, DELIVERING]}},
+                {"subscription_id": 1, "subject": 1, "sequence": 1, "status": 1, "lease_until": 1}):
+            lane = (b["subscription_id"], b["subject"])
+            c = heads.get(lane)
+            if c is None or b["_id"] == c["_id"]:
+                continue
+            leased = b["status"] == DELIVERING and _aware(b.get("lease_until")) and _aware(b["lease_until"]) >= t
+            if leased or (b["sequence"], b["_id"]) < (c["sequence"], c["_id"]):
+                heads.pop(lane, None)
+
+    def _run_one(self, delivery: dict, lane: tuple[str, str]) -> None:
+        try:
+            self.deliver(delivery)
+        except Exception:  # noqa: BLE001 - one bad delivery must not kill the pool thread
+            log.exception("delivery crashed; its lease will expire and it will be tried again",
+                          extra={"delivery_id": delivery["_id"]})
+        finally:
+            with self._lock:
+                self._lanes.discard(lane)
+                self._per_sub[lane[0]] -= 1
+                if self._per_sub[lane[0]] <= 0:
+                    del self._per_sub[lane[0]]
+            self._wake.set()
+
+    # -- one attempt ------------------------------------------------------------------------
+    def deliver(self, d: dict) -> str:
+        """Make one attempt for a claimed delivery and record its outcome; returns the outcome.
+
+        The subscription is read afresh: a URL change or a secret rotation applies at once."""
+        sub = self.db.subscriptions.find_one({"_id": d["subscription_id"], "deleted": {"$ne": True}},
+                                             {"_outbox": 0})
+        if sub is not None and not sub.get("enabled"):
+            # Disabled since it was claimed: no attempt; it waits for the subscription to be re-enabled.
+            self.db.deliveries.update_one({"_id": d["_id"], "lease_owner": d["lease_owner"]}, {"$set": {
+                "status": PENDING, "lease_owner": None, "lease_until": None}})
+            return "skipped"
+        body = self._body(d["event_id"])
+        started = now()
+        status, error, snippet, retry_after = None, None, "", None
+        t0 = time.perf_counter()
+        if sub is None or body is None:
+            error = "the subscription was deleted" if sub is None else "notify has no copy of this event"
+        else:
+            try:
+                hdrs = signing.headers(self._secrets_for(sub), d["event_id"], body)
+                status, snippet, retry_after = self._post(sub["url"], body, hdrs)
+            except outbound.BlockedDestination as e:
+                error = f"refused: {e}"
+            except requests.Timeout:
+                error = f"timeout after {self.settings.webhook_timeout_s:g} s"
+            except requests.ConnectionError as e:
+                error = f"connection error: {_short(e)}"
+            except requests.RequestException as e:
+                error = f"request error: {_short(e)}"
+        latency_ms = round((time.perf_counter() - t0) * 1000, 1)
+        ATTEMPT_LATENCY.observe(latency_ms / 1000)
+        attempt = {"at": started, "status": status, "latency_ms": latency_ms, "response": snippet, "error": error}
+        outcome = domain.classify(status)
+        if sub is None or body is None:
+            outcome = "abandoned"
+        ATTEMPTS.labels(outcome).inc()
+        self._record(d, sub, attempt, outcome, retry_after)
+        return outcome
+
+    def _post(self, url: str, body: str, hdrs: dict) -> tuple[int, str, float | None]:
+        timeout = self.settings.webhook_timeout_s
+        deadline = time.monotonic() + timeout
+        resp = self.session.post(url, data=body.encode(), headers=hdrs, timeout=(min(timeout, 10.0), timeout),
+                                 allow_redirects=False, stream=True)
+        try:
+            chunks, size = [], 0
+            for chunk in resp.iter_content(8192):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= MAX_BODY_READ or time.monotonic() > deadline:
+                    break
+            snippet = b"".join(chunks)[:RESPONSE_BYTES].decode("utf-8", errors="replace")
+        finally:
+            resp.close()
+        retry_after = None
+        if resp.status_code in domain.RETRY_AFTER_STATUSES:
+            retry_after = domain.parse_retry_after(resp.headers.get("Retry-After"))
+        return resp.status_code, snippet, retry_after
+
+    def _record(self, d: dict, sub: dict | None, attempt: dict, outcome: str, retry_after: float | None) -> None:
+        t = now()
+        guard = {"_id": d["_id"], "lease_owner": d["lease_owner"]}
+        common = {"lease_owner": None, "lease_until": None, "last_attempt_at": attempt["at"],
+                  "last_status": attempt["status"], "last_error": attempt["error"]}
+        inc = {"attempt_count": 1, "round_attempts": 1}
+        push = {"attempts": attempt}
+        if outcome == domain.SUCCESS:
+            res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=SUCCEEDED, delivered_at=t),
+                                                        "$inc": inc, "$push": push})
+            if res.matched_count:
+                handlers.SubscriptionRepository(self.db).record_success(d["subscription_id"])
+            return self._lost(d, res)
+        attempt_no = d.get("round_attempts", 0) + 1
+        delay = None if outcome in (domain.GONE, "abandoned") else \
+            self.policy.delay_after(attempt_no, retry_after, self.rng)
+        if delay is not None:
+            nxt = t + timedelta(seconds=delay)
+            res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=PENDING, next_attempt_at=nxt),
+                                                        "$inc": inc, "$push": push})
+            if res.matched_count:
+                # Later events of the lane wait behind this one: keep them out of the due set.
+                self.db.deliveries.update_many(
+                    {"subscription_id": d["subscription_id"], "subject": d["subject"], "status": PENDING,
+                     "sequence": {"$gt": d["sequence"]}, "next_attempt_at": {"$lt": nxt}},
+                    {"$set": {"next_attempt_at": nxt}})
+            return self._lost(d, res)
+        res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=FAILED, failed_at=t),
+                                                    "$inc": inc, "$push": push})
+        if not res.matched_count or sub is None:
+            return self._lost(d, res)
+        failures = handlers.SubscriptionRepository(self.db).record_failure(d["subscription_id"])
+        if outcome == domain.GONE:
+            reason = "the endpoint answered 410 Gone"
+        elif failures >= self.settings.webhook_disable_after_failures:
+            reason = f"{failures} deliveries in a row failed after every retry"
+        else:
+            return None
+        disabled = handlers.handle(domain.DisableSubscription(d["subscription_id"], reason, failures),
+                                   self.db, self.settings)
+        if disabled is not None:
+            log.warning("webhook subscription disabled", extra={"subscription_id": d["subscription_id"],
+                                                                "reason": reason})
+            self._subscriptions(force=True)
+        return None
+
+    @staticmethod
+    def _lost(d: dict, res) -> None:
+        if not res.matched_count:
+            log.warning("delivery lease lost before the outcome was recorded (another worker took over)",
+                        extra={"delivery_id": d["_id"]})
+
+    # -- loop -------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        log.info("delivery engine started", extra={"workers": self.tuning.workers,
+                                                   "per_endpoint": self.tuning.per_endpoint})
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                n = self.dispatch_once()
+                delay = 0.5
+            except Exception as e:  # noqa: BLE001 - outages: back off, keep going
+                log.warning("delivery dispatch paused", extra={"error": f"{type(e).__name__}: {e}",
+                                                               "retry_in_s": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if n == 0:
+                self._wake.wait(self.tuning.poll_s)
+                self._wake.clear()
+        self.close()
+        log.info("delivery engine stopped")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.session.close()
+
+
+def _short(e: Exception) -> str:
+    text = str(e)
+    return text[:300]
+
+
+# =============================================================================================
+# E-mail
+# =============================================================================================
+class MailSender:
+    """Sends the queued notifications: lease one, look the address up, render, send, mark.
+
+    Exactly-once towards people, as far as SMTP allows: the notification is recorded (with
+    a unique key per event, member and template) *before* anything is sent, claimed with a
+    lease, and marked ``sent`` together with its ``notification.sent`` event right after the
+    relay accepted it. The one window for a duplicate is a crash after the SMTP server
+    accepted the message and before that mark: the lease then expires and the message is
+    sent again. The alternative (mark first, then send) would lose the message instead.
+    """
+
+    def __init__(self, settings: Settings, db: Database, tuning: Tuning | None = None):
+        self.settings = settings
+        self.db = db
+        self.tuning = tuning or Tuning.from_env()
+        self.repo = NotificationRepository(db)
+        self.address_book = AddressBook(db)
+        self.policy = domain.RetryPolicy(self.tuning.mail_retry_schedule_s)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_s = 120.0
+
+    def run_once(self, limit: int = 50) -> int:
+        doc = self.repo.claim(self.owner, self.lease_s)
+        if doc is None:
+            return 0
+        sender = mail.SmtpSender(self.settings.smtp_url, self.settings.smtp_from)
+        handled = 0
+        connected = False
+        try:
+            while doc is not None:
+                address = self._address(doc)
+                if address is not None:
+                    if not connected:
+                        try:
+                            sender.__enter__()
+                            connected = True
+                        except (smtplib.SMTPException, OSError) as e:
+                            self._retry(doc, f"mail relay unreachable: {_short(e)}")
+                            return handled
+                    if not self._send(sender, doc, *address):
+                        return handled  # the session broke: the next tick reconnects
+                handled += 1
+                if handled >= limit:
+                    break
+                doc = self.repo.claim(self.owner, self.lease_s)
+        finally:
+            if connected:
+                sender.__exit__(None, None, None)
+        return handled
+
+    def _address(self, doc: dict) -> tuple[str, str] | None:
+        """(e-mail, language), or None after settling the notification as failed / retried."""
+        entry = self.address_book.get(doc["member_id"])
+        if entry is None:
+            self._retry(doc, "the member is not (yet) known to notify")
+            return None
+        if entry.get("status") == "erased":
+            self._finish(doc, FAILED, "the member's personal data was erased")
+            return None
+        if not entry.get("email"):
+            self._finish(doc, FAILED, "no e-mail address on file")
+            return None
+        return entry["email"], domain.language_of(entry.get("language"))
+
+    def _send(self, sender: mail.SmtpSender, doc: dict, email: str, language: str) -> bool:
+        try:
+            subject, text, html = mail.render(doc["template"], language, doc.get("context") or {})
+        except Exception as e:  # noqa: BLE001 - a template bug fails this message, not the sender
+            log.exception("template failed", extra={"notification_id": doc["_id"], "template": doc["template"]})
+            self._finish(doc, FAILED, f"template error: {type(e).__name__}")
+            return True
+        msg = mail.build_message(self.settings.smtp_from, email, subject, text, html, language=language,
+                                 notification_id=doc["_id"])
+        try:
+            sender.send(msg)
+        except mail.PermanentMailError as e:
+            self._finish(doc, FAILED, str(e))
+            return True
+        except (smtplib.SMTPException, OSError) as e:
+            self._retry(doc, f"mail relay error: {_short(e)}")
+            return False
+        self._finish(doc, SENT, None, language=language)
+        return True
+
+    def _retry(self, doc: dict, error: str) -> None:
+        delay = self.policy.delay_after(doc.get("attempts", 0) + 1)
+        if delay is None:
+            self._finish(doc, FAILED, error)
+            return
+        self.repo.requeue(doc, now() + timedelta(seconds=delay), error)
+        EMAILS.labels("retried").inc()
+
+    def _finish(self, doc: dict, status: str, error: str | None, language: str | None = None) -> None:
+        data = {"notification_id": doc["_id"], "region_id": doc["region"], "member_id": doc["member_id"],
+                "template": doc["template"], "channel": "email", "cause_event_id": doc["cause_event_id"]}
+        extra: dict = {}
+        if status == SENT:
+            extra = {"sent_at": now(), "language": language, "error": None}
+            event = EventDraft("notification.sent", data)
+        else:
+            extra = {"error": error}
+            event = EventDraft("notification.failed", dict(data, error=(error or "failed")[:500]))
+        try:
+            self.repo.finish(doc, status, event, extra)
+        except PreconditionFailed:
+            log.warning("notification settled by another sender meanwhile", extra={"notification_id": doc["_id"]})
+        EMAILS.labels(status).inc()
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("mail sender started")
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                n = self.run_once()
+                delay = 0.5
+            except Exception as e:  # noqa: BLE001
+                log.warning("mail sender paused", extra={"error": f"{type(e).__name__}: {e}", "retry_in_s": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            if n == 0:
+                stop.wait(self.tuning.mail_poll_s)
+        log.info("mail sender stopped")
+
+
+# =============================================================================================
+# Scheduler and wiring
+# =============================================================================================
+def scheduler(settings: Settings, db: Database, tuning: Tuning):
+    def run(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                handlers.fire_due_reminders(db, settings)
+                Claims(db).purge()
+            except Exception as e:  # noqa: BLE001
+                log.warning("reminder scheduler skipped a tick", extra={"error": f"{type(e).__name__}: {e}"})
+            stop.wait(tuning.scheduler_poll_s)
+    return run
+
+
+def consumer(settings: Settings, db: Database) -> ConsumerRunner:
+    return ConsumerRunner(settings, db, "notify", [topics.MEMBERS, topics.AGREEMENTS, topics.NOTIFY],
+                          lambda event: handlers.handle_event(event, db, settings))
+
+
+def components(settings: Settings, db: Database):
+    tuning = Tuning.from_env()
+    relay = Relay(db, AGGREGATE_COLLECTIONS, settings.topic(topics.NOTIFY),
+                  lambda: kafka.producer(settings), service="notify", poll_s=settings.relay_poll_s)
+    engine = DeliveryEngine(settings, db, tuning)
+    return [("relay", relay.run), ("consumer", consumer(settings, db).run), ("deliveries", engine.run),
+            ("mailer", MailSender(settings, db, tuning).run), ("scheduler", scheduler(settings, db, tuning))]

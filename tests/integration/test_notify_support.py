@@ -1,0 +1,294 @@
+"""Helpers for notify's integration tests (no tests here): a real HTTP receiver, the notify
+worker's components in threads, event builders following docs/CONTRACTS.md, and a reader
+for the SMTP sink's Maildir."""
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from hecht import events as ev, mongo, topics
+from hecht.config import settings
+
+REGION = "elz-gent"
+
+
+# -- a webhook receiver -----------------------------------------------------------------------
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every request and answers as scripted.
+
+    ``script`` is consumed one entry per request: an int status, or a dict with
+    ``status``, ``sleep`` (seconds before answering), ``headers`` and ``body``. When empty,
+    ``default`` answers.
+    """
+
+    def __init__(self, default=200):
+        self.requests: list[dict] = []
+        self.script: list = []
+        self.default = default
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                with receiver.lock:
+                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                              "body": body, "at": time.time()})
+                    step = receiver.script.pop(0) if receiver.script else receiver.default
+                step = {"status": step} if isinstance(step, int) else dict(step)
+                if step.get("sleep"):
+                    time.sleep(step["sleep"])
+                payload = step.get("body", "ok").encode()
+                try:
+                    self.send_response(step.get("status", 200))
+                    for k, v in (step.get("headers") or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def bodies(self, path: str | None = None) -> list[dict]:
+        with self.lock:
+            return [json.loads(r["body"]) for r in self.requests if path is None or r["path"] == path]
+
+    def count(self, path: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if path is None or r["path"] == path)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+# -- the worker -------------------------------------------------------------------------------
+FAST = {
+    "HECHT_WEBHOOK_RETRY_SCHEDULE_S": "0.3,0.3",
+    "HECHT_WEBHOOK_TIMEOUT_S": "1.5",
+    "HECHT_WEBHOOK_DISABLE_AFTER_FAILURES": "3",
+    "HECHT_WEBHOOK_POLL_S": "0.05",
+    "HECHT_MAIL_POLL_S": "0.1",
+    "HECHT_MAIL_RETRY_SCHEDULE_S": "0.3,0.3",
+    "HECHT_NOTIFY_SCHEDULER_POLL_S": "0.2",
+}
+
+
+def notify_db():
+    s = settings("notify")
+    return mongo.database(s.mongo_uri, s.database_name)
+
+
+class Worker:
+    """Notify's worker components in threads of this process, stopped at teardown."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self, *names: str):
+        from services.notify import worker
+        s = settings("notify")
+        db = notify_db()
+        worker.ensure_indexes(db)
+        wanted = {n: fn for n, fn in worker.components(s, db)}
+        for name in names or wanted:
+            t = threading.Thread(target=wanted[name], args=(self.stop,), name=f"notify-{name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=20)
+
+
+@pytest.fixture
+def fast(hecht_env, monkeypatch):
+    for k, v in FAST.items():
+        monkeypatch.setenv(k, v)
+    return hecht_env
+
+
+@pytest.fixture
+def notify_worker(fast):
+    workers = []
+
+    def start(*names):
+        w = Worker().start(*names)
+        workers.append(w)
+        return w
+    yield start
+    for w in workers:
+        w.close()
+
+
+@pytest.fixture
+def notify_client(fast):
+    from services.notify.app import create_app
+    return create_app().test_client()
+
+
+# -- events (data per docs/CONTRACTS.md) ------------------------------------------------------
+def build(short: str, *, subject: str, sequence: int, data: dict, region: str = REGION,
+          source: str | None = None, time: str | None = None) -> dict:
+    """A real envelope; validated against the data schema when the producing service ships one."""
+    kind = short.split(".")[0]
+    validate = ev.full_type(short) in ev.known_types()
+    return ev.build(short, region=region, subject=subject, sequence=sequence, data=data,
+                    source=source or f"/regions/{region}/{kind}s", time=time, validate_data=validate)
+
+
+def member_data(member_id: str, *, status: str = "active", language: str = "nl", email_addr: str | None = None,
+                roles=("member",), region: str = REGION, reason: str | None = None,
+                capacity: dict | None = None) -> dict:
+    data = {"member_id": member_id, "region_id": region, "status": status, "category": "practice-owner",
+            "roles": list(roles), "language": language, "municipality": "Gent",
+            "capacity": capacity or {"status": "open", "since": "2026-01-01", "note": None},
+            "personal": {"given_name": "An", "family_name": "Peeters",
+                         "email": email_addr or f"{member_id}@example.test"}}
+    if reason:
+        data["reason"] = reason
+    if status == "erased":
+        data.update(category=None, roles=[], language=None, municipality=None, capacity=None)
+        data.pop("personal")
+    return data
+
+
+def member_event(short: str, member_id: str, sequence: int, **kw) -> dict:
+    return build(short, subject=member_id, sequence=sequence, data=member_data(member_id, **kw))
+
+
+def agreement_data(agreement_id: str, *, status: str = "draft", mandate: dict | None = None,
+                   electorate: list[str] | None = None, title: str = "Zorgpad diabetes",
+                   region: str = REGION) -> dict:
+    data = {"agreement_id": agreement_id, "region_id": region, "version": 1, "previous_id": None,
+            "status": status, "title": title, "theme": "chronic-care",
+            "partners": [{"name": "AZ Sint-Jan", "kind": "hospital"}], "municipalities": ["Gent"],
+            "effective_from": "2026-04-01", "effective_until": None, "review_date": "2027-04-01",
+            "mandate": mandate}
+    if electorate is not None:
+        data["electorate"] = electorate
+    return data
+
+
+def mandate(status: str = "open", *, electorate_size: int = 2, deadline: datetime | None = None,
+            opened_at: datetime | None = None, votes=(0, 0, 0)) -> dict:
+    opened_at = opened_at or datetime.now(timezone.utc)
+    deadline = deadline or opened_at + timedelta(days=14)
+    f, a, ab = votes
+    cast = f + a + ab
+    return {"status": status, "electorate_size": electorate_size, "for": f, "against": a, "abstain": ab,
+            "turnout": cast / electorate_size if electorate_size else 0, "quorum": 0.5, "approval_threshold": 0.5,
+            "quorum_met": cast / electorate_size >= 0.5 if electorate_size else False,
+            "threshold_met": (f / cast >= 0.5) if cast else False,
+            "opened_at": _iso(opened_at), "deadline": _iso(deadline),
+            "closed_at": None if status == "open" else _iso(datetime.now(timezone.utc))}
+
+
+def agreement_event(short: str, agreement_id: str, sequence: int, **kw) -> dict:
+    return build(short, subject=agreement_id, sequence=sequence, data=agreement_data(agreement_id, **kw))
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def consume(*events: dict) -> None:
+    """Hand events to notify exactly as its consumer does (same function)."""
+    from services.notify.handlers import handle_event
+    for e in events:
+        handle_event(e, notify_db(), settings("notify"))
+
+
+def produce(topic: str, *events: dict) -> None:
+    s = settings("notify")
+    p = KafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
+    for e in events:
+        p.send(s.topic(topic), key=e["subject"].encode(), value=ev.encode(e), headers=ev.kafka_headers(e))
+    p.flush()
+    p.close()
+
+
+MEMBERS, AGREEMENTS, NOTIFY = topics.MEMBERS, topics.AGREEMENTS, topics.NOTIFY
+
+
+# -- subscriptions ----------------------------------------------------------------------------
+def integrator(region: str = REGION) -> dict:
+    from tests.conftest import bearer
+    return bearer("integrator", region)
+
+
+def subscribe(client, url: str, event_types=("*",), region: str = REGION, **extra) -> dict:
+    r = client.post(f"/v1/regions/{region}/subscriptions", json={"url": url, "event_types": list(event_types),
+                                                                "description": "test", **extra},
+                    headers=integrator(region))
+    assert r.status_code == 201, r.get_data(as_text=True)
+    return r.json
+
+
+def deliveries(sub_id: str, **query) -> list[dict]:
+    return list(notify_db().deliveries.find({"subscription_id": sub_id, **query}).sort("_id", 1))
+
+
+# -- the SMTP sink ----------------------------------------------------------------------------
+def maildir() -> Path:
+    return Path(os.environ.get("HECHT_MAILDIR", "var/stack/mail"))
+
+
+def mails_to(address: str) -> list[email.message.EmailMessage]:
+    """Every message in the sink's Maildir addressed to ``address`` (tests use unique addresses)."""
+    out = []
+    for sub in ("new", "cur"):
+        folder = maildir() / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            if address.encode() not in raw:
+                continue
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
+            if address in str(msg.get("To", "")):
+                out.append(msg)
+    return out
+
+
+def unique_address(tag: str = "gp") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:12]}@example.test"

@@ -1,0 +1,415 @@
+"""Webhook deliveries against the real stack and a real HTTP receiver: signatures (verified
+with the official ``standardwebhooks`` package), filters, redaction, retries, disabling,
+410, Retry-After, replay, manual retry, ordering, isolation, leases, rotation and SSRF."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from hecht import events as ev, topics
+from hecht.config import settings
+from services.notify import outbound
+from services.notify.repository import DELIVERING
+from services.notify.worker import DeliveryEngine
+from tests.conftest import bearer, wait_until
+from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
+    AGREEMENTS, MEMBERS, REGION, Receiver, agreement_event, consume, deliveries, fast, integrator, mandate,
+    member_event, notify_client, notify_db, notify_worker, produce, receiver, subscribe)
+
+MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
+                "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated",
+                "member.erased")
+
+
+def _status(short: str) -> str:
+    return {"member.signed_up": "pending", "member.rejected": "rejected", "member.suspended": "suspended",
+            "member.left": "left", "member.erased": "erased"}.get(short, "active")
+
+
+def _drafted(agreement_id: str = "a_1", seq: int = 1, **kw) -> dict:
+    return agreement_event("agreement.drafted", agreement_id, seq, **kw)
+
+
+def _sub_doc(sub_id: str) -> dict:
+    return notify_db().subscriptions.find_one({"_id": sub_id})
+
+
+# -- signatures and body ----------------------------------------------------------------------
+def test_a_delivery_is_a_signed_cloudevent_that_verifies_with_standardwebhooks(notify_client, notify_worker,
+                                                                               receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries")
+    event = _drafted()
+    consume(event)
+    wait_until(lambda: receiver.count() == 1, message="the delivery")
+    req = receiver.requests[0]
+    payload = Webhook(sub["secret"]).verify(req["body"], req["headers"])
+    assert payload == event
+    assert req["headers"]["webhook-id"] == event["id"]
+    assert req["headers"]["content-type"] == "application/json"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(sub["secret"]).verify(req["body"].replace(b"a_1", b"a_2"), req["headers"])
+    other = subscribe(notify_client, receiver.url("/other"), ["agreement.*"])
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other["secret"]).verify(req["body"], req["headers"])
+    d = wait_until(lambda: deliveries(sub["id"], status="succeeded"), message="succeeded")[0]
+    assert d["attempt_count"] == 1 and d["attempts"][0]["status"] == 200
+    assert d["attempts"][0]["response"] == "ok" and d["attempts"][0]["latency_ms"] >= 0
+
+
+def test_event_type_filters_and_region_scope(notify_client, notify_worker, receiver):
+    a = subscribe(notify_client, receiver.url("/a"), ["agreement.*"])
+    b = subscribe(notify_client, receiver.url("/b"), ["member.capacity_changed"])
+    c = subscribe(notify_client, receiver.url("/c"), ["*"])
+    off = subscribe(notify_client, receiver.url("/off"), ["*"], enabled=False)
+    elsewhere = subscribe(notify_client, receiver.url("/elsewhere"), ["*"], region="elz-brugge")
+    notify_worker("deliveries")
+    consume(member_event("member.enrolled", "m_1", 1), member_event("member.capacity_changed", "m_1", 2),
+            _drafted())
+    wait_until(lambda: receiver.count("/c") == 3 and receiver.count("/a") == 1 and receiver.count("/b") == 1,
+               message="filtered deliveries")
+    time.sleep(0.3)
+    assert [ev.short_type(b["type"]) for b in receiver.bodies("/a")] == ["agreement.drafted"]
+    assert [ev.short_type(b["type"]) for b in receiver.bodies("/b")] == ["member.capacity_changed"]
+    assert receiver.count("/off") == receiver.count("/elsewhere") == 0
+    assert not deliveries(off["id"]) and not deliveries(elsewhere["id"])
+    assert {s["id"] for s in (a, b, c)} == {d["subscription_id"] for d in notify_db().deliveries.find()}
+
+
+def test_member_events_are_redacted_for_every_member_type(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["member.*"])
+    notify_worker("deliveries")
+    events = []
+    for i, short in enumerate(MEMBER_TYPES, start=1):
+        kw = {"status": _status(short), "email_addr": "an.peeters@huisarts.example",
+              "capacity": {"status": "limited", "since": "2026-01-01", "note": "bel of mail an.peeters@huisarts.example"}}
+        if short in ("member.rejected", "member.suspended", "member.left"):
+            kw["reason"] = "op verzoek"
+        if short == "member.erased":
+            kw.pop("capacity")
+        events.append(member_event(short, f"m_{i}", 1, **kw))
+    assert all("personal" in e["data"] for e in events[:-1])  # the input does carry personal data
+    consume(*events)
+    wait_until(lambda: receiver.count() == len(MEMBER_TYPES), message="all member deliveries")
+    for req in receiver.requests:
+        Webhook(sub["secret"]).verify(req["body"], req["headers"])
+        text = req["body"].decode()
+        body = json.loads(text)
+        assert "personal" not in body["data"]
+        assert "an.peeters" not in text and "Peeters" not in text and '"email"' not in text
+        assert body["data"]["member_id"].startswith("m_")
+    assert sorted(ev.short_type(b["type"]) for b in receiver.bodies()) == sorted(MEMBER_TYPES)
+    stored = list(notify_db().event_copies.find())
+    assert stored and "an.peeters" not in str(stored)  # notify's replay copy holds no contact data either
+
+
+# -- retries ----------------------------------------------------------------------------------
+def test_retries_after_a_500_and_a_timeout_then_success(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    receiver.script = [{"status": 500, "body": "boom " * 200}, {"sleep": 2.5}, 200]
+    notify_worker("deliveries")
+    consume(_drafted())
+    d = wait_until(lambda: deliveries(sub["id"], status="succeeded"), timeout=20, message="eventual success")[0]
+    assert [a["status"] for a in d["attempts"]] == [500, None, 200]
+    assert "timeout" in d["attempts"][1]["error"]
+    assert len(d["attempts"][0]["response"].encode()) <= 512 and d["attempts"][0]["response"].startswith("boom")
+    times = [r["at"] for r in receiver.requests]
+    assert times[1] - times[0] >= 0.3 * 0.8 - 0.05  # waited per the schedule (with jitter)
+    assert len({r["headers"]["webhook-id"] for r in receiver.requests}) == 1  # same id: receivers dedupe
+    assert _sub_doc(sub["id"])["consecutive_failures"] == 0
+
+
+def test_retry_after_on_429_is_honoured(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    receiver.script = [{"status": 429, "headers": {"Retry-After": "2"}}, 200]
+    notify_worker("deliveries")
+    consume(_drafted())
+    wait_until(lambda: deliveries(sub["id"], status="succeeded"), timeout=15, message="success after 429")
+    times = [r["at"] for r in receiver.requests]
+    assert len(times) == 2 and times[1] - times[0] >= 1.9
+
+
+def test_an_endpoint_that_keeps_failing_is_disabled_with_an_event(notify_client, notify_worker, receiver,
+                                                                 topic_reader):
+    receiver.default = 500
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries", "relay")
+    consume(*[_drafted(f"a_{i}") for i in range(3)])
+    wait_until(lambda: not _sub_doc(sub["id"])["enabled"], timeout=20, message="the subscription disabled")
+    failed = deliveries(sub["id"], status="failed")
+    assert len(failed) == 3 and all(d["attempt_count"] == 3 for d in failed)  # 1 + 2 retries each
+    doc = _sub_doc(sub["id"])
+    assert doc["consecutive_failures"] == 3 and "in a row" in doc["disabled_reason"]
+    records = topic_reader(settings("notify").topic(topics.NOTIFY),
+                           until=lambda rs: any(b"subscription.disabled" in r.value for r in rs))
+    event = next(json.loads(r.value) for r in records if b"subscription.disabled" in r.value)
+    ev.validate(event)
+    assert event["data"] == {"subscription_id": sub["id"], "region_id": REGION, "reason": doc["disabled_reason"],
+                             "failed_deliveries": 3}
+    assert event["subject"] == sub["id"] and event["source"] == f"/regions/{REGION}/subscriptions"
+    seen = receiver.count()
+    consume(_drafted("a_late"))
+    time.sleep(0.5)
+    assert receiver.count() == seen and not deliveries(sub["id"], event_type="agreement.drafted",
+                                                       subject="a_late")
+    r = notify_client.patch(f"/v1/regions/{REGION}/subscriptions/{sub['id']}", json={"enabled": True},
+                            headers=integrator())
+    assert r.status_code == 200 and r.json["enabled"] and r.json["consecutive_failures"] == 0
+    assert r.json["disabled_reason"] is None
+
+
+def test_410_gone_disables_at_once(notify_client, notify_worker, receiver):
+    receiver.script = [410]
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries")
+    consume(_drafted())
+    wait_until(lambda: not _sub_doc(sub["id"])["enabled"], message="disabled after 410")
+    d = deliveries(sub["id"])[0]
+    assert d["status"] == "failed" and d["attempt_count"] == 1
+    assert "410" in _sub_doc(sub["id"])["disabled_reason"]
+    outbox = _sub_doc(sub["id"])["_outbox"]
+    assert [e["type"] for e in outbox] == ["hecht.subscription.disabled.v1"]
+    assert outbox[0]["data"]["failed_deliveries"] == 1
+
+
+def test_manual_retry_of_a_failed_delivery(notify_client, notify_worker, receiver):
+    receiver.default = 503
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries")
+    consume(_drafted())
+    d = wait_until(lambda: deliveries(sub["id"], status="failed"), timeout=15, message="failed")[0]
+    base = f"/v1/regions/{REGION}/subscriptions/{sub['id']}/deliveries"
+    receiver.default = 200
+    r = notify_client.post(f"{base}/{d['_id']}/retry", headers=integrator())
+    assert r.status_code == 202, r.json
+    wait_until(lambda: deliveries(sub["id"], status="succeeded"), message="retried delivery")
+    got = notify_client.get(f"{base}/{d['_id']}", headers=integrator()).json
+    assert got["status"] == "succeeded" and [a["status"] for a in got["attempts"]] == [503, 503, 503, 200]
+    assert notify_client.post(f"{base}/nope/retry", headers=integrator()).status_code == 404
+    consume(_drafted("a_2"))
+    pending = wait_until(lambda: deliveries(sub["id"], subject="a_2"), message="second delivery")[0]
+    notify_db().deliveries.update_one({"_id": pending["_id"]}, {"$set": {
+        "status": "pending", "next_attempt_at": datetime.now(timezone.utc) + timedelta(hours=1)}})
+    assert notify_client.post(f"{base}/{pending['_id']}/retry", headers=integrator()).status_code == 409
+
+
+def test_replay_since_a_time_from_notifys_own_copy(notify_client, notify_worker, receiver):
+    now = datetime.now(timezone.utc)
+    old = [agreement_event("agreement.drafted", f"a_{h}", 1) for h in range(3)]
+    for h, e in enumerate(old):
+        e["time"] = (now - timedelta(hours=3 - h)).isoformat().replace("+00:00", "Z")  # 3 h, 2 h, 1 h ago
+    member = member_event("member.enrolled", "m_1", 1)
+    member["time"] = (now - timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    consume(*old, member)  # before the subscription existed: nothing to deliver then
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries")
+    path = f"/v1/regions/{REGION}/subscriptions/{sub['id']}/replay"
+    r = notify_client.post(path, json={"since": (now - timedelta(hours=2, minutes=30)).isoformat()},
+                           headers=integrator())
+    assert r.status_code == 202, r.json
+    assert r.json == {"matched": 2, "created": 2, "reopened": 0, "truncated": False}
+    wait_until(lambda: receiver.count() == 2, message="replayed deliveries")
+    assert sorted(b["subject"] for b in receiver.bodies()) == ["a_1", "a_2"]
+    wait_until(lambda: len(deliveries(sub["id"], status="succeeded")) == 2, message="both succeeded")
+    again = notify_client.post(path, json={"since": (now - timedelta(hours=2, minutes=30)).isoformat(),
+                                           "until": (now - timedelta(minutes=90)).isoformat()}, headers=integrator())
+    assert again.json == {"matched": 1, "created": 0, "reopened": 1, "truncated": False}
+    wait_until(lambda: receiver.count() == 3, message="the replay of a delivered event")
+    assert receiver.bodies()[-1]["subject"] == "a_1"
+    for req in receiver.requests:
+        Webhook(sub["secret"]).verify(req["body"], req["headers"])
+    bad = notify_client.post(path, json={"since": "yesterday"}, headers=integrator())
+    assert bad.status_code == 422 and "since" in bad.json["errors"]
+
+
+# -- ordering, isolation, leases --------------------------------------------------------------
+def test_per_aggregate_order_holds_while_an_event_is_retried(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["member.*"])
+    receiver.script = [500]  # the very first request fails
+    consume(member_event("member.signed_up", "m_1", 1, status="pending"),
+            member_event("member.enrolled", "m_1", 2), member_event("member.roles_changed", "m_1", 3),
+            member_event("member.signed_up", "m_2", 1, status="pending"))
+    notify_worker("deliveries")
+    wait_until(lambda: len(deliveries(sub["id"], status="succeeded")) == 4, timeout=15, message="all delivered")
+    order = [(b["subject"], b["sequence"]) for b in receiver.bodies()]
+    m1 = [s for subj, s in order if subj == "m_1"]
+    assert m1[0] == 1 and m1[1] == 1 and m1[2:] == [2, 3]  # 1 failed, 1 again, then 2, then 3
+    assert len(order) == 5 and ("m_2", 1) in order
+
+
+def test_a_slow_endpoint_does_not_delay_the_others(notify_client, notify_worker, monkeypatch):
+    monkeypatch.setenv("HECHT_WEBHOOK_TIMEOUT_S", "5")
+    slow, quick = Receiver({"sleep": 1.2, "status": 200}), Receiver()
+    try:
+        s_slow = subscribe(notify_client, slow.url(), ["member.*"])
+        subscribe(notify_client, quick.url(), ["member.*"])
+        consume(*[member_event("member.enrolled", f"m_{i}", 1) for i in range(8)])
+        start = time.time()
+        notify_worker("deliveries")
+        wait_until(lambda: quick.count() == 8, timeout=10, message="the quick endpoint served")
+        assert time.time() - start < 1.5, "the quick endpoint waited for the slow one"
+        assert slow.count() <= 2  # at most the per-endpoint cap in flight
+        wait_until(lambda: len(deliveries(s_slow["id"], status="succeeded")) >= 4, timeout=15,
+                   message="the slow endpoint progressing")
+        starts = sorted(r["at"] for r in slow.requests)
+        assert all(starts[i + 2] - starts[i] >= 1.0 for i in range(len(starts) - 2))  # never 3 at once
+    finally:
+        slow.close()
+        quick.close()
+
+
+def test_two_engines_never_send_the_same_delivery(notify_client, fast, receiver):
+    from services.notify.worker import Tuning
+    sub = subscribe(notify_client, receiver.url(), ["member.*"])
+    consume(*[member_event("member.enrolled", f"m_{i}", 1) for i in range(30)])
+    s = settings("notify")
+    tuning = Tuning(workers=8, per_endpoint=4, poll_s=0.02)
+    engines = [DeliveryEngine(s, notify_db(), tuning) for _ in range(2)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=e.run, args=(stop,), daemon=True) for e in engines]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(deliveries(sub["id"], status="succeeded")) == 30, timeout=30, message="all sent")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    ids = [r["headers"]["webhook-id"] for r in receiver.requests]
+    assert len(ids) == 30 and len(set(ids)) == 30
+    assert {d["attempt_count"] for d in deliveries(sub["id"])} == {1}
+
+
+def test_a_dead_workers_lease_expires_and_the_delivery_goes_out(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    consume(_drafted())
+    d = deliveries(sub["id"])[0]
+    now = datetime.now(timezone.utc)
+    notify_db().deliveries.update_one({"_id": d["_id"]}, {"$set": {
+        "status": DELIVERING, "lease_owner": "dead-worker", "lease_until": now + timedelta(seconds=1.5)}})
+    notify_worker("deliveries")
+    time.sleep(0.8)
+    assert receiver.count() == 0  # the lease still holds
+    wait_until(lambda: receiver.count() == 1, timeout=10, message="delivery after the lease expired")
+    wait_until(lambda: deliveries(sub["id"], status="succeeded"), message="recorded")
+
+
+# -- secrets ----------------------------------------------------------------------------------
+def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    old = sub["secret"]
+    path = f"/v1/regions/{REGION}/subscriptions/{sub['id']}/rotate-secret"
+    r = notify_client.post(path, json={}, headers=integrator())
+    assert r.status_code == 200, r.json
+    new = r.json["secret"]
+    assert new.startswith("whsec_") and new != old and r.json["signing_secrets"] == 2
+    notify_worker("deliveries")
+    consume(_drafted("a_1"))
+    wait_until(lambda: receiver.count() == 1, message="delivery during the grace period")
+    req = receiver.requests[0]
+    assert len(req["headers"]["webhook-signature"].split(" ")) == 2
+    Webhook(old).verify(req["body"], req["headers"])
+    Webhook(new).verify(req["body"], req["headers"])
+
+    newest = notify_client.post(path, json={"grace_period_s": 0}, headers=integrator()).json
+    assert newest["signing_secrets"] == 1
+    consume(_drafted("a_2"))
+    wait_until(lambda: receiver.count() == 2, message="delivery after an immediate rotation")
+    req = receiver.requests[1]
+    Webhook(newest["secret"]).verify(req["body"], req["headers"])
+    for retired in (old, new):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(retired).verify(req["body"], req["headers"])
+
+
+def test_ping_sends_a_signed_test_event(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries")
+    r = notify_client.post(f"/v1/regions/{REGION}/subscriptions/{sub['id']}/ping", headers=integrator())
+    assert r.status_code == 202, r.json
+    wait_until(lambda: receiver.count() == 1, message="the ping")
+    body = Webhook(sub["secret"]).verify(receiver.requests[0]["body"], receiver.requests[0]["headers"])
+    assert body["type"] == "hecht.subscription.ping.v1" and body["id"] == r.json["event_id"]
+    ev.validate(body)
+    got = wait_until(lambda: notify_client.get(r.headers["Location"], headers=integrator()).json
+                     if deliveries(sub["id"], status="succeeded") else None, message="ping recorded")
+    assert got["status"] == "succeeded" and got["attempts"][0]["status"] == 200
+
+
+# -- outbound address rules -------------------------------------------------------------------
+def test_private_and_plain_http_urls_are_refused_when_not_allowed(notify_client, monkeypatch):
+    monkeypatch.delenv("HECHT_WEBHOOKS_ALLOW_PRIVATE")
+    from services.notify.app import create_app
+    client = create_app().test_client()
+    base = f"/v1/regions/{REGION}/subscriptions"
+    for url in ("https://localhost:8443/hook", "https://127.0.0.1/hook", "https://169.254.169.254/latest",
+                "https://[::1]/hook", "https://10.0.0.8/hook", "http://hooks.example.com/hook"):
+        r = client.post(base, json={"url": url, "event_types": ["*"]}, headers=integrator())
+        assert r.status_code == 422 and "url" in r.json["errors"], (url, r.json)
+    monkeypatch.setattr(socket, "getaddrinfo", _resolver({"rebind.example.test": "127.0.0.1"}))
+    r = client.post(base, json={"url": "https://rebind.example.test/hook", "event_types": ["*"]},
+                    headers=integrator())
+    assert r.status_code == 422 and "non-public" in str(r.json["errors"])
+
+
+def test_the_resolved_address_is_checked_at_connect_time(notify_client, fast, receiver, monkeypatch):
+    """DNS rebinding: public when subscribed, loopback when delivered → refused, nothing sent."""
+    monkeypatch.delenv("HECHT_WEBHOOKS_ALLOW_PRIVATE")
+    answers = {"hooks.example.test": "93.184.216.34"}
+    monkeypatch.setattr(socket, "getaddrinfo", _resolver(answers))
+    from services.notify.app import create_app
+    client = create_app().test_client()
+    sub = subscribe(client, f"https://hooks.example.test:{receiver.port}/hook", ["agreement.*"])
+    answers["hooks.example.test"] = "127.0.0.1"  # the rebinding
+    consume(_drafted())
+    engine = DeliveryEngine(settings("notify"), notify_db())
+    try:
+        assert engine.dispatch_once() == 1
+        d = wait_until(lambda: deliveries(sub["id"], status="pending", attempt_count=1), message="attempt logged")[0]
+    finally:
+        engine.close()
+    assert "refused" in d["attempts"][0]["error"] and "127.0.0.1" in d["attempts"][0]["error"]
+    assert receiver.count() == 0
+
+
+def test_the_outbound_session_refuses_loopback_names_and_plain_http(receiver):
+    blocked = outbound.session(allow_private=False)
+    for url in (f"https://localhost:{receiver.port}/hook", f"https://127.0.0.1:{receiver.port}/hook",
+                f"http://127.0.0.1:{receiver.port}/hook"):
+        with pytest.raises(outbound.BlockedDestination):
+            blocked.post(url, data=b"{}", timeout=2)
+    allowed = outbound.session(allow_private=True)
+    assert allowed.post(receiver.url(), data=b"{}", timeout=2).status_code == 200
+    assert receiver.count() == 1  # only the allowed request arrived
+
+
+def _resolver(answers: dict[str, str]):
+    real = socket.getaddrinfo
+
+    def fake(host, port, *args, **kwargs):
+        if host in answers:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[host], port or 443))]
+        return real(host, port, *args, **kwargs)
+    return fake
+
+
+# -- through Kafka ----------------------------------------------------------------------------
+def test_events_from_kafka_fan_out_once_even_when_redelivered(notify_client, notify_worker, receiver):
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*", "member.enrolled", "subscription.*"])
+    drafted = _drafted()
+    enrolled = member_event("member.enrolled", "m_1", 1)
+    produce(AGREEMENTS, drafted, drafted)
+    produce(MEMBERS, enrolled)
+    notify_worker("consumer", "deliveries")
+    wait_until(lambda: receiver.count() == 2, timeout=30, message="deliveries from Kafka")
+    consume(drafted)  # a redelivery that got past the inbox (crash before the inbox write)
+    time.sleep(0.5)
+    assert sorted(b["id"] for b in receiver.bodies()) == sorted([drafted["id"], enrolled["id"]])
+    assert len(deliveries(sub["id"])) == 2
+    assert "personal" not in next(b for b in receiver.bodies() if b["id"] == enrolled["id"])["data"]
