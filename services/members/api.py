@@ -8,8 +8,8 @@ from flask_smorest import Blueprint
 
 from hecht.auth import Principal
 from hecht.errors import Forbidden
-from hecht.web import (public, PageArgsSchema, check_if_match, ctx, etag, idempotent, paginate, rate_limit,
-                       require)
+from hecht.web import (PageArgsSchema, allow, check_if_match, ctx, etag, idempotent, paginate, principal,
+                       public, rate_limit, require)
 
 from . import domain, handlers
 from .repository import INTERNAL_FIELDS, MemberRepository, RegionRepository
@@ -118,11 +118,21 @@ def _current_version(region_id: str, member_id: str) -> int:
 
 
 @members.before_request
-def _limit_public_sign_up():
-    """Every sign-up attempt counts, valid or not: the form is public."""
+def _before_parsing():
+    """Checks that must come before the body is parsed (after the platform's token check).
+
+    Every sign-up attempt counts against the rate limit, valid or not: the form is public.
+    A GP acting on someone else's membership is refused before any 422 could tell them more.
+    """
     if request.endpoint == "members.sign_up" and request.method == "POST":
         s = ctx().settings
         rate_limit("signup", s.signup_rate_limit, s.signup_rate_window_s)
+        return
+    member_id = (request.view_args or {}).get("member_id")
+    p = principal()
+    if member_id and p is not None and not (p.has("region-admin") or p.is_platform_admin) \
+            and p.member != member_id:
+        raise Forbidden("a GP may only see and change their own membership")
 
 
 @members.post("")
@@ -139,6 +149,7 @@ def sign_up(body, region_id):
 
 
 @members.get("")
+@allow("region-admin")
 @members.arguments(MemberListArgsSchema, location="query")
 @members.response(200, MemberPageSchema)
 def list_members(args, region_id):
@@ -156,6 +167,7 @@ def list_members(args, region_id):
 
 
 @members.get("/<member_id>")
+@allow("region-admin", "gp")
 @members.response(200, MemberSchema)
 def get_member(region_id, member_id):
     """A member (region-admin, or the GP themself); a tombstone after erasure."""
@@ -164,6 +176,7 @@ def get_member(region_id, member_id):
 
 
 @members.patch("/<member_id>")
+@allow("region-admin", "gp")
 @members.arguments(ProfileUpdateSchema)
 @members.response(200, MemberSchema)
 def update_profile(body, region_id, member_id):
@@ -175,6 +188,7 @@ def update_profile(body, region_id, member_id):
 
 
 @members.delete("/<member_id>")
+@allow("region-admin", "gp")
 @members.response(200, MemberSchema)
 def erase_member(region_id, member_id):
     """GDPR erasure (region-admin, or the GP themself): only a tombstone remains."""
@@ -189,6 +203,7 @@ def _transition(region_id: str, member_id: str, command, **args):
 
 
 @members.post("/<member_id>/approve")
+@allow("region-admin")
 @idempotent
 @members.response(200, MemberSchema)
 def approve_member(region_id, member_id):
@@ -198,6 +213,7 @@ def approve_member(region_id, member_id):
 
 
 @members.post("/<member_id>/reject")
+@allow("region-admin")
 @members.arguments(ReasonSchema)
 @idempotent
 @members.response(200, MemberSchema)
@@ -208,6 +224,7 @@ def reject_member(body, region_id, member_id):
 
 
 @members.post("/<member_id>/suspend")
+@allow("region-admin")
 @members.arguments(ReasonSchema)
 @idempotent
 @members.response(200, MemberSchema)
@@ -218,6 +235,7 @@ def suspend_member(body, region_id, member_id):
 
 
 @members.post("/<member_id>/reinstate")
+@allow("region-admin")
 @idempotent
 @members.response(200, MemberSchema)
 def reinstate_member(region_id, member_id):
@@ -227,6 +245,7 @@ def reinstate_member(region_id, member_id):
 
 
 @members.post("/<member_id>/leave")
+@allow("region-admin", "gp")
 @members.arguments(LeaveSchema)
 @idempotent
 @members.response(200, MemberSchema)
@@ -237,6 +256,7 @@ def leave_region(body, region_id, member_id):
 
 
 @members.put("/<member_id>/roles")
+@allow("region-admin")
 @members.arguments(RolesSchema)
 @members.response(200, MemberSchema)
 def set_roles(body, region_id, member_id):
@@ -246,6 +266,7 @@ def set_roles(body, region_id, member_id):
 
 
 @members.put("/<member_id>/capacity")
+@allow("region-admin", "gp")
 @members.arguments(CapacitySchema)
 @members.response(200, MemberSchema)
 def set_capacity(body, region_id, member_id):
@@ -256,6 +277,7 @@ def set_capacity(body, region_id, member_id):
 
 
 @members.get("/<member_id>/history")
+@allow("region-admin", "gp")
 @members.response(200, HistorySchema)
 def member_history(region_id, member_id):
     """The member's events, oldest first (region-admin, or the GP themself)."""
@@ -271,6 +293,7 @@ capacity = Blueprint("capacity", __name__, url_prefix="/v1/regions/<region_id>/c
 
 
 @capacity.get("")
+@allow("region-admin")
 @capacity.response(200, CapacityOverviewSchema)
 def capacity_overview(region_id):
     """Per municipality, active members' practices by capacity and the share closed (region-admin)."""

@@ -366,6 +366,9 @@ def test_a_gp_manages_their_own_membership_only(client):
                                ("put", "/roles", {"roles": ["chair"]}), ("post", "/reinstate", None)):
         problem(getattr(client, method)(url(me, tail), json=body, headers=gp(me)), 403)
     problem(client.get("/v1/regions/elz-gent/members", headers=gp(me)), 403)
+    # refused before the body is read: a malformed body does not turn a 403 into a 422
+    problem(client.patch(url(other), json={"email": "x", "language": "de"}, headers=gp(me)), 403)
+    problem(client.post(url(me, "/reject"), json={}, headers=gp(me)), 403)
     problem(client.get(url(me)), 401)
     problem(client.post(url(me, "/approve")), 401)
     # the email is still unique when changed
