@@ -125,11 +125,11 @@ def build_message(sender: str, to: str, subject: str, text: str, html: str, *, l
     msg["To"] = to
     msg["Subject"] = subject
     msg["Message-ID"] = make_msgid(idstring=notification_id, domain=parseaddr(sender)[1].split("@")[-1] or None)
-    msg["Content-Language"] = language
     msg["X-Hecht-Notification"] = notification_id
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
+    msg["Content-Language"] = language  # after the parts: set_content clears Content-* headers
     return msg
 
 

@@ -139,8 +139,11 @@ class Worker:
 
 @pytest.fixture
 def fast(hecht_env, monkeypatch):
+    """Compressed schedules, and notify's indexes in place (as `hecht migrate` / the worker does)."""
+    from services.notify.repository import ensure_indexes
     for k, v in FAST.items():
         monkeypatch.setenv(k, v)
+    ensure_indexes(notify_db())
     return hecht_env
 
 
