@@ -160,11 +160,17 @@ class Relay:
         return self._producer
 
     def close(self) -> None:
-        if self._producer is not None:
+        """Drop the producer; never raises (it is called while handling an outage).
+
+        Records still buffered in a dead producer are not lost: their events
+        are still in the outbox and the next pass publishes them again.
+        """
+        producer, self._producer = self._producer, None
+        if producer is not None:
             try:
-                self._producer.close(timeout=5)
-            finally:
-                self._producer = None
+                producer.close(timeout=2)
+            except Exception as e:  # noqa: BLE001 - flush times out while the broker is down
+                log.debug("producer closed uncleanly", extra={"error": repr(e)})
 
     def run_once(self) -> int:
         """Publish what is pending now; returns the number of events published."""

@@ -22,6 +22,7 @@ cleanup() { if [ "$started" = 1 ]; then $STACK stop; fi; }
 trap cleanup EXIT
 
 eval "$($STACK env)"
+export PATH="$PWD/.venv/bin:$PATH"   # tools installed in the venv (hadolint, gunicorn, hecht)
 export HECHT_TEST_MONGO="mongodb://127.0.0.1:${HECHT_MONGO_PORT}"
 unset MONGO_URI HECHT_MEMBERS_MONGO_URI HECHT_AGREEMENTS_MONGO_URI HECHT_NOTIFY_MONGO_URI
 

@@ -54,6 +54,7 @@ def test_writes_survive_a_kafka_crash_and_every_event_arrives_in_order(client, t
         stack("restart", "kafka")
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, message="readyz to recover")
     records = topic_reader(s.topic(topics.MEMBERS), until=lambda r: len(r) >= 11, timeout=60)
+    assert thread.is_alive(), "the relay must outlive the outage"
     stop.set()
     thread.join(timeout=20)
     events = [json.loads(r.value) for r in records if r.key == b"elz-out"]
