@@ -26,6 +26,7 @@ def _region_out(doc: dict) -> dict:
 
 
 @regions.post("")
+@allow("platform-admin")
 @regions.arguments(RegionSchema)
 @idempotent
 @regions.response(201, RegionSchema)
@@ -60,6 +61,7 @@ def get_region(region_id):
 
 
 @regions.patch("/<region_id>")
+@allow("region-admin")
 @regions.arguments(RegionUpdateSchema)
 @regions.response(200, RegionSchema)
 def update_region(body, region_id):
@@ -72,6 +74,7 @@ def update_region(body, region_id):
 
 
 @regions.get("/<region_id>/history")
+@allow("region-admin")
 @regions.response(200, HistorySchema)
 def region_history(region_id):
     """The region's events, oldest first."""

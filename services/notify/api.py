@@ -8,7 +8,7 @@ from flask import g, request
 from flask_smorest import Blueprint
 
 from hecht.errors import Invalid
-from hecht.web import PageArgsSchema, check_if_match, ctx, etag, paginate, require
+from hecht.web import PageArgsSchema, allow, check_if_match, ctx, etag, paginate, require
 
 from . import domain, handlers
 from .repository import DeliveryRepository, NotificationRepository, SubscriptionRepository
@@ -46,6 +46,7 @@ def _location(doc: dict) -> str:
 
 # -- subscriptions ----------------------------------------------------------------------------
 @subscriptions.post("")
+@allow("integrator", "region-admin")
 @subscriptions.arguments(SubscriptionSchema)
 @subscriptions.response(201, SubscriptionWithSecretSchema)
 def create_subscription(body, region_id):
@@ -70,6 +71,7 @@ def create_subscription(body, region_id):
 
 
 @subscriptions.get("")
+@allow("integrator", "region-admin")
 @subscriptions.arguments(PageArgsSchema, location="query")
 @subscriptions.response(200, SubscriptionPageSchema)
 def list_subscriptions(args, region_id):
@@ -81,6 +83,7 @@ def list_subscriptions(args, region_id):
 
 
 @subscriptions.get("/<subscription_id>")
+@allow("integrator", "region-admin")
 @subscriptions.response(200, SubscriptionSchema)
 def get_subscription(region_id, subscription_id):
     require(*SUBSCRIBERS, region=region_id)
@@ -89,6 +92,7 @@ def get_subscription(region_id, subscription_id):
 
 
 @subscriptions.patch("/<subscription_id>")
+@allow("integrator", "region-admin")
 @subscriptions.arguments(SubscriptionUpdateSchema)
 @subscriptions.response(200, SubscriptionSchema)
 def update_subscription(body, region_id, subscription_id):
@@ -101,6 +105,7 @@ def update_subscription(body, region_id, subscription_id):
 
 
 @subscriptions.delete("/<subscription_id>")
+@allow("integrator", "region-admin")
 @subscriptions.response(204)
 def delete_subscription(region_id, subscription_id):
     """Delete the subscription and its deliveries."""
@@ -112,6 +117,7 @@ def delete_subscription(region_id, subscription_id):
 
 
 @subscriptions.post("/<subscription_id>/rotate-secret")
+@allow("integrator", "region-admin")
 @subscriptions.arguments(RotateSecretSchema)
 @subscriptions.response(200, SubscriptionWithSecretSchema)
 def rotate_secret(body, region_id, subscription_id):
@@ -122,6 +128,7 @@ def rotate_secret(body, region_id, subscription_id):
 
 
 @subscriptions.post("/<subscription_id>/ping")
+@allow("integrator", "region-admin")
 @subscriptions.response(202, PingResultSchema)
 def ping(region_id, subscription_id):
     """Send a test event (``hecht.subscription.ping.v1``) to this endpoint; follow its delivery."""
@@ -137,6 +144,7 @@ def _delivery_out(doc: dict) -> dict:
 
 
 @subscriptions.get("/<subscription_id>/deliveries")
+@allow("integrator", "region-admin")
 @subscriptions.arguments(DeliveryArgsSchema, location="query")
 @subscriptions.response(200, DeliveryPageSchema)
 def list_deliveries(args, region_id, subscription_id):
@@ -155,6 +163,7 @@ def list_deliveries(args, region_id, subscription_id):
 
 
 @subscriptions.get("/<subscription_id>/deliveries/<delivery_id>")
+@allow("integrator", "region-admin")
 @subscriptions.response(200, DeliveryDetailSchema)
 def get_delivery(region_id, subscription_id, delivery_id):
     """One delivery with every attempt: time, HTTP status, latency, first bytes of the reply."""
@@ -164,6 +173,7 @@ def get_delivery(region_id, subscription_id, delivery_id):
 
 
 @subscriptions.post("/<subscription_id>/deliveries/<delivery_id>/retry")
+@allow("integrator", "region-admin")
 @subscriptions.response(202, DeliverySchema)
 def retry_delivery(region_id, subscription_id, delivery_id):
     """Queue a finished (failed or succeeded) delivery for a fresh round of attempts."""
@@ -172,6 +182,7 @@ def retry_delivery(region_id, subscription_id, delivery_id):
 
 
 @subscriptions.post("/<subscription_id>/replay")
+@allow("integrator", "region-admin")
 @subscriptions.arguments(ReplaySchema)
 @subscriptions.response(202, ReplayResultSchema)
 def replay(body, region_id, subscription_id):
@@ -186,6 +197,7 @@ def _notification_out(doc: dict) -> dict:
 
 
 @notifications.get("")
+@allow("region-admin")
 @notifications.arguments(NotificationArgsSchema, location="query")
 @notifications.response(200, NotificationPageSchema)
 def list_notifications(args, region_id):
@@ -201,6 +213,7 @@ def list_notifications(args, region_id):
 
 
 @notifications.get("/<notification_id>")
+@allow("region-admin")
 @notifications.response(200, NotificationSchema)
 def get_notification(region_id, notification_id):
     require("region-admin", region=region_id)

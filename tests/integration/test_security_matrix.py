@@ -1,0 +1,80 @@
+"""Every endpoint of every service × {no token, expired, bad signature, unknown role,
+another region's token, a GP acting on another GP}: 401/403/404 as designed,
+never data, never a 5xx, never internals in the body.
+
+Endpoints come from each app's URL map, so a new endpoint is covered the day it
+is added.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+
+import pytest
+
+from tests.conftest import bearer
+
+REGION = "elz-sec"
+# Endpoints any authenticated caller of the region may read: their own region only.
+OPEN_TO_ANY_ROLE = {("members", "GET", "/v1/regions"), ("members", "GET", "/v1/regions/<region_id>")}
+
+
+def endpoints(service: str):
+    warnings.simplefilter("ignore", UserWarning)
+    app = importlib.import_module(f"services.{service}.app").create_app()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith(("ops.", "api-docs.", "static")):
+            continue
+        view = app.view_functions[rule.endpoint]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield app, rule.rule, method, getattr(view, "hecht_public", False)
+
+
+def concrete(rule: str, member: str = "m_other") -> str:
+    path = rule.replace("<region_id>", REGION).replace("<member_id>", member)
+    return re.sub(r"<[^>]+>", "x_0000000000", path)
+
+
+def call(client, method: str, path: str, headers: dict):
+    kwargs = {"headers": headers}
+    if method in ("POST", "PUT", "PATCH"):
+        kwargs["json"] = {}
+    return client.open(path, method=method, **kwargs)
+
+
+def assert_refused(r, allowed: set[int], context: str) -> None:
+    text = r.get_data(as_text=True)
+    assert r.status_code in allowed, f"{context}: {r.status_code} {text[:300]}"
+    assert r.mimetype == "application/problem+json", context
+    body = r.json
+    assert "items" not in body and "id" not in body, f"{context} leaked data: {text[:300]}"
+    assert "Traceback" not in text and "pymongo" not in text and "File \"" not in text
+
+
+@pytest.mark.parametrize("service", ["members", "agreements", "notify"])
+def test_security_matrix(hecht_env, service):
+    pytest.importorskip(f"services.{service}.app", reason=f"the {service} service is not built yet")
+    cases = 0
+    expired = bearer("region-admin", REGION, ttl=-60)
+    forged = {"Authorization": bearer("region-admin", REGION)["Authorization"][:-6] + "AAAAAA"}
+    other_region = bearer("region-admin", "elz-elsewhere")
+    nobody = bearer("nobody", REGION)
+    other_gp = bearer("gp", REGION, member="m_self")
+    for app, rule, method, is_public in endpoints(service):
+        client = app.test_client()
+        path = concrete(rule)
+        ctx = f"{service} {method} {rule}"
+        if not is_public:
+            assert_refused(call(client, method, path, {}), {401}, f"{ctx} without a token")
+        assert_refused(call(client, method, path, expired), {401}, f"{ctx} expired")
+        assert_refused(call(client, method, path, forged), {401}, f"{ctx} bad signature")
+        if "<region_id>" in rule and not is_public:
+            assert_refused(call(client, method, path, other_region), {404}, f"{ctx} other region")
+        if (service, method, rule) not in OPEN_TO_ANY_ROLE and not is_public:
+            assert_refused(call(client, method, path, nobody), {403, 404}, f"{ctx} unknown role")
+        if "<member_id>" in rule and not is_public:
+            assert_refused(call(client, method, path, other_gp), {403, 404}, f"{ctx} GP on another GP")
+        cases += 1
+    assert cases >= 3, f"{service}: only {cases} endpoints found"
+    print(f"security matrix {service}: {cases} endpoint×method pairs")
