@@ -18,7 +18,7 @@ from hecht.web import new_id
 
 from . import domain, signing
 from .outbound import BlockedDestination, resolve_public
-from .repository import (DELIVERING, PENDING, QUEUED, AddressBook, DeliveryRepository, EventCopies,
+from .repository import (QUEUED, AddressBook, DeliveryRepository, EventCopies,
                          NotificationRepository, RegionBook, ReminderRepository, SubscriptionRepository, now)
 
 log = logging.getLogger(__name__)
@@ -363,7 +363,7 @@ def queue_notifications(repos: Repos, *, region: str, template: str, member_ids:
                      "region": region, "member_id": member_id, "template": template, "channel": "email",
                      "cause_event_id": cause_event_id, "cause_type": cause_type, "context": context,
                      "status": QUEUED, "attempts": 0, "next_attempt_at": at, "created_at": at,
-                     "lease_owner": None, "lease_until": None})
+                     "claim_seq": 0})
     return repos.notifications.queue_many(docs)
 
 

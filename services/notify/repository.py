@@ -25,13 +25,12 @@ from hecht.web import new_id
 
 AGGREGATE_COLLECTIONS = ["subscriptions", "notifications"]
 
-# Delivery states: ``pending`` (waiting for its turn or its next attempt), ``delivering``
-# (leased by a worker), and the final ``succeeded`` / ``failed``.
-PENDING, DELIVERING, SUCCEEDED, FAILED = "pending", "delivering", "succeeded", "failed"
-OPEN_STATES = (PENDING, DELIVERING)
+# Delivery states: ``pending`` (waiting for its turn, its next attempt, or being attempted
+# under a claim) and the final ``succeeded`` / ``failed``.
+PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
-# Notification states: ``queued`` → ``sending`` (leased) → ``sent`` | ``failed``.
-QUEUED, SENDING, SENT = "queued", "sending", "sent"
+# Notification states: ``queued`` (waiting, or being sent under a claim) → ``sent`` | ``failed``.
+QUEUED, SENT = "queued", "sent"
 
 
 def now() -> datetime:
@@ -58,31 +57,51 @@ def ensure_indexes(db: Database) -> None:
 
 
 class Claims:
-    """The exclusive right to make one attempt at a delivery or notification.
+    """The exclusive, expiring right to make one attempt at a delivery or notification.
 
-    A claim is an insert of a unique key ``<kind>:<id>:<n>`` where ``n`` is one more than the
+    A claim is an insert of the unique key ``<kind>:<id>:<n>``, ``n`` being one more than the
     document's ``claim_seq`` as the claimer read it: of several workers that read the same
-    state, exactly one insert succeeds. This relies only on unique keys, not on a
-    conditional update being atomic: FerretDB 1.x evaluates an update's filter and applies
-    the change without isolation (two concurrent ``find_one_and_update`` calls with the same
-    filter can both "win"), whereas its unique indexes are enforced by the storage engine.
-    Claims are kept for an hour (a stale read older than that is not plausible) and then purged.
+    state, exactly one insert succeeds. Recording the attempt's outcome increments
+    ``claim_seq`` in the same write, so the next attempt needs a new key. A claim whose
+    holder died is recognised by its ``lease_until``; ``expire`` then moves ``claim_seq`` past
+    it. This relies only on unique keys, never on a conditional update being atomic:
+    FerretDB 1.x evaluates an update's filter and applies the change without isolation (two
+    concurrent ``find_one_and_update`` calls with the same filter can both "win"), whereas its
+    unique indexes are enforced by the storage engine. Claims are purged after a day.
     """
 
-    KEEP = timedelta(hours=1)
+    KEEP = timedelta(days=1)
 
     def __init__(self, db: Database):
+        self.db = db
         self.coll = db.claims
 
-    def take(self, kind: str, doc_id: str, seq: int, owner: str) -> bool:
+    @staticmethod
+    def key(kind: str, doc_id: str, seq: int) -> str:
+        return f"{kind}:{doc_id}:{seq}"
+
+    def take(self, kind: str, doc_id: str, seq: int, owner: str, lease_until: datetime) -> bool:
         try:
-            self.coll.insert_one({"_id": f"{kind}:{doc_id}:{seq}", "owner": owner, "at": now()})
+            self.coll.insert_one({"_id": self.key(kind, doc_id, seq), "owner": owner, "at": now(),
+                                  "lease_until": lease_until})
             return True
         except DuplicateKeyError:
             return False
 
+    def expire(self, kind: str, collection: str, doc_id: str, seq: int, at: datetime) -> bool:
+        """If claim ``seq`` was never settled and its lease is over, free the document for a new claim."""
+        claim = self.coll.find_one({"_id": self.key(kind, doc_id, seq)})
+        if claim is None or _aware(claim["lease_until"]) >= at:
+            return False
+        return self.db[collection].update_one({"_id": doc_id, "claim_seq": seq - 1},
+                                              {"$inc": {"claim_seq": 1}}).modified_count == 1
+
     def purge(self) -> int:
         return self.coll.delete_many({"at": {"$lt": now() - self.KEEP}}).deleted_count
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 # -- subscriptions ----------------------------------------------------------------------------
@@ -171,7 +190,7 @@ class DeliveryRepository:
                 "event_id": event_meta["id"], "event_type": event_meta["type"], "subject": event_meta["subject"],
                 "sequence": event_meta["sequence"], "event_time": event_meta.get("time"),
                 "status": PENDING, "attempt_count": 0, "round_attempts": 0, "attempts": [],
-                "next_attempt_at": at, "created_at": at, "lease_until": None, "lease_owner": None}
+                "next_attempt_at": at, "created_at": at, "claim_seq": 0}
 
     def add_many(self, docs: list[dict]) -> int:
         """Insert what is new; a (subscription, event) pair that exists already is left alone."""
@@ -194,8 +213,7 @@ class DeliveryRepository:
         """Back to ``pending`` for a fresh round of attempts (manual retry, replay)."""
         return self.coll.find_one_and_update(
             {**query, "status": {"$in": [SUCCEEDED, FAILED]}},
-            {"$set": {"status": PENDING, "round_attempts": 0, "next_attempt_at": at, "lease_until": None,
-                      "lease_owner": None, "reopened_at": at}},
+            {"$set": {"status": PENDING, "round_attempts": 0, "next_attempt_at": at, "reopened_at": at}},
             return_document=ReturnDocument.AFTER)
 
     def delete_for(self, subscription_id: str) -> None:
@@ -280,35 +298,31 @@ class NotificationRepository:
         return doc
 
     def claim(self, owner: str, lease_s: float, candidates: int = 20) -> dict | None:
-        """Lease the next due notification (or one whose sender died mid-way); see ``Claims``."""
+        """The next due notification, claimed (see ``Claims``); one whose sender died is freed
+        once its lease is over."""
         t = now()
         claims = Claims(self.db)
-        for c in self.coll.find({"$or": [{"status": QUEUED, "next_attempt_at": {"$lte": t}},
-                                         {"status": SENDING, "lease_until": {"$lt": t}}]},
-                                {"claim_seq": 1}).sort("next_attempt_at", ASCENDING).limit(candidates):
+        for c in self.coll.find({"status": QUEUED, "next_attempt_at": {"$lte": t}}, {"_outbox": 0, "context": 0}) \
+                .sort("next_attempt_at", ASCENDING).limit(candidates):
             seq = c.get("claim_seq", 0) + 1
-            if not claims.take("ntf", c["_id"], seq, owner):
-                continue
-            doc = self.coll.find_one_and_update(
-                {"_id": c["_id"], "status": {"$in": [QUEUED, SENDING]}},
-                {"$set": {"status": SENDING, "lease_owner": owner, "claim_seq": seq,
-                          "lease_until": t + timedelta(seconds=lease_s)}},
-                return_document=ReturnDocument.AFTER)
-            if doc is not None:
-                doc.pop("_outbox", None)
-                return doc
+            if claims.take("ntf", c["_id"], seq, owner, t + timedelta(seconds=lease_s)):
+                doc = self.coll.find_one({"_id": c["_id"]}, {"_outbox": 0})
+                if doc is not None and doc["status"] == QUEUED and doc.get("claim_seq", 0) == seq - 1:
+                    return dict(doc, lease_owner=owner)
+            else:
+                claims.expire("ntf", "notifications", c["_id"], seq, t)
         return None
 
     def requeue(self, doc: dict, at: datetime, error: str) -> None:
-        self.coll.update_one({"_id": doc["_id"], "lease_owner": doc["lease_owner"]},
-                             {"$set": {"status": QUEUED, "next_attempt_at": at, "last_error": error,
-                                       "lease_owner": None, "lease_until": None},
-                              "$inc": {"attempts": 1}})
+        """Try again later (the claim is settled: ``claim_seq`` moves on)."""
+        self.coll.update_one({"_id": doc["_id"], "claim_seq": doc.get("claim_seq", 0)},
+                             {"$set": {"next_attempt_at": at, "last_error": error},
+                              "$inc": {"attempts": 1, "claim_seq": 1}})
 
     def finish(self, doc: dict, status: str, event: EventDraft, extra: dict) -> dict:
-        """sending → sent | failed, with its event, in one write (version-guarded)."""
-        changes = dict(extra, status=status, lease_owner=None, lease_until=None, finished_at=now(),
-                       attempts=doc.get("attempts", 0) + 1)
+        """queued → sent | failed, with its event, in one write (version-guarded)."""
+        changes = dict(extra, status=status, finished_at=now(), attempts=doc.get("attempts", 0) + 1,
+                       claim_seq=doc.get("claim_seq", 0) + 1)
         return self.store.update(doc["_id"], doc["version"], changes, [event], region=doc["region"])
 
 

@@ -9,7 +9,7 @@ from hecht.web import PageArgsSchema, PageSchema
 
 from .domain import TEMPLATES
 from .handlers import MAX_ROTATION_GRACE_S
-from .repository import DELIVERING, FAILED, PENDING, QUEUED, SENDING, SENT, SUCCEEDED
+from .repository import FAILED, PENDING, QUEUED, SENT, SUCCEEDED
 
 _PATTERN_DOC = "event types to receive: '*', a kind such as 'agreement.*', or an exact type such as " \
                "'member.capacity_changed'"
@@ -69,7 +69,7 @@ class PingResultSchema(Schema):
 
 
 class DeliveryArgsSchema(PageArgsSchema):
-    status = fields.String(validate=validate.OneOf([PENDING, DELIVERING, SUCCEEDED, FAILED]))
+    status = fields.String(validate=validate.OneOf([PENDING, SUCCEEDED, FAILED]))
     event_type = fields.String(validate=validate.Regexp(r"^[a-z_]+(\.([a-z_]+|\*))?$"),
                                metadata={"description": "an exact type or a kind pattern such as 'member.*'"})
 
@@ -89,7 +89,7 @@ class DeliverySchema(Schema):
     event_type = fields.String()
     subject = fields.String()
     sequence = fields.Integer()
-    status = fields.String(metadata={"description": "pending, delivering, succeeded or failed"})
+    status = fields.String(metadata={"description": "pending (waiting or being attempted), succeeded or failed"})
     attempt_count = fields.Integer()
     next_attempt_at = fields.DateTime(allow_none=True)
     last_attempt_at = fields.DateTime(allow_none=True)
@@ -127,7 +127,7 @@ class NotificationArgsSchema(PageArgsSchema):
 
     member = fields.String(validate=validate.Length(1, 64))
     template = fields.String(validate=validate.OneOf(TEMPLATES))
-    status = fields.String(validate=validate.OneOf([QUEUED, SENDING, SENT, FAILED]))
+    status = fields.String(validate=validate.OneOf([QUEUED, SENT, FAILED]))
 
 
 class NotificationSchema(Schema):
@@ -135,7 +135,7 @@ class NotificationSchema(Schema):
     member_id = fields.String()
     template = fields.String()
     channel = fields.String()
-    status = fields.String(metadata={"description": "queued, sending, sent or failed"})
+    status = fields.String(metadata={"description": "queued (waiting or being sent), sent or failed"})
     language = fields.String(allow_none=True)
     cause_event_id = fields.String()
     cause_type = fields.String()

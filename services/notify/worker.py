@@ -11,13 +11,13 @@ each endpoint's view of an aggregate in order:
   member M is never sent before an earlier event for M has succeeded or finally failed.
 - **Per-endpoint cap.** One subscription has at most ``HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT``
   (default 2) deliveries in flight, whatever its number of lanes; the pool has
-  ``HECHT_WEBHOOK_WORKERS`` (default 32) threads. A slow or dead endpoint ties up at most
+  ``HECHT_WEBHOOK_WORKERS`` (default 64) threads. A slow or dead endpoint ties up at most
   its cap, and the dispatcher does not even query its deliveries while it is at the cap,
   so it cannot crowd the others out of a batch either.
-- **Leases.** A delivery is claimed with an atomic conditional update (``pending`` →
-  ``delivering`` with a lease owner and expiry). Two workers never send the same attempt at
-  once; a killed worker's lease expires after the timeout plus a margin and the attempt is
-  made again (receivers dedupe on ``webhook-id``, which is the event id).
+- **Claims with leases.** An attempt is claimed by inserting a unique key (delivery id and
+  claim number, ``repository.Claims``): two workers never send the same attempt at once,
+  on MongoDB or FerretDB alike. A claim expires after the timeout plus a margin, so a killed
+  worker's attempt is made again (receivers dedupe on ``webhook-id``, which is the event id).
 
 Retries follow ``HECHT_WEBHOOK_RETRY_SCHEDULE_S`` with jitter (``domain.RetryPolicy``); a
 ``Retry-After`` on 429/503 lengthens the wait; 410 Gone fails the delivery and disables the
@@ -44,7 +44,7 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 from prometheus_client import Counter as PromCounter, Histogram
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.database import Database
 
 from hecht import kafka, topics
@@ -54,7 +54,7 @@ from hecht.errors import PreconditionFailed
 from hecht.outbox import EventDraft, Relay
 
 from . import domain, handlers, mail, outbound, signing
-from .repository import (AGGREGATE_COLLECTIONS, DELIVERING, FAILED, PENDING, SENT, SUCCEEDED, AddressBook, Claims,
+from .repository import (AGGREGATE_COLLECTIONS, FAILED, PENDING, SENT, SUCCEEDED, AddressBook, Claims,
                          NotificationRepository, ensure_indexes, now)  # noqa: F401 - ensure_indexes: `hecht migrate`
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,10 @@ MAX_BODY_READ = 64 * 1024
 @dataclass(frozen=True)
 class Tuning:
     """Notify's own knobs (environment, with defaults that suit production)."""
-    workers: int = 32
+    workers: int = 64
     per_endpoint: int = 2
     poll_s: float = 0.2
-    batch: int = 500
+    batch: int = 5000
     mail_poll_s: float = 1.0
     mail_retry_schedule_s: tuple[float, ...] = (30, 120, 600, 3600, 14400)
     scheduler_poll_s: float = 30.0
@@ -82,10 +82,10 @@ class Tuning:
     def from_env(cls) -> "Tuning":
         env = os.environ
         return cls(
-            workers=int(env.get("HECHT_WEBHOOK_WORKERS", 32)),
+            workers=int(env.get("HECHT_WEBHOOK_WORKERS", 64)),
             per_endpoint=max(1, int(env.get("HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2))),
             poll_s=float(env.get("HECHT_WEBHOOK_POLL_S", 0.2)),
-            batch=int(env.get("HECHT_WEBHOOK_BATCH", 500)),
+            batch=int(env.get("HECHT_WEBHOOK_BATCH", 5000)),
             mail_poll_s=float(env.get("HECHT_MAIL_POLL_S", 1.0)),
             mail_retry_schedule_s=tuple(float(x) for x in env.get(
                 "HECHT_MAIL_RETRY_SCHEDULE_S", "30,120,600,3600,14400").split(",") if x.strip()),
@@ -166,35 +166,41 @@ class DeliveryEngine:
 
     # -- dispatch ---------------------------------------------------------------------------
     def dispatch_once(self) -> int:
-        """Claim what may go now and hand it to the pool; returns how many were handed over."""
+        """Claim what may go now and hand it to the pool; returns how many were handed over.
+
+        One query reads the open deliveries of the endpoints that have room, due or not: the
+        due ones are the candidates, the others tell which lanes must wait (an earlier event
+        of the same aggregate in backoff). Only when that read is truncated does a second,
+        narrower query look for blockers. On FerretDB every query scans its collection, so
+        the number of queries per dispatch is what matters there.
+        """
         with self._lock:
             free = self.tuning.workers - len(self._lanes)
             busy_lanes = set(self._lanes)
             per_sub = Counter(self._per_sub)
         if free <= 0:
             return 0
-        subs = self._subscriptions()
+        subs = self._subscriptions(force=True)
         open_subs = [s for s in subs if per_sub[s] < self.tuning.per_endpoint]
         if not open_subs:
             return 0
         t = now()
-        candidates = list(self.db.deliveries.find(
-            {"subscription_id": {"$in": open_subs},
-             "$or": [{"status": PENDING, "next_attempt_at": {"$lte": t}},
-                     {"status": DELIVERING, "lease_until": {"$lt": t}}]},
-            {"subscription_id": 1, "subject": 1, "sequence": 1, "next_attempt_at": 1, "status": 1, "claim_seq": 1})
-            .sort([("next_attempt_at", ASCENDING), ("sequence", ASCENDING)]).limit(self.tuning.batch))
-        heads: dict[tuple[str, str], dict] = {}
-        for c in candidates:
+        pending = list(self.db.deliveries.find(
+            {"subscription_id": {"$in": open_subs}, "status": PENDING},
+            {"attempts": 0}).sort([("next_attempt_at", ASCENDING), ("sequence", ASCENDING)]).limit(self.tuning.batch))
+        truncated = len(pending) >= self.tuning.batch
+        first: dict[tuple[str, str], dict] = {}   # the lane's earliest open delivery we saw
+        for c in pending:
             lane = (c["subscription_id"], c["subject"])
-            if lane in busy_lanes:
-                continue
-            best = heads.get(lane)
+            best = first.get(lane)
             if best is None or (c["sequence"], c["_id"]) < (best["sequence"], best["_id"]):
-                heads[lane] = c
+                first[lane] = c
+        heads = {lane: c for lane, c in first.items()
+                 if lane not in busy_lanes and _aware(c["next_attempt_at"]) <= t}
         if not heads:
             return 0
-        self._drop_blocked(heads, t)
+        if truncated:
+            self._drop_blocked(heads)
         chosen = []
         for c in sorted(heads.values(), key=lambda d: (_aware(d["next_attempt_at"]), d["_id"])):
             if len(chosen) >= free:
@@ -202,50 +208,43 @@ class DeliveryEngine:
             if per_sub[c["subscription_id"]] < self.tuning.per_endpoint:
                 per_sub[c["subscription_id"]] += 1
                 chosen.append(c)
-        if not chosen:
-            return 0
+        # The claim is one unique insert per delivery (see ``repository.Claims``): no write to
+        # the deliveries collection until the outcome is recorded, which is the one write a
+        # delivery costs.
         claims = Claims(self.db)
+        token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
+        lease_until = t + timedelta(seconds=self.lease_s)
         handed = 0
-        for c in chosen:
-            seq = c.get("claim_seq", 0) + 1
-            token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-            if not claims.take("dlv", c["_id"], seq, token):
-                continue  # another worker got there first
-            d = self.db.deliveries.find_one_and_update(
-                {"_id": c["_id"], "status": {"$in": [PENDING, DELIVERING]}},
-                {"$set": {"status": DELIVERING, "lease_owner": token, "claim_seq": seq,
-                          "lease_until": t + timedelta(seconds=self.lease_s)}},
-                return_document=ReturnDocument.AFTER)
-            if d is None:
-                continue  # finished or deleted meanwhile
+        for d in chosen:
+            seq = d.get("claim_seq", 0) + 1
+            if not claims.take("dlv", d["_id"], seq, token, lease_until):
+                claims.expire("dlv", "deliveries", d["_id"], seq, t)  # in flight elsewhere, or its worker died
+                continue
+            d["lease_owner"] = token
             lane = (d["subscription_id"], d["subject"])
             with self._lock:
                 self._lanes.add(lane)
                 self._per_sub[d["subscription_id"]] += 1
-            self._pool.submit(self._run_one, d, lane)
+            self._pool.submit(self._run_one, d, subs.get(d["subscription_id"]), lane)
             handed += 1
         return handed
 
-    def _drop_blocked(self, heads: dict[tuple[str, str], dict], t: datetime) -> None:
-        """Remove lanes whose candidate must wait: an earlier open delivery in the lane, or one
-        in flight elsewhere (a valid lease held by another worker)."""
+    def _drop_blocked(self, heads: dict[tuple[str, str], dict]) -> None:
+        """Remove lanes whose candidate must wait behind an earlier open delivery of the lane
+        (one in backoff, or one being attempted by another worker)."""
         subs = list({lane[0] for lane in heads})
         subjects = list({lane[1] for lane in heads})
         for b in self.db.deliveries.find(
-                {"subscription_id": {"$in": subs}, "subject": {"$in": subjects},
-                 "status": {"$in": [PENDING, DELIVERING]}},
-                {"subscription_id": 1, "subject": 1, "sequence": 1, "status": 1, "lease_until": 1}):
+                {"subscription_id": {"$in": subs}, "subject": {"$in": subjects}, "status": PENDING},
+                {"subscription_id": 1, "subject": 1, "sequence": 1}):
             lane = (b["subscription_id"], b["subject"])
             c = heads.get(lane)
-            if c is None or b["_id"] == c["_id"]:
-                continue
-            leased = b["status"] == DELIVERING and _aware(b.get("lease_until")) and _aware(b["lease_until"]) >= t
-            if leased or (b["sequence"], b["_id"]) < (c["sequence"], c["_id"]):
+            if c is not None and b["_id"] != c["_id"] and (b["sequence"], b["_id"]) < (c["sequence"], c["_id"]):
                 heads.pop(lane, None)
 
-    def _run_one(self, delivery: dict, lane: tuple[str, str]) -> None:
+    def _run_one(self, delivery: dict, sub: dict | None, lane: tuple[str, str]) -> None:
         try:
-            self.deliver(delivery)
+            self.deliver(delivery, sub)
         except Exception:  # noqa: BLE001 - one bad delivery must not kill the pool thread
             log.exception("delivery crashed; its lease will expire and it will be tried again",
                           extra={"delivery_id": delivery["_id"]})
@@ -258,16 +257,18 @@ class DeliveryEngine:
             self._wake.set()
 
     # -- one attempt ------------------------------------------------------------------------
-    def deliver(self, d: dict) -> str:
+    def deliver(self, d: dict, sub: dict | None = None) -> str:
         """Make one attempt for a claimed delivery and record its outcome; returns the outcome.
 
-        The subscription is read afresh: a URL change or a secret rotation applies at once."""
-        sub = self.db.subscriptions.find_one({"_id": d["subscription_id"], "deleted": {"$ne": True}},
-                                             {"_outbox": 0})
+        ``sub`` is the subscription as read by the dispatch that claimed the delivery (every
+        dispatch reads them afresh, so a URL change or a secret rotation applies at once)."""
+        if sub is None:
+            sub = self.db.subscriptions.find_one({"_id": d["subscription_id"], "deleted": {"$ne": True}},
+                                                 {"_outbox": 0})
         if sub is not None and not sub.get("enabled"):
             # Disabled since it was claimed: no attempt; it waits for the subscription to be re-enabled.
-            self.db.deliveries.update_one({"_id": d["_id"], "lease_owner": d["lease_owner"]}, {"$set": {
-                "status": PENDING, "lease_owner": None, "lease_until": None}})
+            self.db.deliveries.update_one({"_id": d["_id"], "claim_seq": d.get("claim_seq", 0)},
+                                          {"$inc": {"claim_seq": 1}})  # settle the claim, no attempt
             return "skipped"
         body = self._body(d["event_id"])
         started = now()
@@ -319,15 +320,17 @@ class DeliveryEngine:
 
     def _record(self, d: dict, sub: dict | None, attempt: dict, outcome: str, retry_after: float | None) -> None:
         t = now()
-        guard = {"_id": d["_id"], "lease_owner": d["lease_owner"]}
-        common = {"lease_owner": None, "lease_until": None, "last_attempt_at": attempt["at"],
-                  "last_status": attempt["status"], "last_error": attempt["error"]}
-        inc = {"attempt_count": 1, "round_attempts": 1}
+        # Guarded by the claim: if the lease ran out and another worker took over, this
+        # outcome is not recorded (that worker's is).
+        guard = {"_id": d["_id"], "claim_seq": d.get("claim_seq", 0)}
+        common = {"last_attempt_at": attempt["at"], "last_status": attempt["status"],
+                  "last_error": attempt["error"]}
+        inc = {"attempt_count": 1, "round_attempts": 1, "claim_seq": 1}
         push = {"attempts": attempt}
         if outcome == domain.SUCCESS:
             res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=SUCCEEDED, delivered_at=t),
                                                         "$inc": inc, "$push": push})
-            if res.matched_count:
+            if res.matched_count and sub.get("consecutive_failures"):
                 handlers.SubscriptionRepository(self.db).record_success(d["subscription_id"])
             return self._lost(d, res)
         attempt_no = d.get("round_attempts", 0) + 1

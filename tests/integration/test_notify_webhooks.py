@@ -15,7 +15,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from hecht import events as ev, topics
 from hecht.config import settings
 from services.notify import outbound
-from services.notify.repository import DELIVERING
+from services.notify.repository import Claims
 from services.notify.worker import DeliveryEngine
 from tests.conftest import bearer, wait_until
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
@@ -286,18 +286,18 @@ def test_two_engines_never_send_the_same_delivery(notify_client, fast, receiver)
     assert {d["attempt_count"] for d in deliveries(sub["id"])} == {1}
 
 
-def test_a_dead_workers_lease_expires_and_the_delivery_goes_out(notify_client, notify_worker, receiver):
+def test_a_dead_workers_claim_expires_and_the_delivery_goes_out(notify_client, notify_worker, receiver):
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     consume(_drafted())
     d = deliveries(sub["id"])[0]
     now = datetime.now(timezone.utc)
-    notify_db().deliveries.update_one({"_id": d["_id"]}, {"$set": {
-        "status": DELIVERING, "lease_owner": "dead-worker", "lease_until": now + timedelta(seconds=1.5)}})
+    assert Claims(notify_db()).take("dlv", d["_id"], 1, "dead-worker", now + timedelta(seconds=1.5))
     notify_worker("deliveries")
     time.sleep(0.8)
-    assert receiver.count() == 0  # the lease still holds
-    wait_until(lambda: receiver.count() == 1, timeout=10, message="delivery after the lease expired")
-    wait_until(lambda: deliveries(sub["id"], status="succeeded"), message="recorded")
+    assert receiver.count() == 0  # the dead worker's claim still holds
+    wait_until(lambda: receiver.count() == 1, timeout=10, message="delivery after the claim expired")
+    done = wait_until(lambda: deliveries(sub["id"], status="succeeded"), message="recorded")[0]
+    assert done["claim_seq"] == 2 and done["attempt_count"] == 1
 
 
 # -- secrets ----------------------------------------------------------------------------------
