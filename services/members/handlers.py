@@ -30,7 +30,7 @@ def update_region(cmd: domain.UpdateRegion, repos: "Repos", trace: str | None) -
 
 # -- members --------------------------------------------------------------------------------
 def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict:
-    region, _ = repos.regions.get(cmd.region_id)
+    region = repos.regions.get_recent(cmd.region_id)
     member = domain.sign_up(new_id("m"), region, cmd.data)
     return repos.members.add(member, [EventDraft("member.signed_up", member.event_data())], trace)
 
