@@ -119,7 +119,8 @@ def _produce(*values: bytes, key: bytes = b"k") -> None:
     p.close()
 
 
-def _drain(runner: ConsumerRunner, until, timeout: float = 20):
+def _drain(runner: ConsumerRunner, until, timeout: float = 60):
+    # 60 s: the first group join on a fresh broker also creates __consumer_offsets.
     wait_until(lambda: runner.poll_once(200) >= 0 and until(), timeout=timeout, message="consumer to catch up")
 
 
