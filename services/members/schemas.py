@@ -32,12 +32,19 @@ class RegionSchema(Schema):
     version = fields.Integer(dump_only=True)
 
 
+class MandatePolicyUpdateSchema(Schema):
+    """The policy fields to change; the others keep their value."""
+    quorum = fields.Float(allow_nan=False, validate=validate.Range(0, 1))
+    approval_threshold = fields.Float(allow_nan=False, validate=validate.Range(0, 1, min_inclusive=False))
+    voting_period_days = fields.Integer(validate=validate.Range(1, 90))
+
+
 class RegionUpdateSchema(Schema):
     """Fields to change (PATCH semantics): anything left out stays as it is."""
     name = fields.String(validate=validate.Length(1, 200))
     kind = fields.String(validate=validate.OneOf(REGION_KINDS))
     municipalities = fields.List(fields.String(validate=validate.Length(1, 100)), validate=validate.Length(1, 1000))
-    mandate_policy = fields.Nested(MandatePolicySchema(partial=True))
+    mandate_policy = fields.Nested("MandatePolicyUpdateSchema")
 
 
 class RegionPageSchema(PageSchema):
