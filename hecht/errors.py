@@ -34,7 +34,8 @@ class InvalidTransition(Conflict):
     title = "Illegal state transition"
 
     def __init__(self, entity: str, current: str, action: str):
-        super().__init__(f"cannot {action} a {entity} that is {current}", current_status=current)
+        article = "an" if entity[:1].lower() in "aeiou" else "a"
+        super().__init__(f"cannot {action} {article} {entity} that is {current}", current_status=current)
 
 
 class PreconditionFailed(HechtError):

@@ -1,0 +1,1 @@
+"""Agreements service: mandated collaboration agreements, mandate votes, lifecycle scheduler."""

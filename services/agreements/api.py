@@ -1,0 +1,224 @@
+"""HTTP ↔ commands for the agreements service. Views translate; handlers decide.
+
+Reading is open to every role of the region (GPs read what they vote on);
+changes need ``region-admin``; a vote needs ``gp`` and the caller's own member id.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import current_app, g, request
+from flask_smorest import Blueprint
+
+from hecht.errors import Forbidden, Invalid, NotFound
+from hecht.web import check_if_match, ctx, etag, idempotent, paginate, require
+
+from . import domain, handlers
+from .domain import Agreement, Mandate
+from .repository import AgreementRepository, _date, from_head
+from .schemas import (AgreementChangesSchema, AgreementPageSchema, AgreementQuerySchema, AgreementSchema,
+                      BallotSchema, HistorySchema, TallySchema, TerminateSchema, VoteSchema)
+
+agreements = Blueprint("agreements", __name__, url_prefix="/v1/regions/<region_id>/agreements",
+                       description="Mandated collaboration agreements, their mandate votes and lifecycle")
+
+FILTERS = ("status", "theme", "partner", "municipality", "active_on")
+
+
+def _now() -> datetime:
+    """The app's clock (tests inject one through ``create_app({"HECHT_CLOCK": …})``)."""
+    return current_app.config.get("HECHT_CLOCK", handlers.utcnow)()
+
+
+def _repo() -> AgreementRepository:
+    return AgreementRepository(ctx().db)
+
+
+def _run(cmd):
+    return handlers.handle(cmd, ctx().db, now=_now(), trace=g.traceparent)
+
+
+def _tally(m: Mandate | None, your_vote: str | None = None, *, for_gp: bool = False) -> dict | None:
+    if m is None:
+        return None
+    t = m.tally
+    out = {"status": m.status, "electorate_size": m.electorate_size, "for_": t.for_, "against": t.against,
+           "abstain": t.abstain, "cast": t.cast, "turnout": round(t.turnout, 6), "quorum": m.quorum,
+           "approval_threshold": m.approval_threshold, "quorum_met": t.quorum_met,
+           "threshold_met": t.threshold_met, "opened_at": m.opened_at, "deadline": m.deadline,
+           "closed_at": m.closed_at, "close_reason": m.close_reason}
+    if for_gp:
+        out["your_vote"] = your_vote
+    return out
+
+
+def _out(a: Agreement, versions: list[dict] | None = None) -> dict:
+    out = {"id": a.id, "region_id": a.region_id, "status": a.status, "version": a.version,
+           "previous_id": a.previous_id, "sequence": a.sequence, **a.terms.as_dict(),
+           "mandate": _tally(a.mandate), "signed_at": a.signed_at, "activated_on": a.activated_on,
+           "ended_on": a.ended_on, "termination_reason": a.termination_reason, "review_due_on": a.review_due_on,
+           "created_at": a.created_at, "updated_at": a.updated_at}
+    if versions is not None:
+        out["versions"] = [{"id": v["_id"], "version": v["version"], "status": v["status"],
+                            "activated_on": _date(v.get("activated_on")), "ended_on": _date(v.get("ended_on"))}
+                           for v in versions]
+    return out
+
+
+def _done(a: Agreement, status: int = 200):
+    headers = {"ETag": etag(a.sequence)}
+    if status == 201:
+        headers["Location"] = f"/v1/regions/{a.region_id}/agreements/{a.id}"
+    return _out(a), status, headers
+
+
+def _expected(region_id: str, agreement_id: str) -> int | None:
+    """The version an optional If-Match pins (412 at once if it is already stale)."""
+    if request.headers.get("If-Match") is None:
+        return None
+    current = _repo().get(agreement_id, region_id)
+    check_if_match(current.sequence)
+    return current.sequence
+
+
+# -- agreements ------------------------------------------------------------------------------
+@agreements.post("")
+@agreements.arguments(AgreementSchema)
+@agreements.response(201, AgreementSchema)
+@idempotent
+def draft_agreement(body, region_id):
+    """Draft an agreement (region-admin)."""
+    require("region-admin", region=region_id)
+    return _done(_run(domain.DraftAgreement(region_id, domain.Terms(**body))), 201)
+
+
+@agreements.get("")
+@agreements.arguments(AgreementQuerySchema, location="query")
+@agreements.response(200, AgreementPageSchema)
+def list_agreements(args, region_id):
+    """List the region's agreements, filtered by status, theme, partner, municipality or a date in force."""
+    require(region=region_id)
+    query = AgreementRepository.list_query(region_id, **{k: args.get(k) for k in FILTERS})
+    docs, next_url = paginate(ctx().db.agreements, query, limit=args["limit"], after=args["after"])
+    return {"items": [_out(from_head(d)) for d in docs], "next": next_url}
+
+
+@agreements.get("/<agreement_id>")
+@agreements.response(200, AgreementSchema)
+def get_agreement(region_id, agreement_id):
+    """One agreement version, with the whole version chain it belongs to."""
+    require(region=region_id)
+    repo = _repo()
+    a = repo.get(agreement_id, region_id)
+    return _out(a, versions=repo.chain(a.chain_id)), 200, {"ETag": etag(a.sequence)}
+
+
+@agreements.patch("/<agreement_id>")
+@agreements.arguments(AgreementChangesSchema)
+@agreements.response(200, AgreementSchema)
+def revise_agreement(body, region_id, agreement_id):
+    """Revise a draft (region-admin; If-Match with the ETag you read is required)."""
+    require("region-admin", region=region_id)
+    current = _repo().get(agreement_id, region_id)
+    check_if_match(current.sequence, required=True)
+    if not body:
+        raise Invalid("nothing to change", errors={"_schema": ["send at least one field to change"]})
+    return _done(_run(domain.ReviseAgreement(region_id, agreement_id, current.sequence, body)))
+
+
+@agreements.get("/<agreement_id>/history")
+@agreements.response(200, HistorySchema)
+def agreement_history(region_id, agreement_id):
+    """The agreement's events, oldest first (votes appear as tallies only)."""
+    require("region-admin", "integrator", region=region_id)
+    repo = _repo()
+    repo.get(agreement_id, region_id)
+    return {"items": repo.history(agreement_id)}
+
+
+@agreements.post("/<agreement_id>/amendments")
+@agreements.arguments(AgreementChangesSchema)
+@agreements.response(201, AgreementSchema)
+@idempotent
+def amend_agreement(body, region_id, agreement_id):
+    """Start an amendment of an active agreement: a new version in draft, needing its own mandate."""
+    require("region-admin", region=region_id)
+    return _done(_run(domain.AmendAgreement(region_id, agreement_id, body)), 201)
+
+
+@agreements.post("/<agreement_id>/sign")
+@agreements.response(200, AgreementSchema)
+def sign_agreement(region_id, agreement_id):
+    """Sign a mandated agreement on behalf of the region; it becomes active on its start date."""
+    p = require("region-admin", region=region_id)
+    return _done(_run(domain.SignAgreement(region_id, agreement_id, p.sub, _expected(region_id, agreement_id))))
+
+
+@agreements.post("/<agreement_id>/terminate")
+@agreements.arguments(TerminateSchema)
+@agreements.response(200, AgreementSchema)
+def terminate_agreement(body, region_id, agreement_id):
+    """End an active agreement early, with a reason."""
+    require("region-admin", region=region_id)
+    return _done(_run(domain.TerminateAgreement(region_id, agreement_id, body["reason"],
+                                                _expected(region_id, agreement_id))))
+
+
+# -- the mandate vote ------------------------------------------------------------------------
+@agreements.post("/<agreement_id>/mandate")
+@agreements.response(201, AgreementSchema)
+def open_mandate(region_id, agreement_id):
+    """Open the mandate vote: the electorate is frozen to the region's active members now."""
+    require("region-admin", region=region_id)
+    a = _run(domain.OpenMandate(region_id, agreement_id, _expected(region_id, agreement_id)))
+    return _out(a), 201, {"ETag": etag(a.sequence)}
+
+
+@agreements.get("/<agreement_id>/mandate")
+@agreements.response(200, TallySchema)
+def get_tally(region_id, agreement_id):
+    """The tally: electorate, counts, turnout, quorum and threshold, status and deadline."""
+    p = require(region=region_id)
+    gp = p.has("gp") and p.member is not None
+    a = _repo().get(agreement_id, region_id, ballots=gp)
+    if a.mandate is None:
+        raise NotFound(f"no mandate vote has been opened for agreement {agreement_id}")
+    return _tally(a.mandate, a.vote_of(p.member) if gp else None, for_gp=gp), 200, {"ETag": etag(a.sequence)}
+
+
+def _own_ballot(region_id: str, member_id: str):
+    p = require("gp", region=region_id)
+    if p.member != member_id:
+        raise Forbidden("a GP may only cast or read their own vote")
+    return p
+
+
+@agreements.put("/<agreement_id>/mandate/votes/<member_id>")
+@agreements.arguments(VoteSchema)
+@agreements.response(200, BallotSchema)
+def cast_vote(body, region_id, agreement_id, member_id):
+    """Cast or change your own vote (gp; until the deadline)."""
+    _own_ballot(region_id, member_id)
+    a = _run(domain.CastVote(region_id, agreement_id, member_id, body["choice"]))
+    return {"member_id": member_id, "choice": a.vote_of(member_id),
+            "mandate": _tally(a.mandate, a.vote_of(member_id), for_gp=True)}
+
+
+@agreements.get("/<agreement_id>/mandate/votes/<member_id>")
+@agreements.response(200, BallotSchema)
+def get_vote(region_id, agreement_id, member_id):
+    """Your own vote (gp): nobody else can read it."""
+    _own_ballot(region_id, member_id)
+    a = _repo().get(agreement_id, region_id, ballots=True)
+    if a.mandate is None:
+        raise NotFound(f"no mandate vote has been opened for agreement {agreement_id}")
+    return {"member_id": member_id, "choice": a.vote_of(member_id),
+            "mandate": _tally(a.mandate, a.vote_of(member_id), for_gp=True)}
+
+
+@agreements.post("/<agreement_id>/mandate/close")
+@agreements.response(200, AgreementSchema)
+def close_mandate(region_id, agreement_id):
+    """Close the vote now (region-admin): passed or rejected on the votes cast so far."""
+    require("region-admin", region=region_id)
+    return _done(_run(domain.CloseMandate(region_id, agreement_id, _expected(region_id, agreement_id))))
