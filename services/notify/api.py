@@ -157,8 +157,7 @@ def list_deliveries(args, region_id, subscription_id):
     if args.get("event_type"):
         et = args["event_type"]
         query["event_type"] = {"$regex": "^" + re.escape(et[:-1])} if et.endswith(".*") else et
-    docs, next_url = paginate(ctx().db.deliveries, query, limit=args["limit"], after=args["after"],
-                              projection={"attempts": 0})
+    docs, next_url = paginate(ctx().db.deliveries, query, limit=args["limit"], after=args["after"])
     return {"items": [_delivery_out(d) for d in docs], "next": next_url}
 
 
@@ -169,7 +168,8 @@ def get_delivery(region_id, subscription_id, delivery_id):
     """One delivery with every attempt: time, HTTP status, latency, first bytes of the reply."""
     require(*SUBSCRIBERS, region=region_id)
     SubscriptionRepository(ctx().db).get_doc(region_id, subscription_id)
-    return _delivery_out(DeliveryRepository(ctx().db).get(subscription_id, delivery_id))
+    repo = DeliveryRepository(ctx().db)
+    return dict(_delivery_out(repo.get(subscription_id, delivery_id)), attempts=repo.attempts(delivery_id))
 
 
 @subscriptions.post("/<subscription_id>/deliveries/<delivery_id>/retry")

@@ -5,7 +5,7 @@ Two collections are aggregates with an outbox, relayed to ``hecht.notify``:
 (``notification.sent`` / ``notification.failed``). The rest is notify's own working state:
 
 - ``event_copies``: every consumed event, redacted (the source of replays);
-- ``deliveries``: one per (subscription, event), unique, with its attempt log;
+- ``deliveries``: one per (subscription, event), unique; ``attempts``: their attempt log;
 - ``address_book``: contact data from member events (``member.erased`` purges it);
 - ``regions``: region names for the e-mails;
 - ``reminders``: the vote-closing reminders the scheduler fires.
@@ -46,6 +46,7 @@ def ensure_indexes(db: Database) -> None:
     db.deliveries.create_index([("subscription_id", ASCENDING), ("subject", ASCENDING),
                                 ("status", ASCENDING), ("sequence", ASCENDING)])
     db.deliveries.create_index([("subscription_id", ASCENDING), ("_id", ASCENDING)])
+    db.attempts.create_index([("delivery_id", ASCENDING), ("_id", ASCENDING)])
     db.event_copies.create_index([("region", ASCENDING), ("time", ASCENDING)])
     db.address_book.create_index([("region", ASCENDING), ("status", ASCENDING)])
     db.notifications.create_index([("key", ASCENDING)], unique=True)
@@ -87,6 +88,23 @@ class Claims:
             return True
         except DuplicateKeyError:
             return False
+
+    def take_many(self, kind: str, wanted: list[tuple[str, int]], owner: str, lease_until: datetime) -> set[str]:
+        """Several claims in one round trip: the ids of ``(doc_id, seq)`` pairs this caller won."""
+        if not wanted:
+            return set()
+        at = now()
+        docs = [{"_id": self.key(kind, doc_id, seq), "owner": owner, "at": at, "lease_until": lease_until}
+                for doc_id, seq in wanted]
+        lost: set[int] = set()
+        try:
+            self.coll.insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            errors = e.details.get("writeErrors", [])
+            if any(err.get("code") != 11000 for err in errors):
+                raise
+            lost = {err["index"] for err in errors}
+        return {doc_id for i, (doc_id, _) in enumerate(wanted) if i not in lost}
 
     def expire(self, kind: str, collection: str, doc_id: str, seq: int, at: datetime) -> bool:
         """If claim ``seq`` was never settled and its lease is over, free the document for a new claim."""
@@ -189,7 +207,7 @@ class DeliveryRepository:
         return {"_id": new_id("dlv"), "subscription_id": subscription["_id"], "region": subscription["region"],
                 "event_id": event_meta["id"], "event_type": event_meta["type"], "subject": event_meta["subject"],
                 "sequence": event_meta["sequence"], "event_time": event_meta.get("time"),
-                "status": PENDING, "attempt_count": 0, "round_attempts": 0, "attempts": [],
+                "status": PENDING, "attempt_count": 0, "round_attempts": 0,
                 "next_attempt_at": at, "created_at": at, "claim_seq": 0}
 
     def add_many(self, docs: list[dict]) -> int:
@@ -216,8 +234,13 @@ class DeliveryRepository:
             {"$set": {"status": PENDING, "round_attempts": 0, "next_attempt_at": at, "reopened_at": at}},
             return_document=ReturnDocument.AFTER)
 
+    def attempts(self, delivery_id: str) -> list[dict]:
+        """The attempt log (its own insert-only collection: appending never rewrites a delivery)."""
+        return list(self.db.attempts.find({"delivery_id": delivery_id}).sort("_id", ASCENDING))
+
     def delete_for(self, subscription_id: str) -> None:
         self.coll.delete_many({"subscription_id": subscription_id})
+        self.db.attempts.delete_many({"subscription_id": subscription_id})
 
 
 # -- people -----------------------------------------------------------------------------------

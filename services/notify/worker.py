@@ -11,7 +11,7 @@ each endpoint's view of an aggregate in order:
   member M is never sent before an earlier event for M has succeeded or finally failed.
 - **Per-endpoint cap.** One subscription has at most ``HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT``
   (default 2) deliveries in flight, whatever its number of lanes; the pool has
-  ``HECHT_WEBHOOK_WORKERS`` (default 64) threads. A slow or dead endpoint ties up at most
+  ``HECHT_WEBHOOK_WORKERS`` (default 128) threads. A slow or dead endpoint ties up at most
   its cap, and the dispatcher does not even query its deliveries while it is at the cap,
   so it cannot crowd the others out of a batch either.
 - **Claims with leases.** An attempt is claimed by inserting a unique key (delivery id and
@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
 import smtplib
 import socket
@@ -52,6 +53,7 @@ from hecht.config import Settings
 from hecht.consumer import ConsumerRunner
 from hecht.errors import PreconditionFailed
 from hecht.outbox import EventDraft, Relay
+from hecht.web import new_id
 
 from . import domain, handlers, mail, outbound, signing
 from .repository import (AGGREGATE_COLLECTIONS, FAILED, PENDING, SENT, SUCCEEDED, AddressBook, Claims,
@@ -63,6 +65,7 @@ ATTEMPTS = PromCounter("hecht_webhook_attempts_total", "Webhook delivery attempt
 ATTEMPT_LATENCY = Histogram("hecht_webhook_attempt_seconds", "Webhook attempt latency")
 EMAILS = PromCounter("hecht_emails_total", "E-mails by outcome", ["outcome"])
 
+SKIPPED, ABANDONED = "skipped", "abandoned"
 RESPONSE_BYTES = 512
 MAX_BODY_READ = 64 * 1024
 
@@ -70,7 +73,7 @@ MAX_BODY_READ = 64 * 1024
 @dataclass(frozen=True)
 class Tuning:
     """Notify's own knobs (environment, with defaults that suit production)."""
-    workers: int = 64
+    workers: int = 128
     per_endpoint: int = 2
     poll_s: float = 0.2
     batch: int = 5000
@@ -82,7 +85,7 @@ class Tuning:
     def from_env(cls) -> "Tuning":
         env = os.environ
         return cls(
-            workers=int(env.get("HECHT_WEBHOOK_WORKERS", 64)),
+            workers=int(env.get("HECHT_WEBHOOK_WORKERS", 128)),
             per_endpoint=max(1, int(env.get("HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT", 2))),
             poll_s=float(env.get("HECHT_WEBHOOK_POLL_S", 0.2)),
             batch=int(env.get("HECHT_WEBHOOK_BATCH", 5000)),
@@ -118,6 +121,7 @@ class DeliveryEngine:
         self._lanes: set[tuple[str, str]] = set()
         self._per_sub: Counter = Counter()
         self._wake = threading.Event()
+        self._outcomes: queue.SimpleQueue = queue.SimpleQueue()
         self._subs: dict[str, dict] = {}
         self._subs_at = 0.0
         self._secrets: dict[tuple[str, int], list[str]] = {}
@@ -186,8 +190,7 @@ class DeliveryEngine:
             return 0
         t = now()
         pending = list(self.db.deliveries.find(
-            {"subscription_id": {"$in": open_subs}, "status": PENDING},
-            {"attempts": 0}).sort([("next_attempt_at", ASCENDING), ("sequence", ASCENDING)]).limit(self.tuning.batch))
+            {"subscription_id": {"$in": open_subs}, "status": PENDING}).sort([("next_attempt_at", ASCENDING), ("sequence", ASCENDING)]).limit(self.tuning.batch))
         truncated = len(pending) >= self.tuning.batch
         first: dict[tuple[str, str], dict] = {}   # the lane's earliest open delivery we saw
         for c in pending:
@@ -214,11 +217,12 @@ class DeliveryEngine:
         claims = Claims(self.db)
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
         lease_until = t + timedelta(seconds=self.lease_s)
+        won = claims.take_many("dlv", [(d["_id"], d.get("claim_seq", 0) + 1) for d in chosen], token, lease_until)
         handed = 0
         for d in chosen:
-            seq = d.get("claim_seq", 0) + 1
-            if not claims.take("dlv", d["_id"], seq, token, lease_until):
-                claims.expire("dlv", "deliveries", d["_id"], seq, t)  # in flight elsewhere, or its worker died
+            if d["_id"] not in won:
+                # In flight elsewhere, or its worker died: then its claim is freed once expired.
+                claims.expire("dlv", "deliveries", d["_id"], d.get("claim_seq", 0) + 1, t)
                 continue
             d["lease_owner"] = token
             lane = (d["subscription_id"], d["subject"])
@@ -243,22 +247,19 @@ class DeliveryEngine:
                 heads.pop(lane, None)
 
     def _run_one(self, delivery: dict, sub: dict | None, lane: tuple[str, str]) -> None:
+        """Pool thread: the HTTP attempt only. Its outcome is queued for the dispatcher to record."""
         try:
-            self.deliver(delivery, sub)
+            result = self.attempt(delivery, sub)
         except Exception:  # noqa: BLE001 - one bad delivery must not kill the pool thread
-            log.exception("delivery crashed; its lease will expire and it will be tried again",
+            log.exception("delivery crashed; its claim will expire and it will be tried again",
                           extra={"delivery_id": delivery["_id"]})
-        finally:
-            with self._lock:
-                self._lanes.discard(lane)
-                self._per_sub[lane[0]] -= 1
-                if self._per_sub[lane[0]] <= 0:
-                    del self._per_sub[lane[0]]
-            self._wake.set()
+            result = None
+        self._outcomes.put((delivery, sub, lane, result))
+        self._wake.set()
 
     # -- one attempt ------------------------------------------------------------------------
-    def deliver(self, d: dict, sub: dict | None = None) -> str:
-        """Make one attempt for a claimed delivery and record its outcome; returns the outcome.
+    def attempt(self, d: dict, sub: dict | None) -> tuple[dict | None, str, float | None]:
+        """Make one attempt for a claimed delivery: (attempt log entry, outcome, Retry-After).
 
         ``sub`` is the subscription as read by the dispatch that claimed the delivery (every
         dispatch reads them afresh, so a URL change or a secret rotation applies at once)."""
@@ -266,10 +267,7 @@ class DeliveryEngine:
             sub = self.db.subscriptions.find_one({"_id": d["subscription_id"], "deleted": {"$ne": True}},
                                                  {"_outbox": 0})
         if sub is not None and not sub.get("enabled"):
-            # Disabled since it was claimed: no attempt; it waits for the subscription to be re-enabled.
-            self.db.deliveries.update_one({"_id": d["_id"], "claim_seq": d.get("claim_seq", 0)},
-                                          {"$inc": {"claim_seq": 1}})  # settle the claim, no attempt
-            return "skipped"
+            return None, SKIPPED, None  # disabled since: no attempt, it waits for re-enabling
         body = self._body(d["event_id"])
         started = now()
         status, error, snippet, retry_after = None, None, "", None
@@ -290,12 +288,17 @@ class DeliveryEngine:
                 error = f"request error: {_short(e)}"
         latency_ms = round((time.perf_counter() - t0) * 1000, 1)
         ATTEMPT_LATENCY.observe(latency_ms / 1000)
-        attempt = {"at": started, "status": status, "latency_ms": latency_ms, "response": snippet, "error": error}
-        outcome = domain.classify(status)
-        if sub is None or body is None:
-            outcome = "abandoned"
+        attempt = {"delivery_id": d["_id"], "subscription_id": d["subscription_id"], "at": started,
+                   "n": d.get("attempt_count", 0) + 1, "status": status, "latency_ms": latency_ms,
+                   "response": snippet, "error": error}
+        outcome = ABANDONED if sub is None or body is None else domain.classify(status)
         ATTEMPTS.labels(outcome).inc()
-        self._record(d, sub, attempt, outcome, retry_after)
+        return attempt, outcome, retry_after
+
+    def deliver(self, d: dict, sub: dict | None = None) -> str:
+        """Attempt and record at once (tools and tests; the engine batches the recording)."""
+        attempt, outcome, retry_after = self.attempt(d, sub)
+        self._record([(d, sub, None, (attempt, outcome, retry_after))])
         return outcome
 
     def _post(self, url: str, body: str, hdrs: dict) -> tuple[int, str, float | None]:
@@ -318,28 +321,78 @@ class DeliveryEngine:
             retry_after = domain.parse_retry_after(resp.headers.get("Retry-After"))
         return resp.status_code, snippet, retry_after
 
-    def _record(self, d: dict, sub: dict | None, attempt: dict, outcome: str, retry_after: float | None) -> None:
+    # -- recording outcomes -----------------------------------------------------------------
+    def flush(self, wait_s: float = 0.0) -> int:
+        """Record the outcomes the pool has queued (waiting up to ``wait_s`` for the first one)."""
+        items = []
+        if wait_s > 0:
+            try:
+                items.append(self._outcomes.get(timeout=wait_s))
+            except queue.Empty:
+                return 0
+        while True:
+            try:
+                items.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                break
+        if not items:
+            return 0
+        try:
+            self._record(items)
+        finally:
+            with self._lock:
+                for _, _, lane, _ in items:
+                    if lane is None:
+                        continue
+                    self._lanes.discard(lane)
+                    self._per_sub[lane[0]] -= 1
+                    if self._per_sub[lane[0]] <= 0:
+                        del self._per_sub[lane[0]]
+            self._wake.set()  # lanes are free again
+        return len(items)
+
+    def _record(self, items: list) -> None:
+        """Every write is guarded by the claim (``claim_seq``) and moves it on: if the lease ran
+        out and another worker took over, this outcome is not recorded (that worker's is).
+
+        Successes of one round are recorded with one ``update_many`` (per claim number), the
+        attempt log with one ``insert_many``: a FerretDB update scans its collection, so
+        batching is what keeps the database from being the bottleneck there."""
         t = now()
-        # Guarded by the claim: if the lease ran out and another worker took over, this
-        # outcome is not recorded (that worker's is).
+        attempts = [r[0] for _, _, _, r in items if r is not None and r[0] is not None]
+        if attempts:
+            self.db.attempts.insert_many([dict(a, _id=new_id("att")) for a in attempts], ordered=False)
+        successes: dict[int, list[str]] = {}
+        for d, sub, _, result in items:
+            if result is None:
+                continue  # crashed: the claim expires and the attempt is made again
+            attempt, outcome, retry_after = result
+            seq = d.get("claim_seq", 0)
+            if outcome == SKIPPED:
+                self.db.deliveries.update_one({"_id": d["_id"], "claim_seq": seq}, {"$inc": {"claim_seq": 1}})
+            elif outcome == domain.SUCCESS:
+                successes.setdefault(seq, []).append(d["_id"])
+                if sub is not None and sub.get("consecutive_failures"):
+                    handlers.SubscriptionRepository(self.db).record_success(d["subscription_id"])
+            else:
+                self._record_failure(d, sub, attempt, outcome, retry_after, t)
+        for seq, ids in successes.items():
+            last = {"last_attempt_at": t, "last_status": None, "last_error": None}
+            self.db.deliveries.update_many(
+                {"_id": {"$in": ids}, "claim_seq": seq},
+                {"$set": dict(last, status=SUCCEEDED, delivered_at=t),
+                 "$inc": {"attempt_count": 1, "round_attempts": 1, "claim_seq": 1}})
+
+    def _record_failure(self, d: dict, sub: dict | None, attempt: dict, outcome: str,
+                        retry_after: float | None, t: datetime) -> None:
         guard = {"_id": d["_id"], "claim_seq": d.get("claim_seq", 0)}
-        common = {"last_attempt_at": attempt["at"], "last_status": attempt["status"],
-                  "last_error": attempt["error"]}
+        last = {"last_attempt_at": attempt["at"], "last_status": attempt["status"], "last_error": attempt["error"]}
         inc = {"attempt_count": 1, "round_attempts": 1, "claim_seq": 1}
-        push = {"attempts": attempt}
-        if outcome == domain.SUCCESS:
-            res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=SUCCEEDED, delivered_at=t),
-                                                        "$inc": inc, "$push": push})
-            if res.matched_count and sub.get("consecutive_failures"):
-                handlers.SubscriptionRepository(self.db).record_success(d["subscription_id"])
-            return self._lost(d, res)
-        attempt_no = d.get("round_attempts", 0) + 1
-        delay = None if outcome in (domain.GONE, "abandoned") else \
-            self.policy.delay_after(attempt_no, retry_after, self.rng)
+        delay = None if outcome in (domain.GONE, ABANDONED) else \
+            self.policy.delay_after(d.get("round_attempts", 0) + 1, retry_after, self.rng)
         if delay is not None:
             nxt = t + timedelta(seconds=delay)
-            res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=PENDING, next_attempt_at=nxt),
-                                                        "$inc": inc, "$push": push})
+            res = self.db.deliveries.update_one(guard, {"$set": dict(last, next_attempt_at=nxt), "$inc": inc})
             if res.matched_count:
                 # Later events of the lane wait behind this one: keep them out of the due set.
                 self.db.deliveries.update_many(
@@ -347,8 +400,7 @@ class DeliveryEngine:
                      "sequence": {"$gt": d["sequence"]}, "next_attempt_at": {"$lt": nxt}},
                     {"$set": {"next_attempt_at": nxt}})
             return self._lost(d, res)
-        res = self.db.deliveries.update_one(guard, {"$set": dict(common, status=FAILED, failed_at=t),
-                                                    "$inc": inc, "$push": push})
+        res = self.db.deliveries.update_one(guard, {"$set": dict(last, status=FAILED, failed_at=t), "$inc": inc})
         if not res.matched_count or sub is None:
             return self._lost(d, res)
         failures = handlers.SubscriptionRepository(self.db).record_failure(d["subscription_id"])
@@ -363,19 +415,22 @@ class DeliveryEngine:
         if disabled is not None:
             log.warning("webhook subscription disabled", extra={"subscription_id": d["subscription_id"],
                                                                 "reason": reason})
-            self._subscriptions(force=True)
         return None
 
     @staticmethod
     def _lost(d: dict, res) -> None:
         if not res.matched_count:
-            log.warning("delivery lease lost before the outcome was recorded (another worker took over)",
+            log.warning("delivery claim expired before the outcome was recorded (another worker took over)",
                         extra={"delivery_id": d["_id"]})
 
     # -- loop -------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        """The dispatcher loop; a recorder thread writes outcomes meanwhile, so the database
+        writes of one round overlap the claims and HTTP of the next."""
         log.info("delivery engine started", extra={"workers": self.tuning.workers,
                                                    "per_endpoint": self.tuning.per_endpoint})
+        recorder = threading.Thread(target=self._record_loop, args=(stop,), name="webhook-recorder", daemon=True)
+        recorder.start()
         delay = 0.5
         while not stop.is_set():
             try:
@@ -390,11 +445,28 @@ class DeliveryEngine:
             if n == 0:
                 self._wake.wait(self.tuning.poll_s)
                 self._wake.clear()
+        recorder.join(timeout=30)
         self.close()
         log.info("delivery engine stopped")
 
+    def _record_loop(self, stop: threading.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                self.flush(wait_s=0.1)
+                delay = 0.5
+            except Exception as e:  # noqa: BLE001 - the claims expire; the attempts are made again
+                log.warning("delivery outcomes not recorded yet", extra={"error": f"{type(e).__name__}: {e}",
+                                                                        "retry_in_s": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.flush()  # what finished during shutdown is recorded, not re-sent
+        except Exception as e:  # noqa: BLE001
+            log.warning("outcomes not recorded at shutdown; their claims will expire", extra={"error": repr(e)})
         self.session.close()
 
 

@@ -265,7 +265,11 @@ def subscribe(client, url: str, event_types=("*",), region: str = REGION, **extr
 
 
 def deliveries(sub_id: str, **query) -> list[dict]:
-    return list(notify_db().deliveries.find({"subscription_id": sub_id, **query}).sort("_id", 1))
+    """The subscription's deliveries, each with its attempt log (as the API shows them)."""
+    docs = list(notify_db().deliveries.find({"subscription_id": sub_id, **query}).sort("_id", 1))
+    for d in docs:
+        d["attempts"] = list(notify_db().attempts.find({"delivery_id": d["_id"]}).sort("_id", 1))
+    return docs
 
 
 # -- the SMTP sink ----------------------------------------------------------------------------

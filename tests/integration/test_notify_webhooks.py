@@ -371,7 +371,8 @@ def test_the_resolved_address_is_checked_at_connect_time(notify_client, fast, re
     engine = DeliveryEngine(settings("notify"), notify_db())
     try:
         assert engine.dispatch_once() == 1
-        d = wait_until(lambda: deliveries(sub["id"], status="pending", attempt_count=1), message="attempt logged")[0]
+        d = wait_until(lambda: engine.flush() and deliveries(sub["id"], status="pending", attempt_count=1),
+                       message="attempt logged")[0]
     finally:
         engine.close()
     assert "refused" in d["attempts"][0]["error"] and "127.0.0.1" in d["attempts"][0]["error"]
