@@ -6,7 +6,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from hecht import events as ev, topics
+from hecht import events as ev
 from hecht.config import settings
 from services.notify import handlers
 from tests.conftest import bearer, wait_until

@@ -144,7 +144,25 @@ def fast(hecht_env, monkeypatch):
     for k, v in FAST.items():
         monkeypatch.setenv(k, v)
     ensure_indexes(notify_db())
-    return hecht_env
+    yield hecht_env
+    _delete_topics(hecht_env["prefix"])
+
+
+def _delete_topics(prefix: str) -> None:
+    """Best effort: the per-test topics go again, or a long-lived broker runs out of heap
+    (a single-node KRaft broker with -Xmx512m fell over at ~7,000 topics)."""
+    from kafka import KafkaAdminClient
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings("notify").kafka_bootstrap_servers,
+                                 request_timeout_ms=10000, client_id="hecht-test-cleanup")
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if mine:
+                admin.delete_topics(mine)
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - cleanup must not fail a test
+        pass
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ from hecht.config import settings
 from services.notify import outbound
 from services.notify.repository import Claims
 from services.notify.worker import DeliveryEngine
-from tests.conftest import bearer, wait_until
+from tests.conftest import wait_until
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
-    AGREEMENTS, MEMBERS, REGION, Receiver, agreement_event, consume, deliveries, fast, integrator, mandate,
-    member_event, notify_client, notify_db, notify_worker, produce, receiver, subscribe)
+    AGREEMENTS, MEMBERS, REGION, Receiver, agreement_event, consume, deliveries, fast, integrator, member_event, notify_client, notify_db, notify_worker, produce, receiver, subscribe)
 
 MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
                 "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated",
