@@ -173,20 +173,34 @@ class Relay:
                 log.debug("producer closed uncleanly", extra={"error": repr(e)})
 
     def run_once(self) -> int:
-        """Publish what is pending now; returns the number of events published."""
+        """Publish what is pending now; returns the number of events published.
+
+        The events of all the documents read go out as one batch (one flush, one archive
+        write), each document's events in outbox order, so every aggregate keeps its order
+        on its partition. Then each document drops exactly what was published: in the usual
+        case (nothing new since the read) one write empties the outbox and clears
+        ``_pending``; otherwise ``$pullAll`` removes the published events and the document
+        stays pending for the next pass. (bench/: one flush and two writes per document
+        made the relay ~50 events/s on FerretDB.)
+        """
         published = 0
         pending_docs = 0
         for name in self.collections:
             coll = self.db[name]
             docs = list(coll.find({"_pending": True}, {"_outbox": 1}).limit(self.batch))
             pending_docs += len(docs)
+            batch = [e for doc in docs for e in (doc.get("_outbox") or [])]
+            if batch:
+                self._publish(batch)
+                self._archive(batch)
             for doc in docs:
                 outbox = doc.get("_outbox") or []
                 if outbox:
-                    self._publish(outbox)
-                    self._archive(outbox)
-                    coll.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": outbox}})
                     published += len(outbox)
+                    if coll.update_one({"_id": doc["_id"], "_outbox": outbox},
+                                       {"$set": {"_outbox": [], "_pending": False}}).matched_count:
+                        continue
+                    coll.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": outbox}})
                 # Cleared only if nothing new arrived meanwhile: writers set it with their push.
                 coll.update_one({"_id": doc["_id"], "_outbox": {"$size": 0}}, {"$set": {"_pending": False}})
         OUTBOX_PENDING.labels(self.service).set(pending_docs)
