@@ -63,6 +63,17 @@ def hecht_env(stack, monkeypatch):
         monkeypatch.setenv(f"HECHT_{s.upper()}_MONGO_URI", f"{stack['mongo']}/{dbs[s]}")
     hk.ensure_topics(settings("members"))
     yield {"prefix": prefix, "dbs": dbs, "suffix": suffix}
+    # Delete this test's topics: a broker holding thousands of them runs out of heap.
+    try:
+        admin = hk.admin(settings("members"))
+        try:
+            mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+            if mine:
+                admin.delete_topics(mine)
+        finally:
+            admin.close()
+    except Exception:  # noqa: BLE001 - best-effort cleanup (a test may have stopped the broker)
+        pass
     from hecht import mongo
     client = mongo.client(f"{stack['mongo']}/{dbs['members']}")
     for name in dbs.values():
