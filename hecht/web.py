@@ -241,6 +241,11 @@ def _authenticate_before_parsing() -> None:
     roles = getattr(view, "hecht_roles", None)
     if roles and not (p.has(*roles) or p.is_platform_admin):
         raise Forbidden(f"this needs one of the roles: {', '.join(sorted(roles))}")
+    member = (request.view_args or {}).get("member_id")
+    if member is not None and p.has("gp") and not p.has("region-admin", "platform-admin") \
+            and p.member != member:
+        # A GP acts only on their own record and ballot, whatever the operation.
+        raise Forbidden("a GP may act only on their own member record")
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from flask import current_app, g, request
 from flask_smorest import Blueprint
 
 from hecht.errors import Forbidden, Invalid, NotFound
-from hecht.web import check_if_match, ctx, etag, idempotent, paginate, require
+from hecht.auth import ROLES
+from hecht.web import allow, check_if_match, ctx, etag, idempotent, paginate, require
 
 from . import domain, handlers
 from .domain import Agreement, Mandate
@@ -83,6 +84,7 @@ def _expected(region_id: str, agreement_id: str) -> int | None:
 
 # -- agreements ------------------------------------------------------------------------------
 @agreements.post("")
+@allow("region-admin")
 @agreements.arguments(AgreementSchema)
 @agreements.response(201, AgreementSchema)
 @idempotent
@@ -93,6 +95,7 @@ def draft_agreement(body, region_id):
 
 
 @agreements.get("")
+@allow(*ROLES)
 @agreements.arguments(AgreementQuerySchema, location="query")
 @agreements.response(200, AgreementPageSchema)
 def list_agreements(args, region_id):
@@ -104,6 +107,7 @@ def list_agreements(args, region_id):
 
 
 @agreements.get("/<agreement_id>")
+@allow(*ROLES)
 @agreements.response(200, AgreementSchema)
 def get_agreement(region_id, agreement_id):
     """One agreement version, with the whole version chain it belongs to."""
@@ -114,6 +118,7 @@ def get_agreement(region_id, agreement_id):
 
 
 @agreements.patch("/<agreement_id>")
+@allow("region-admin")
 @agreements.arguments(AgreementChangesSchema)
 @agreements.response(200, AgreementSchema)
 def revise_agreement(body, region_id, agreement_id):
@@ -127,6 +132,7 @@ def revise_agreement(body, region_id, agreement_id):
 
 
 @agreements.get("/<agreement_id>/history")
+@allow("region-admin", "integrator")
 @agreements.response(200, HistorySchema)
 def agreement_history(region_id, agreement_id):
     """The agreement's events, oldest first (votes appear as tallies only)."""
@@ -137,6 +143,7 @@ def agreement_history(region_id, agreement_id):
 
 
 @agreements.post("/<agreement_id>/amendments")
+@allow("region-admin")
 @agreements.arguments(AgreementChangesSchema)
 @agreements.response(201, AgreementSchema)
 @idempotent
@@ -147,6 +154,7 @@ def amend_agreement(body, region_id, agreement_id):
 
 
 @agreements.post("/<agreement_id>/sign")
+@allow("region-admin")
 @agreements.response(200, AgreementSchema)
 def sign_agreement(region_id, agreement_id):
     """Sign a mandated agreement on behalf of the region; it becomes active on its start date."""
@@ -155,6 +163,7 @@ def sign_agreement(region_id, agreement_id):
 
 
 @agreements.post("/<agreement_id>/terminate")
+@allow("region-admin")
 @agreements.arguments(TerminateSchema)
 @agreements.response(200, AgreementSchema)
 def terminate_agreement(body, region_id, agreement_id):
@@ -166,6 +175,7 @@ def terminate_agreement(body, region_id, agreement_id):
 
 # -- the mandate vote ------------------------------------------------------------------------
 @agreements.post("/<agreement_id>/mandate")
+@allow("region-admin")
 @agreements.response(201, AgreementSchema)
 def open_mandate(region_id, agreement_id):
     """Open the mandate vote: the electorate is frozen to the region's active members now."""
@@ -175,6 +185,7 @@ def open_mandate(region_id, agreement_id):
 
 
 @agreements.get("/<agreement_id>/mandate")
+@allow(*ROLES)
 @agreements.response(200, TallySchema)
 def get_tally(region_id, agreement_id):
     """The tally: electorate, counts, turnout, quorum and threshold, status and deadline."""
@@ -194,6 +205,7 @@ def _own_ballot(region_id: str, member_id: str):
 
 
 @agreements.put("/<agreement_id>/mandate/votes/<member_id>")
+@allow("gp")
 @agreements.arguments(VoteSchema)
 @agreements.response(200, BallotSchema)
 def cast_vote(body, region_id, agreement_id, member_id):
@@ -205,6 +217,7 @@ def cast_vote(body, region_id, agreement_id, member_id):
 
 
 @agreements.get("/<agreement_id>/mandate/votes/<member_id>")
+@allow("gp")
 @agreements.response(200, BallotSchema)
 def get_vote(region_id, agreement_id, member_id):
     """Your own vote (gp): nobody else can read it."""
@@ -217,6 +230,7 @@ def get_vote(region_id, agreement_id, member_id):
 
 
 @agreements.post("/<agreement_id>/mandate/close")
+@allow("region-admin")
 @agreements.response(200, AgreementSchema)
 def close_mandate(region_id, agreement_id):
     """Close the vote now (region-admin): passed or rejected on the votes cast so far."""

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 
 from hecht.auth import Principal
 from hecht.errors import Forbidden
+from hecht.auth import ROLES
 from hecht.web import (PageArgsSchema, allow, check_if_match, ctx, etag, idempotent, paginate, principal,
                        public, rate_limit, require)
 
@@ -40,6 +41,7 @@ def create_region(body):
 
 
 @regions.get("")
+@allow(*ROLES)
 @regions.arguments(PageArgsSchema, location="query")
 @regions.response(200, RegionPageSchema)
 def list_regions(args):
@@ -52,6 +54,7 @@ def list_regions(args):
 
 
 @regions.get("/<region_id>")
+@allow(*ROLES)
 @regions.response(200, RegionSchema)
 def get_region(region_id):
     """Get a region (anyone with a token for it)."""
