@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from pymongo import ASCENDING, ReturnDocument
@@ -35,6 +36,11 @@ RELAY_ERRORS = Counter("hecht_outbox_relay_errors_total", "Relay publish failure
 OUTBOX_PENDING = Gauge("hecht_outbox_pending_documents", "Documents holding unpublished events", ["service"])
 
 ARCHIVE = "events"
+CLAIM_TTL_S = 30  # a write claim older than this was orphaned by a crash
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 class EventDraft:
@@ -60,6 +66,7 @@ class AggregateStore:
 
     def __init__(self, collection: Collection, source: str):
         self.coll = collection
+        self.claims = collection.database[f"{collection.name}_claims"]
         self.source = source  # e.g. "members": CloudEvents source /regions/{r}/members
 
     def _envelopes(self, doc_id: str, region: str, start: int, drafts: Iterable[EventDraft],
@@ -91,6 +98,7 @@ class AggregateStore:
         """
         envelopes = self._envelopes(doc_id, region, expected_version, drafts, traceparent)
         new_version = expected_version + max(1, len(envelopes))
+        self._claim(doc_id, expected_version)
         update: dict = {"$set": dict(changes, version=new_version)}
         if envelopes:
             update["$push"] = {"_outbox": {"$each": envelopes}}
@@ -112,7 +120,35 @@ class AggregateStore:
         if doc is None:
             raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                      "read it again and retry")
+        self.claims.delete_one({"_id": f"{doc_id}@{expected_version - 1}"})  # the previous step's claim
         return doc
+
+    def _claim(self, doc_id: str, expected_version: int) -> None:
+        """Win the step from ``expected_version`` with an insert into a unique ``_id``.
+
+        The version filter of ``find_one_and_update`` is atomic on MongoDB but
+        not on FerretDB 1.x (SQLite), which reads, changes and writes the
+        document back: two concurrent writers could both "win" and one change
+        would be lost. An insert into a unique ``_id`` is atomic everywhere, so
+        exactly one writer gets each step. A claim orphaned by a crash between
+        claim and update expires after CLAIM_TTL_S and is taken over.
+        """
+        claim_id = f"{doc_id}@{expected_version}"
+        now = datetime.now(timezone.utc)
+        for _ in range(2):
+            try:
+                self.claims.insert_one({"_id": claim_id, "at": now})
+                return
+            except DuplicateKeyError:
+                stale = self.claims.find_one({"_id": claim_id})
+                if not stale or now - _aware(stale["at"]) < timedelta(seconds=CLAIM_TTL_S):
+                    break
+                current = self.coll.find_one({"_id": doc_id}, {"version": 1})
+                if not current or current.get("version") != expected_version:
+                    break
+                self.claims.delete_one({"_id": claim_id, "at": stale["at"]})
+        raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
+                                 "read it again and retry")
 
 
 def ensure_indexes(db: Database, collections: Iterable[str]) -> None:

@@ -1,0 +1,61 @@
+"""Optimistic concurrency of the shared AggregateStore on the real MongoDB-protocol server."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+from hecht import mongo
+from hecht.config import settings
+from hecht.errors import PreconditionFailed
+from hecht.outbox import AggregateStore, EventDraft
+
+DATA = {"region_id": "r-c", "name": "R", "country": "NL", "kind": "zorggroep", "municipalities": ["Delft"],
+        "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.5, "voting_period_days": 7}}
+
+
+def _store():
+    s = settings("members")
+    db = mongo.database(s.mongo_uri, s.database_name)
+    store = AggregateStore(db.regions, source="")
+    store.create({"_id": "r-c", "region": "r-c", "n": 0}, [EventDraft("region.registered", DATA)])
+    return db, store
+
+
+def test_concurrent_read_modify_write_loses_no_update(hecht_env):
+    db, store = _store()
+    threads, per_thread = 6, 8
+
+    def work():
+        done = 0
+        while done < per_thread:
+            doc = db.regions.find_one({"_id": "r-c"})
+            try:
+                store.update("r-c", doc["version"], {"n": doc["n"] + 1},
+                             [EventDraft("region.updated", DATA)], region="r-c")
+                done += 1
+            except PreconditionFailed:
+                pass  # someone else won this step: read again and retry
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=120)
+    doc = db.regions.find_one({"_id": "r-c"})
+    assert doc["n"] == threads * per_thread
+    assert doc["version"] == 1 + threads * per_thread
+    sequences = [e["sequence"] for e in doc["_outbox"]]
+    assert sequences == list(range(1, 2 + threads * per_thread))  # one event per step, no gaps, no repeats
+
+
+def test_an_orphaned_claim_expires(hecht_env):
+    db, store = _store()
+    db.regions_claims.insert_one({"_id": "r-c@1", "at": datetime.now(timezone.utc)})
+    try:
+        store.update("r-c", 1, {"n": 1}, [EventDraft("region.updated", DATA)], region="r-c")
+    except PreconditionFailed:
+        pass
+    else:
+        raise AssertionError("a fresh claim must block the step")
+    db.regions_claims.update_one({"_id": "r-c@1"}, {"$set": {"at": datetime.now(timezone.utc) - timedelta(minutes=5)}})
+    assert store.update("r-c", 1, {"n": 1}, [EventDraft("region.updated", DATA)], region="r-c")["version"] == 2
