@@ -13,12 +13,14 @@ longer due, and does nothing.
 from __future__ import annotations
 
 import random
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 from hecht import events as ev
-from hecht.errors import Conflict, Invalid, PreconditionFailed, Unavailable
+from hecht.errors import Conflict, HechtError, Invalid, NotFound, PreconditionFailed, Unavailable
 from hecht.web import new_id
 
 from . import domain
@@ -37,27 +39,41 @@ class Unit:
         self.now = now
 
 
-Decision = list[Event] | tuple[list[Event], tuple[str, str] | None]
+@dataclass
+class Change:
+    """What a decision commits: events, the ballots they record, and each event's trace."""
+    events: list[Event]
+    ballots: list[tuple[str, str]] = field(default_factory=list)
+    traces: list[str | None] | None = None
 
 
-def _change(uow: Unit, agreement_id: str, region_id: str | None, decide: Callable[[Agreement], Decision], *,
+def _change(uow: Unit, agreement_id: str, region_id: str | None,
+            decide: Callable[[Agreement], list[Event] | Change], *,
             expected: int | None = None, ballots: bool = False,
             trace: str | None = None) -> tuple[Agreement, bool]:
-    """Read, decide, commit; retried on a concurrent commit. Returns (agreement, changed)."""
+    """Read, decide, commit; retried on a concurrent commit. Returns (agreement, changed).
+
+    A collision normally means someone else's commit landed first and its head is
+    about to be (or already is) written; three collisions at the same sequence mean
+    the head is stuck behind, and the next read follows the commits instead.
+    """
+    last_seen, stuck = None, 0
     for attempt in range(MAX_ATTEMPTS):
-        agreement = uow.agreements.get(agreement_id, region_id, ballots=ballots)
+        agreement = uow.agreements.get(agreement_id, region_id, ballots=ballots, roll_forward=stuck >= 3)
         if expected is not None and agreement.sequence != expected:
             raise PreconditionFailed(f"agreement {agreement_id} has changed (current ETag \"{agreement.sequence}\"); "
                                      "read it again")
         decision = decide(agreement)
-        events, ballot = decision if isinstance(decision, tuple) else (decision, None)
-        if not events:
+        change = decision if isinstance(decision, Change) else Change(decision)
+        if not change.events:
             return agreement, False
         try:
-            return uow.agreements.commit(agreement, events, trace, ballot), True
+            return uow.agreements.commit(agreement, change.events, change.traces or trace, change.ballots), True
         except VersionConflict:
             if expected is not None:
                 raise
+            stuck = stuck + 1 if agreement.sequence == last_seen else 1
+            last_seen = agreement.sequence
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
     raise Unavailable(f"agreement {agreement_id} is changing too often right now; retry shortly")
 
@@ -120,10 +136,104 @@ def open_mandate(cmd: domain.OpenMandate, uow: Unit, trace: str | None) -> Agree
     return _change(uow, cmd.agreement_id, cmd.region_id, decide, expected=cmd.expected_sequence, trace=trace)[0]
 
 
+class _Ticket:
+    """One vote waiting for its process's committer."""
+
+    def __init__(self, cmd: domain.CastVote, trace: str | None):
+        self.cmd, self.trace = cmd, trace
+        self.wake = threading.Event()
+        self.lead = self.finished = False
+        self.result: Agreement | None = None
+        self.error: BaseException | None = None
+
+
+class VoteBatcher:
+    """Group commit: votes on one agreement arriving together in one process share one commit.
+
+    Every vote is a commit on its agreement (the ballot, the new tally and its
+    ``agreement.vote_cast`` event in one insert), so concurrent voters must take
+    turns. Instead of colliding with each other, the votes that arrive while a
+    commit is in flight queue up and the next leader commits them all at once:
+    still one ``vote_cast`` event per vote, each with the tally after that vote,
+    and still one atomic insert. Processes (gunicorn workers) still collide with
+    each other, and retry as any writer does.
+    """
+
+    WAIT_S = 60.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._queues: dict[str, list[_Ticket]] = {}
+        self._busy: set[str] = set()
+
+    def submit(self, cmd: domain.CastVote, uow: Unit, trace: str | None) -> Agreement:
+        ticket = _Ticket(cmd, trace)
+        key = cmd.agreement_id
+        with self._lock:
+            self._queues.setdefault(key, []).append(ticket)
+            if key not in self._busy:
+                self._busy.add(key)
+                ticket.lead = True
+        while not ticket.lead:
+            if not ticket.wake.wait(self.WAIT_S):
+                raise Unavailable("the vote could not be recorded in time; send it again")
+            ticket.wake.clear()
+            if ticket.finished:
+                return self._outcome(ticket)
+        with self._lock:
+            batch = self._queues.pop(key, [])
+        try:
+            self._commit(batch, uow)
+        except BaseException as e:  # noqa: BLE001 - every vote of the batch gets the same answer
+            for t in batch:
+                t.error = t.error or e
+        finally:
+            for t in batch:
+                t.finished = True
+                t.wake.set()
+            with self._lock:
+                waiting = self._queues.get(key)
+                if waiting:
+                    waiting[0].lead = True  # hand over: the next batch is already queued
+                    waiting[0].wake.set()
+                else:
+                    self._busy.discard(key)
+        return self._outcome(ticket)
+
+    @staticmethod
+    def _outcome(ticket: _Ticket) -> Agreement:
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result
+
+    @staticmethod
+    def _commit(batch: list[_Ticket], uow: Unit) -> None:
+        def decide(a: Agreement) -> Change:
+            change = Change([], [], [])
+            for t in batch:
+                t.error = None
+                try:
+                    if a.region_id != t.cmd.region_id:
+                        raise NotFound(f"agreement {a.id} not found")
+                    events = a.cast_vote(t.cmd.member_id, t.cmd.choice, uow.now)
+                except HechtError as e:
+                    t.error = e
+                    continue
+                change.events += events
+                change.traces += [t.trace] * len(events)
+                if events:
+                    change.ballots.append((t.cmd.member_id, t.cmd.choice))
+            return change
+        agreement, _ = _change(uow, batch[0].cmd.agreement_id, None, decide, ballots=True)
+        for t in batch:
+            t.result = agreement
+
+
+VOTES = VoteBatcher()  # one per process
+
+
 def cast_vote(cmd: domain.CastVote, uow: Unit, trace: str | None) -> Agreement:
-    def decide(a: Agreement):
-        return a.cast_vote(cmd.member_id, cmd.choice, uow.now), (cmd.member_id, cmd.choice)
-    return _change(uow, cmd.agreement_id, cmd.region_id, decide, ballots=True, trace=trace)[0]
+    return VOTES.submit(cmd, uow, trace)
 
 
 def close_mandate(cmd: domain.CloseMandate, uow: Unit, trace: str | None) -> Agreement:

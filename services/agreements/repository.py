@@ -21,7 +21,7 @@ into a unique ``_id``. So every change to an agreement is a **commit**:
   worker's maintenance repairs the ones nobody reads.
 * ``ballot_boxes``: who voted what, one document per agreement, apart from
   the head so that no list, tally or event ever touches an individual choice;
-  also a cache of the commits (each vote commit records the one ballot it changed).
+  also a cache of the commits (each vote commit records the ballots it changed).
 * ``electorates``: the frozen electorate of a vote, written once when it opens.
 
 Commits are pruned once published, reflected in the caches, and a minute old.
@@ -150,23 +150,33 @@ class AgreementRepository:
         self.boxes = db[BALLOT_BOXES]
 
     # -- reading ----------------------------------------------------------------------------
-    def get(self, agreement_id: str, region_id: str | None = None, *, ballots: bool = False) -> Agreement:
-        """The latest state: the head, rolled forward over any newer commits.
+    def get(self, agreement_id: str, region_id: str | None = None, *, ballots: bool = False,
+            roll_forward: bool = False) -> Agreement:
+        """The agreement's state: its head, and with ``ballots=True`` its electorate and ballot box.
 
-        ``ballots=True`` also loads the electorate and the ballot box (for a vote).
+        The commits are walked only when needed (each step is a lookup, and FerretDB
+        answers every lookup by scanning the collection): when the ballot box is behind
+        the head, its missing ballots are replayed; with ``roll_forward`` (a writer keeps
+        colliding at the same sequence: the head is stuck behind a commit) the head is
+        followed to the latest commit and repaired. A head that is behind is otherwise
+        harmless: a change decided on it collides with the newer commit and is retried.
         Another region's agreement is "not found", like a missing one.
         """
         head = self.heads.find_one({"_id": agreement_id})
+        if head is None:
+            roll_forward = True  # created, but the head was never written: the commits know
         head_seq = head["sequence"] if head else 0
-        box = self.boxes.find_one({"_id": agreement_id}) if ballots else None
-        start = head_seq
-        if box is not None:
-            start = min(start, box["sequence"])
-        elif ballots and head and head.get("mandate"):
-            start = min(start, head["mandate"]["ballots_since"])
-        votes: dict[str, str] = json.loads(box["ballots"]) if box else {}
-        latest, seq, pos = head, head_seq, start
-        while True:
+        box, votes, box_seq = None, {}, head_seq
+        if ballots:
+            box = self.boxes.find_one({"_id": agreement_id})
+            if box is not None:
+                votes, box_seq = json.loads(box["ballots"]), box["sequence"]
+            elif head is not None and head.get("mandate"):
+                box_seq = head["mandate"]["ballots_since"]  # the box started empty there
+            else:
+                box_seq = 0
+        latest, seq, pos = head, head_seq, min(head_seq, box_seq)
+        while roll_forward or pos < head_seq:
             c = self.commits.find_one({"_id": commit_id(agreement_id, pos + 1)})
             if c is None:
                 break
@@ -177,14 +187,14 @@ class AgreementRepository:
                 votes[b["member"]] = b["choice"]
         if latest is None or (region_id is not None and latest["region"] != region_id):
             raise NotFound(f"agreement {agreement_id} not found")
-        if seq > head_seq:
-            self._write_head(latest)  # repair a head left behind
         agreement = from_head(latest)
         if ballots and agreement.mandate is not None:
             agreement.ballots = votes
             agreement.electorate = self.electorate(agreement.mandate.electorate_id)
-            if box is None or box["sequence"] < seq:
+            if box is None or box_seq < seq:
                 self._write_box(agreement)
+        if seq > head_seq:
+            self._write_head(latest)  # repair a head left behind
         return agreement
 
     def electorate(self, electorate_id: str) -> frozenset[str]:
@@ -231,56 +241,62 @@ class AgreementRepository:
         except DuplicateKeyError:
             pass  # stored by an earlier attempt of the same command
 
-    def commit(self, agreement: Agreement, events: list[Event], trace: str | None = None,
-               ballot: tuple[str, str] | None = None) -> Agreement:
+    def commit(self, agreement: Agreement, events: list[Event], trace: str | list[str | None] | None = None,
+               ballots: list[tuple[str, str]] | None = None) -> Agreement:
         """Store the agreement's new state with its events, if nobody else changed it first.
 
+        ``trace`` is one traceparent for all events, or one per event (votes committed
+        together); ``ballots`` are the (member, choice) changes the events record.
         Raises VersionConflict when another commit took this sequence number.
         """
         if not events:
             raise ValueError("a commit records at least one event")
+        traces = trace if isinstance(trace, list) else [trace] * len(events)
         first = agreement.sequence + 1
         source = f"/regions/{agreement.region_id}/{SOURCE}"
         envelopes = [ev.build(e.type, region=agreement.region_id, subject=agreement.id, sequence=first + i,
-                              data=e.data, source=source, traceparent=trace) for i, e in enumerate(events)]
+                              data=e.data, source=source, traceparent=t)
+                     for i, (e, t) in enumerate(zip(events, traces, strict=True))]
         agreement.sequence = first + len(envelopes) - 1
         head = to_head(agreement)
         doc = {"_id": commit_id(agreement.id, first), "agreement_id": agreement.id, "region": agreement.region_id,
                "first_seq": first, "last_seq": agreement.sequence,
                "head": {k: v for k, v in head.items() if k != "_id"},
-               "ballots": [{"member": ballot[0], "choice": ballot[1]}] if ballot else [], "at": datetime.now(timezone.utc),
-               "_outbox": envelopes, "_pending": True}
+               "ballots": [{"member": m, "choice": c} for m, c in ballots or []],
+               "at": datetime.now(timezone.utc), "_outbox": envelopes, "_pending": True}
         try:
             self.commits.insert_one(doc)
         except DuplicateKeyError:
             agreement.sequence = first - 1
             raise VersionConflict(f"agreement {agreement.id} was changed by someone else; "
                                   "read it again and retry") from None
+        if ballots:
+            self._write_box(agreement)  # before the head: a reader who sees the head sees its ballots
         self._write_head(head)
-        if ballot is not None:
-            self._write_box(agreement)
         return agreement
 
-    def _write_head(self, head: dict) -> None:
-        """Best effort: the commit is the truth; a head left behind is rolled forward later."""
+    @staticmethod
+    def _write_cache(coll, doc: dict) -> None:
+        """Best effort, never over a newer version: the commit is the truth.
+
+        The sequence filter makes this atomic on MongoDB; on FerretDB it narrows the window
+        in which a racing writer can put an older copy back (readers then collide with the
+        newer commit and roll forward, and the worker's maintenance repairs it).
+        """
         try:
-            self.heads.replace_one({"_id": head["_id"]}, head, upsert=True)
+            coll.replace_one({"_id": doc["_id"], "sequence": {"$lt": doc["sequence"]}}, doc, upsert=True)
         except DuplicateKeyError:
-            pass  # a concurrent upsert created it
+            pass  # a newer copy is there already
         except PyMongoError as e:
-            log.warning("agreement head not updated; it will be repaired",
-                        extra={"agreement_id": head["_id"], "error": repr(e)})
+            log.warning("cache not updated; it will be repaired",
+                        extra={"collection": coll.name, "id": doc["_id"], "error": repr(e)})
+
+    def _write_head(self, head: dict) -> None:
+        self._write_cache(self.heads, head)
 
     def _write_box(self, agreement: Agreement) -> None:
-        try:
-            self.boxes.replace_one({"_id": agreement.id}, {
-                "_id": agreement.id, "sequence": agreement.sequence,
-                "ballots": json.dumps(agreement.ballots or {}, separators=(",", ":"))}, upsert=True)
-        except DuplicateKeyError:
-            pass
-        except PyMongoError as e:
-            log.warning("ballot box not updated; it will be repaired",
-                        extra={"agreement_id": agreement.id, "error": repr(e)})
+        self._write_cache(self.boxes, {"_id": agreement.id, "sequence": agreement.sequence,
+                                       "ballots": json.dumps(agreement.ballots or {}, separators=(",", ":"))})
 
     # -- queries for the API and the scheduler ------------------------------------------------
     @staticmethod
@@ -342,7 +358,7 @@ class AgreementRepository:
             newest = max(c["last_seq"] for c in cs)
             voting = head is not None and head.get("mandate") is not None
             if head is None or head["sequence"] < newest or (voting and (box or {}).get("sequence", 0) < newest):
-                self.get(agreement_id, ballots=True)
+                self.get(agreement_id, ballots=True, roll_forward=True)
                 repaired += 1
                 head = self.heads.find_one({"_id": agreement_id}, {"sequence": 1, "mandate": 1})
                 box = self.boxes.find_one({"_id": agreement_id}, {"sequence": 1})

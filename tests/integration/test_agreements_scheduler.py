@@ -61,7 +61,8 @@ def signed(voters, now: datetime = T0, **overrides) -> str:
 
 
 def status(agreement_id: str) -> str:
-    return AgreementRepository(agreements_db()).get(agreement_id).status
+    """The truth (the latest commit), not a head that may be a moment behind."""
+    return AgreementRepository(agreements_db()).get(agreement_id, roll_forward=True).status
 
 
 def count(agreement_id: str, short: str) -> int:
