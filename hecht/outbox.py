@@ -105,19 +105,26 @@ class AggregateStore:
             update["$set"]["_pending"] = True
         if unset:
             update["$unset"] = {f: "" for f in unset}
+        claim = {"_id": f"{doc_id}@{expected_version}"}
         try:
             doc = self.coll.find_one_and_update({"_id": doc_id, "version": expected_version}, update,
                                                 return_document=ReturnDocument.AFTER)
         except DuplicateKeyError as e:
+            self.claims.delete_one(claim)  # the step did not happen: free it
             raise Conflict("a record with the same identity already exists",
                            key=str((e.details or {}).get("keyValue", ""))) from None
         except OperationFailure as e:
+            self.claims.delete_one(claim)
             # FerretDB (SQLite) reports a unique-index violation in findAndModify as a generic
             # error (code 1) instead of 11000; it is still a duplicate, not an outage.
             if "UNIQUE constraint failed" not in str(e):
                 raise
             raise Conflict("a record with the same identity already exists") from None
+        except BaseException:
+            self.claims.delete_one(claim)
+            raise
         if doc is None:
+            self.claims.delete_one(claim)
             raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                      "read it again and retry")
         self.claims.delete_one({"_id": f"{doc_id}@{expected_version - 1}"})  # the previous step's claim
@@ -213,11 +220,12 @@ class Relay:
 
         The events of all the documents read go out as one batch (one flush, one archive
         write), each document's events in outbox order, so every aggregate keeps its order
-        on its partition. Then each document drops exactly what was published: in the usual
-        case (nothing new since the read) one write empties the outbox and clears
-        ``_pending``; otherwise ``$pullAll`` removes the published events and the document
-        stays pending for the next pass. (bench/: one flush and two writes per document
-        made the relay ~50 events/s on FerretDB.)
+        on its partition. Then two writes for the whole batch: ``$pullAll`` removes exactly
+        the published events (event ids are unique, so each document loses only its own),
+        and ``_pending`` is cleared where the outbox is now empty (a writer that pushed
+        meanwhile keeps its document pending). Per batch rather than per document: on
+        FerretDB 1.x any filter but a bare ``{_id}`` scans the collection, and one flush
+        plus two writes per document made the relay ~50 events/s (bench/bench_relay.py).
         """
         published = 0
         pending_docs = 0
@@ -229,16 +237,13 @@ class Relay:
             if batch:
                 self._publish(batch)
                 self._archive(batch)
-            for doc in docs:
-                outbox = doc.get("_outbox") or []
-                if outbox:
-                    published += len(outbox)
-                    if coll.update_one({"_id": doc["_id"], "_outbox": outbox},
-                                       {"$set": {"_outbox": [], "_pending": False}}).matched_count:
-                        continue
-                    coll.update_one({"_id": doc["_id"]}, {"$pullAll": {"_outbox": outbox}})
+                coll.update_many({"_id": {"$in": [d["_id"] for d in docs if d.get("_outbox")]}},
+                                 {"$pullAll": {"_outbox": batch}})
+                published += len(batch)
+            if docs:
                 # Cleared only if nothing new arrived meanwhile: writers set it with their push.
-                coll.update_one({"_id": doc["_id"], "_outbox": {"$size": 0}}, {"$set": {"_pending": False}})
+                coll.update_many({"_id": {"$in": [d["_id"] for d in docs]}, "_outbox": {"$size": 0}},
+                                 {"$set": {"_pending": False}})
         OUTBOX_PENDING.labels(self.service).set(pending_docs)
         if published:
             EVENTS_PUBLISHED.labels(self.service).inc(published)
