@@ -16,7 +16,7 @@ from hecht.web import allow, check_if_match, ctx, etag, idempotent, paginate, re
 
 from . import domain, handlers
 from .domain import Agreement, Mandate
-from .repository import AgreementRepository, _date, from_head
+from .repository import AgreementRepository, from_head, parse_day
 from .schemas import (AgreementChangesSchema, AgreementPageSchema, AgreementQuerySchema, AgreementSchema,
                       BallotSchema, HistorySchema, TallySchema, TerminateSchema, VoteSchema)
 
@@ -61,7 +61,7 @@ def _out(a: Agreement, versions: list[dict] | None = None) -> dict:
            "created_at": a.created_at, "updated_at": a.updated_at}
     if versions is not None:
         out["versions"] = [{"id": v["_id"], "version": v["version"], "status": v["status"],
-                            "activated_on": _date(v.get("activated_on")), "ended_on": _date(v.get("ended_on"))}
+                            "activated_on": parse_day(v.get("activated_on")), "ended_on": parse_day(v.get("ended_on"))}
                            for v in versions]
     return out
 

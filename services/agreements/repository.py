@@ -82,7 +82,7 @@ def _day(value: date | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _date(value: str | None) -> date | None:
+def parse_day(value: str | None) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
@@ -125,16 +125,16 @@ def to_head(a: Agreement) -> dict:
 def from_head(doc: dict) -> Agreement:
     terms = Terms(title=doc["title"], theme=doc["theme"], summary=doc.get("summary", ""),
                   partners=doc["partners"], commitments=doc["commitments"],
-                  municipalities=doc.get("municipalities", []), effective_from=_date(doc["effective_from"]),
-                  effective_until=_date(doc.get("effective_until")), review_date=_date(doc.get("review_date")),
+                  municipalities=doc.get("municipalities", []), effective_from=parse_day(doc["effective_from"]),
+                  effective_until=parse_day(doc.get("effective_until")), review_date=parse_day(doc.get("review_date")),
                   documents=doc.get("documents", []))
     return Agreement(
         id=doc["_id"], region_id=doc["region"], terms=terms, created_at=doc["created_at"], status=doc["status"],
         version=doc["version"], previous_id=doc.get("previous_id"), chain_id=doc["chain_id"],
         sequence=doc["sequence"], updated_at=doc.get("updated_at"), mandate=_mandate(doc.get("mandate")),
         signed_at=doc.get("signed_at"), signed_by=doc.get("signed_by"),
-        activated_on=_date(doc.get("activated_on")), ended_on=_date(doc.get("ended_on")),
-        termination_reason=doc.get("termination_reason"), review_due_on=_date(doc.get("review_due_on")))
+        activated_on=parse_day(doc.get("activated_on")), ended_on=parse_day(doc.get("ended_on")),
+        termination_reason=doc.get("termination_reason"), review_due_on=parse_day(doc.get("review_due_on")))
 
 
 # Electorates never change once a vote opens: each process keeps the ones it has read.

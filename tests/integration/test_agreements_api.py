@@ -378,3 +378,26 @@ def test_openapi_document_lists_the_agreement_paths(client):
                  "/v1/regions/{region_id}/agreements/{agreement_id}/history"):
         assert path in paths, path
     assert client.get("/docs").status_code == 200
+
+
+def test_votes_committed_together_keep_their_own_answers_and_traces(client):
+    """Group commit: one insert for several votes, one event (and trace) per vote, errors per vote."""
+    from hecht.errors import Forbidden, NotFound
+    voters = seed_region(members=3)
+    a = drafted(client)
+    assert client.post(f"{BASE}/{a['id']}/mandate", headers=admin()).status_code == 201
+    traces = [f"00-{i:032x}-{i:016x}-01" for i in range(1, 5)]
+    tickets = [handlers._Ticket(domain.CastVote(REGION, a["id"], voters[0], "for"), traces[0]),
+               handlers._Ticket(domain.CastVote(REGION, a["id"], "m_stranger", "for"), traces[1]),
+               handlers._Ticket(domain.CastVote(REGION, a["id"], voters[1], "against"), traces[2]),
+               handlers._Ticket(domain.CastVote(OTHER_REGION, a["id"], voters[2], "for"), traces[3])]
+    handlers.VoteBatcher._commit(tickets, handlers.Unit(agreements_db(), T0 + timedelta(hours=1)))
+    assert [type(t.error) for t in tickets] == [type(None), Forbidden, type(None), NotFound]
+    assert tickets[0].result.vote_of(voters[0]) == "for" and tickets[2].result.vote_of(voters[1]) == "against"
+    commits = list(agreements_db().agreement_commits.find({"agreement_id": a["id"], "first_seq": 3}))
+    assert len(commits) == 1 and commits[0]["last_seq"] == 4
+    assert [e["traceparent"] for e in commits[0]["_outbox"]] == [traces[0], traces[2]]
+    assert [e["data"]["mandate"]["for"] for e in commits[0]["_outbox"]] == [1, 1]
+    assert [e["data"]["mandate"]["against"] for e in commits[0]["_outbox"]] == [0, 1]
+    tally = client.get(f"{BASE}/{a['id']}/mandate", headers=admin()).get_json()
+    assert (tally["for"], tally["against"], tally["cast"]) == (1, 1, 2)

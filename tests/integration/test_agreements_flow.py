@@ -157,3 +157,27 @@ def test_every_agreement_event_reaches_kafka_valid_and_in_order(client, clock, t
     assert agreements_db().agreement_commits.count_documents({"_pending": True}) == 0
     history = AgreementRepository(agreements_db()).history(a["id"])  # now served from the archive
     assert [e["sequence"] for e in history] == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_the_worker_process_consumes_members_events_and_relays_agreement_events(client, topic_reader):
+    """`hecht worker agreements` as it runs in production (threads, stop on a signal)."""
+    import threading
+    from hecht import worker
+    from tests.conftest import wait_until
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=("agreements",), kwargs={"stop": stop, "metrics": False})
+    runner.start()
+    try:
+        produce_members_events(region_event(), member_event("m_ann", "active", 1), member_event("m_bob", "active", 1))
+        wait_until(lambda: agreements_db().members_view.count_documents({"status": "active"}) == 2, timeout=30,
+                   message="the worker's consumer to build the read model")
+        a = drafted(client)
+        assert client.post(f"{BASE}/{a['id']}/mandate", headers=admin()).status_code == 201
+        records = topic_reader(settings("agreements").topic(topics.AGREEMENTS), until=lambda r: len(r) >= 2)
+        assert [ev.decode(r.value)["type"] for r in records] == ["hecht.agreement.drafted.v1",
+                                                                  "hecht.agreement.mandate_requested.v1"]
+        assert ev.decode(records[1].value)["data"]["electorate"] == ["m_ann", "m_bob"]
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    assert not runner.is_alive()
