@@ -438,6 +438,9 @@ class Agreement:
         return self.status == "active" and until is not None and until < now.date()
 
     def expire(self, now: datetime) -> list[Event]:
+        next_status(self.status, "expire")
+        if self.terms.effective_until is None:
+            raise Conflict(f"agreement {self.id} has no end date: it does not expire")
         self._step("expire", now)
         self.ended_on = self.terms.effective_until + timedelta(days=1)  # in force through its last day
         return self._emit("agreement.expired")

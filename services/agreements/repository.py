@@ -15,17 +15,23 @@ into a unique ``_id``. So every change to an agreement is a **commit**:
   insert succeeds; the other gets a duplicate key, re-reads, and decides again.
   State and events go in one single-document write: nothing is lost.
 * ``agreements``: the current state of each agreement (the "head"), which
-  lists, filters and the scheduler query. It is a cache of the latest commit,
-  rewritten in full after each commit. A crash or a racing writer can leave
-  it behind; every read by id rolls it forward from the commits, and the
-  worker's maintenance repairs the ones nobody reads.
+  reads, lists, filters and the scheduler use. It is a cache of the latest
+  commit, rewritten in full after each commit, never over a newer one. A crash
+  between commit and head, or a racing writer putting an older head back, can
+  leave it a step behind for a moment: a change decided on it then collides
+  with the newer commit, and after repeated collisions the writer follows the
+  commits and repairs the head; the worker's maintenance repairs the ones
+  nobody writes to (so a read may trail the truth by at most one maintenance
+  pass after such an event, never by a lost change).
 * ``ballot_boxes``: who voted what, one document per agreement, apart from
   the head so that no list, tally or event ever touches an individual choice;
   also a cache of the commits (each vote commit records the ballots it changed).
 * ``electorates``: the frozen electorate of a vote, written once when it opens.
 
 Commits are pruned once published, reflected in the caches, and a minute old.
-Lookups use ``{"_id": …}`` alone: FerretDB pushes only that filter down to SQLite.
+Lookups use ``{"_id": …}`` alone: that is the only filter FerretDB 1.x hands to
+SQLite (which still scans the table: its ``_id`` index is not used), so the
+collections on the hot path stay small and the commit log is walked only when needed.
 """
 from __future__ import annotations
 
