@@ -399,3 +399,15 @@ def test_the_schemas_refuse_an_individual_vote_in_the_data():
     with pytest.raises(ev.InvalidEvent):
         ev.build("agreement.vote_cast", region="elz-gent", subject="a_1", sequence=4,
                  data=dict(data, voter="m_1"), source="/regions/elz-gent/agreements")
+
+
+def test_an_open_ended_agreement_never_expires():
+    a = voting(("m_1",))
+    a.terms = a.terms.revised({"effective_until": None, "review_date": None})
+    a.cast_vote("m_1", "for", NOW)
+    a.sign(NOW, "admin")
+    a.activate(NOW + timedelta(days=30))
+    assert not a.due_for_expiry(NOW + timedelta(days=10_000))
+    with pytest.raises(Conflict, match="no end date"):
+        a.expire(NOW + timedelta(days=10_000))
+    assert a.status == "active"
