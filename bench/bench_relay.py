@@ -125,14 +125,14 @@ def profile_round(settings, db, topic: str, n_events: int) -> dict:
         "publish_s (Relay._publish: send + flush + ack)": round(cum(lambda k: k[2] == "_publish"), 3),
         "flush_s (KafkaProducer.flush)": round(cum(lambda k: k[2] == "flush" and "kafka" in k[0]), 3),
         "archive_s (insert_many into events)": round(cum(lambda k: k[2] == "_archive"), 3),
-        "update_one_s ($pullAll + clear _pending)": round(cum(lambda k: k[2] == "update_one"
-                                                              and "collection" in k[0]), 3),
+        "updates_s ($pullAll + clear _pending)": round(cum(lambda k: k[2] in ("update_one", "update_many")
+                                                           and "collection" in k[0]), 3),
         "find_s (pending scan)": round(cum(lambda k: k[2] == "__next__" and "cursor" in k[0]), 3),
     }
     flushes = sum(v[1] for k, v in stats.stats.items() if k[2] == "flush" and "kafka" in k[0])
     breakdown["flush_calls"] = flushes
-    breakdown["update_one_calls"] = sum(v[1] for k, v in stats.stats.items()
-                                        if k[2] == "update_one" and "collection" in k[0])
+    breakdown["update_calls"] = sum(v[1] for k, v in stats.stats.items()
+                                    if k[2] in ("update_one", "update_many") and "collection" in k[0])
     import io
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(18)
