@@ -133,7 +133,7 @@ def agreements_consumer() -> ConsumerRunner:
     return ConsumerRunner(s, db, "agreements", [topics.MEMBERS], handlers.event_handler(db), retry_delay_s=0.01)
 
 
-def drain(runner: ConsumerRunner, until, timeout: float = 30.0, message: str = "the read model"):
+def drain(runner: ConsumerRunner, until, timeout: float = 60.0, message: str = "the read model"):
     return wait_until(lambda: runner.poll_once(200) >= 0 and until(), timeout=timeout, message=message)
 
 
