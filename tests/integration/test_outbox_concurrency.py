@@ -59,3 +59,38 @@ def test_an_orphaned_claim_expires(hecht_env):
         raise AssertionError("a fresh claim must block the step")
     db.regions_claims.update_one({"_id": "r-c@1"}, {"$set": {"at": datetime.now(timezone.utc) - timedelta(minutes=5)}})
     assert store.update("r-c", 1, {"n": 1}, [EventDraft("region.updated", DATA)], region="r-c")["version"] == 2
+
+
+def test_the_relay_never_loses_a_write_made_while_it_publishes(hecht_env):
+    """Writers and the relay touch the same document; every step and event must survive."""
+    from hecht import kafka as hk, topics
+    from hecht.outbox import Relay
+    db, store = _store()
+    s = settings("members")
+    relay = Relay(db, ["regions"], s.topic(topics.MEMBERS), lambda: hk.producer(s), "members")
+    steps = 60
+    stop = threading.Event()
+
+    def publish():
+        while not stop.is_set():
+            relay.run_once()
+
+    t = threading.Thread(target=publish)
+    t.start()
+    done = 0
+    while done < steps:
+        doc = db.regions.find_one({"_id": "r-c"})
+        try:
+            store.update("r-c", doc["version"], {"n": doc["n"] + 1}, [EventDraft("region.updated", DATA)],
+                         region="r-c")
+            done += 1
+        except PreconditionFailed:
+            pass
+    stop.set()
+    t.join(timeout=60)
+    relay.run_once()
+    relay.close()
+    doc = db.regions.find_one({"_id": "r-c"})
+    assert (doc["n"], doc["version"]) == (steps, steps + 1)
+    archived = sorted(e["sequence"] for e in db.events.find({"subject": "r-c"}))
+    assert archived == list(range(1, steps + 2)) and doc["_outbox"] == []
