@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import fleet as fl, lib, loadgen  # noqa: E402
 
-SIZES = {"quick": {"rate": 100, "duration_s": 15, "warmup": 20, "low": (5, 10), "wait_s": 30},
+SIZES = {"quick": {"rate": 100, "duration_s": 15, "warmup": 20, "low": (5, 10), "wait_s": 20},
          "full": {"rate": 100, "duration_s": 60, "warmup": 50, "low": (5, 30), "wait_s": 60}}
 REGION = {"id": "bench-e2e", "name": "Benchmark ELZ", "country": "BE", "kind": "eerstelijnszone",
           "municipalities": ["Gent", "Merelbeke", "Melle"]}

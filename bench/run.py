@@ -266,8 +266,11 @@ def charts(report: dict, stem: str) -> list[str]:
         ex = b.get("extra") or {}
         if ex.get("latency_ms_quantiles"):
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-            q = ex["latency_ms_quantiles"]
-            a1.plot(q, [i / (len(q) - 1) * 100 for i in range(len(q))])
+            for key, label in (("latency_ms_quantiles", "at the target rate"),
+                               ("latency_ms_quantiles_low", "below saturation")):
+                q = ex.get(key) or []
+                if q:
+                    a1.plot(q, [i / (len(q) - 1) * 100 for i in range(len(q))], label=label)
             a1.axvline(1000, color="red", ls="--", label="target p99 < 1 s")
             a1.set_xscale("log")
             a1.set_xlabel("sign-up → webhook (ms)")
@@ -436,7 +439,7 @@ def main() -> None:
                 rest = {n: (pid, lib.rss_mb(pid)) for n, pid in fleet.processes().items()}
                 fenv = dict(env, HECHT_BENCH_FLEET=json.dumps(fleet.describe()))
                 for bid, title, script, owner, _ in shared:
-                    waited = settle(pids, 90 if args.profile == "quick" else 300)
+                    waited = settle(pids, 45 if args.profile == "quick" else 180)
                     lib.log(f"bench: {bid} {title} ({script})" + (f" after {waited:.0f} s settling" if waited > 3
                                                                  else ""))
                     before = cpu_snapshot(pids)
@@ -455,7 +458,7 @@ def main() -> None:
                     record(bid, title, script, owner, result)
                 dead = fleet.dead()
                 after_rss = {n: (pid, lib.rss_mb(pid)) for n, pid in fleet.processes().items()}
-                settle(pids, 60 if args.profile == "quick" else 180)
+                settle(pids, 30 if args.profile == "quick" else 120)
                 idle_after = cpu_rate({**fleet.processes(), **stack_pids()}, 5)
                 rows = memory_rows(rest, after_rss)
                 notes = [] if not fleet.missing else [f"services not yet available: {', '.join(fleet.missing)}"]
