@@ -37,6 +37,11 @@ def ok(r: requests.Response, status: int = 200) -> dict:
 
 
 def test_the_whole_story(running, topic_reader, hecht_env):
+    run_story(running, topic_reader, hecht_env)
+
+
+def run_story(running, topic_reader, hecht_env, fault=lambda stage, receiver: None) -> dict:
+    """The story; ``fault(stage, receiver)`` is called at a few stages to inject failures."""
     m, a, n = running.urls["members"], running.urls["agreements"], running.urls["notify"]
     platform = bearer("platform-admin")
     admin = bearer("region-admin", REGION)
@@ -62,6 +67,8 @@ def test_the_whole_story(running, topic_reader, hecht_env):
             created = ok(requests.post(f"{m}/v1/regions/{REGION}/members", json=body), 201)
             assert created["status"] == "pending"
             gps.append({**body, "id": created["id"]})
+            if i == 4:
+                fault("signing-up", receiver)
         for gp in gps[:9]:
             assert ok(requests.post(f"{m}/v1/regions/{REGION}/members/{gp['id']}/approve", headers=admin,
                                     json={}))["status"] == "active"
@@ -98,7 +105,9 @@ def test_the_whole_story(running, topic_reader, hecht_env):
         r = requests.post(f"{a}/v1/regions/{REGION}/agreements/{aid}/mandate", headers=admin, json={})
         assert r.status_code in (200, 201), r.text
         choices = ["for"] * 5 + ["against", "abstain"]
-        for gp, choice in zip(gps[:7], choices):
+        for k, (gp, choice) in enumerate(zip(gps[:7], choices)):
+            if k == 3:
+                fault("voting", receiver)
             ok(requests.put(f"{a}/v1/regions/{REGION}/agreements/{aid}/mandate/votes/{gp['id']}",
                             headers=bearer("gp", REGION, gp["id"]), json={"choice": choice}))
         ok(requests.post(f"{a}/v1/regions/{REGION}/agreements/{aid}/mandate/close", headers=admin,
@@ -130,6 +139,9 @@ def test_the_whole_story(running, topic_reader, hecht_env):
             if event["type"].startswith("hecht.member."):
                 assert "personal" not in event["data"] and "@" not in req["body"].decode(), "member event not redacted"
         assert any(e["type"].startswith("hecht.member.") for e in receiver.events())
+        delivered = len(receiver.accepted())
+        duplicates = delivered - len({r["headers"]["webhook-id"] for r in receiver.accepted()})
+        failed_answers = len(receiver.requests) - delivered
 
     # -- every event on Kafka is valid against its schema
     for topic in topics.EVENT_TOPICS:
@@ -145,7 +157,16 @@ def test_the_whole_story(running, topic_reader, hecht_env):
         ids = Counter(str(msg["X-Hecht-Notification"]) for msg in got)
         assert all(c == 1 for c in ids.values()), f"{gp['email']} got an e-mail twice: {ids}"
         assert {str(msg["Content-Language"]) for msg in got} == {gp["language"]}
-    notifications = ok(requests.get(f"{n}/v1/regions/{REGION}/notifications?limit=200", headers=admin))["items"]
-    per_member = Counter(x["member_id"] for x in notifications)
-    assert per_member[gps[9]["id"]] == 1  # the rejected GP: only the rejection
-    assert all(per_member[gp["id"]] >= 3 for gp in gps[:7])  # approved, vote opened, outcome/activated
+    def per_member() -> Counter:
+        items = ok(requests.get(f"{n}/v1/regions/{REGION}/notifications?limit=200", headers=admin))["items"]
+        return Counter(x["member_id"] for x in items)
+    # approved, vote opened, outcome/activated: notify may still be catching up after a fault
+    wait_until(lambda: all(per_member()[gp["id"]] >= 3 for gp in gps[:7]), timeout=90,
+               message="every voter's notifications")
+    counts = per_member()
+    assert counts[gps[9]["id"]] == 1  # the rejected GP: only the rejection
+    for gp in gps:  # and, after all that, still no e-mail twice
+        ids = Counter(str(msg["X-Hecht-Notification"]) for msg in mails(gp))
+        assert all(c == 1 for c in ids.values()), f"{gp['email']} got an e-mail twice: {ids}"
+    return {"deliveries": delivered, "duplicates_suppressed_by_receiver": duplicates,
+            "failed_answers": failed_answers, "emails": sum(counts.values())}
