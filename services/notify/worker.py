@@ -497,7 +497,7 @@ class MailSender:
         self.address_book = AddressBook(db)
         self.policy = domain.RetryPolicy(self.tuning.mail_retry_schedule_s)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.lease_s = 120.0
+        self.lease_s = float(os.environ.get("HECHT_MAIL_LEASE_S", 120))  # a killed worker's claim expires
 
     def run_once(self, limit: int = 50) -> int:
         doc = self.repo.claim(self.owner, self.lease_s)

@@ -161,7 +161,7 @@ def run_story(running, topic_reader, hecht_env, fault=lambda stage, receiver: No
         items = ok(requests.get(f"{n}/v1/regions/{REGION}/notifications?limit=200", headers=admin))["items"]
         return Counter(x["member_id"] for x in items)
     # approved, vote opened, outcome/activated: notify may still be catching up after a fault
-    wait_until(lambda: all(per_member()[gp["id"]] >= 3 for gp in gps[:7]), timeout=90,
+    wait_until(lambda: all(per_member()[gp["id"]] >= 3 for gp in gps[:7]), timeout=150,
                message="every voter's notifications")
     counts = per_member()
     assert counts[gps[9]["id"]] == 1  # the rejected GP: only the rejection
