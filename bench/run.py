@@ -470,7 +470,7 @@ def main() -> None:
                     top = sorted(d.items(), key=lambda kv: -kv[1])[:4]
                     return ", ".join(f"{n} {v * 100:.0f} %" for n, v in top)
                 notes.append(f"idle CPU (share of one core) at rest: {idle(idle_rest)}; "
-                             f"idle after the runs (bigger collections): {idle(idle_after)}")
+                             f"after the runs (any backlog left by the 100/s phase included): {idle(idle_after)}")
                 record("6", "Memory: RSS of every web worker and Kafka worker", "fleet.py", "bench",
                        {"status": "ok" if rows else "failed", "results": rows, "notes": notes,
                         "extra": {"rss_mb": {n: {"rest": (rest.get(n) or (None, None))[1],
