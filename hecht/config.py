@@ -32,6 +32,7 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     max_body_bytes: int = 256 * 1024
+    max_event_bytes: int = 512 * 1024    # a consumed event larger than this is dead-lettered unparsed
     signup_rate_limit: int = 20          # sign-ups per client address ...
     signup_rate_window_s: int = 60       # ... per this many seconds
     idempotency_ttl_s: int = 24 * 3600
@@ -76,6 +77,7 @@ def settings(service: str) -> Settings:
         jwt_issuer=env.get("HECHT_JWT_ISSUER") or None,
         jwt_audience=env.get("HECHT_JWT_AUDIENCE") or None,
         max_body_bytes=int(env.get("HECHT_MAX_BODY_BYTES", 256 * 1024)),
+        max_event_bytes=int(env.get("HECHT_MAX_EVENT_BYTES", 512 * 1024)),
         signup_rate_limit=int(env.get("HECHT_SIGNUP_RATE_LIMIT", 20)),
         signup_rate_window_s=int(env.get("HECHT_SIGNUP_RATE_WINDOW_S", 60)),
         idempotency_ttl_s=int(env.get("HECHT_IDEMPOTENCY_TTL_S", 24 * 3600)),

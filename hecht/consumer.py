@@ -1,6 +1,6 @@
 """The consumer loop every service uses: at-least-once delivery, effectively-once effects.
 
-For each record: decode the CloudEvent (undecodable → dead-letter at once),
+For each record: decode the CloudEvent (undecodable or oversized → dead-letter at once),
 skip it if its id is in the inbox (a redelivery) or its ``sequence`` is not
 newer than the last one applied for its subject (a stale duplicate), run the
 handler with bounded retries, dead-letter it if it keeps failing, then record
@@ -68,6 +68,13 @@ class ConsumerRunner:
     # -- one record -------------------------------------------------------------------------
     def process(self, record) -> str:
         """Handle one Kafka record; returns the outcome (also counted in metrics)."""
+        size = len(record.value or b"")
+        if size > self.settings.max_event_bytes:
+            # Our events are a few KiB; parsing megabytes of someone's mistake (or a JSON bomb)
+            # would only stall the partition, so it goes to the DLQ as it came.
+            self._dead_letter(record, f"oversized: {size} bytes > {self.settings.max_event_bytes}",
+                              "OversizedEvent")
+            return self._count("dead_lettered")
         try:
             event = ev.decode(record.value)
         except ev.InvalidEvent as e:

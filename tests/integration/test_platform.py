@@ -167,6 +167,54 @@ def test_poison_messages_go_to_the_dlq_and_the_consumer_carries_on(hecht_env, to
     assert json.loads(dlq[2].value)["id"] == failing["id"]
 
 
+def test_an_oversized_event_is_dead_lettered_unparsed_and_the_consumer_carries_on(hecht_env, topic_reader):
+    runner, db = _runner(None)
+    runner.handle = Recorder(db)
+    huge = region_event("elz-big", 1, name="x" * (600 * 1024))  # valid CloudEvent, > 512 KiB default limit
+    good = region_event("elz-small", 1)
+    _produce(ev.encode(huge), ev.encode(good), key=b"elz-big")
+    _drain(runner, lambda: _consumed(runner) >= 2)
+    runner.close()
+    assert [d["_id"] for d in db.applied.find()] == [good["id"]]
+    assert db.inbox.find_one({"_id": huge["id"]}) is None  # never parsed, so never marked
+    dlq = topic_reader(settings("agreements").topic(topics.dlq_topic("agreements")))
+    headers = dict(dlq[0].headers)
+    assert headers["dlq-error-type"] == b"OversizedEvent"
+    assert headers["dlq-reason"].decode().startswith("oversized: ")
+    assert dlq[0].value == ev.encode(huge)  # kept whole for whoever investigates
+
+
+def test_unknown_event_types_are_skipped_by_rule_and_later_events_still_apply(hecht_env, topic_reader):
+    """A newer producer may emit types this consumer does not know: skip, never dead-letter or stall."""
+    from services.agreements.handlers import event_handler
+    runner, db = _runner(None)
+    runner.handle = event_handler(db)
+    outcomes = []
+    process = runner.process
+    runner.process = lambda record: outcomes.append(process(record)) or outcomes[-1]
+    unknown = dict(region_event("elz-u", 1), type="hecht.region.teleported.v1", data={"to": "mars"})
+    foreign = dict(region_event("elz-u", 2), type="org.example.something.v9")
+    known = region_event("elz-u", 3, name="ELZ U")
+    _produce(ev.encode(unknown), ev.encode(foreign), ev.encode(known), key=b"elz-u")
+    _drain(runner, lambda: len(outcomes) >= 3)
+    runner.close()
+    assert outcomes == ["applied", "applied", "applied"]  # skipped by the handler's rule, not dead-lettered
+    assert db.inbox.count_documents({}) == 3
+    assert db.regions_view.find_one({"_id": "elz-u"})["name"] == "ELZ U"
+
+
+def test_out_of_order_events_across_subjects_are_each_applied_in_their_own_order(hecht_env):
+    runner, db = _runner(None)
+    runner.handle = Recorder(db)
+    a1, a2, b1, b2 = (region_event(s, n) for s, n in (("elz-p", 1), ("elz-p", 2), ("elz-q", 1), ("elz-q", 2)))
+    # interleaved subjects, and one subject's older event arriving after its newer one
+    _produce(ev.encode(b2), ev.encode(a1), ev.encode(b1), ev.encode(a2), key=b"mixed")
+    _drain(runner, lambda: _consumed(runner) >= 4)
+    runner.close()
+    assert {d["_id"] for d in db.applied.find()} == {a1["id"], a2["id"], b2["id"]}  # b1 is stale
+    assert db.subject_cursors.find_one({"_id": "elz-q"})["sequence"] == 2
+
+
 # -- web plumbing -----------------------------------------------------------------------------
 def _is_problem(r, status: int) -> dict:
     assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
