@@ -6,6 +6,13 @@ aggregate's own document*, in the same single-document update as the state
 change: both are stored or neither is. ``_pending`` marks documents that still
 hold unpublished events (indexed, so the relay's scan stays cheap).
 
+Each write with events also leaves a signal (``outbox_signals``, keyed by the
+document) so the relay finds pending work without scanning the aggregates: on
+FerretDB 1.x any filter but a bare ``_id`` reads the whole collection, and the
+relay's poll did that several times a second. A signal is written after the
+change it announces, so a crash in between can only strand events until the
+relay's periodic sweep (``_pending`` scan), never lose them.
+
 The :class:`Relay` publishes each document's pending events in order with the
 idempotent producer, copies them to the ``events`` collection (the history the
 API serves), and only then removes exactly those events with ``$pullAll``. A
@@ -36,7 +43,9 @@ RELAY_ERRORS = Counter("hecht_outbox_relay_errors_total", "Relay publish failure
 OUTBOX_PENDING = Gauge("hecht_outbox_pending_documents", "Documents holding unpublished events", ["service"])
 
 ARCHIVE = "events"
+SIGNALS = "outbox_signals"  # one small document per aggregate with unpublished events
 CLAIM_TTL_S = 30  # a write claim older than this was orphaned by a crash
+RELAY_CLAIM_TTL_S = 3  # the relay holds a claim for one update: older means a relay was killed
 
 
 def _aware(t: datetime) -> datetime:
@@ -87,6 +96,8 @@ class AggregateStore:
         except DuplicateKeyError as e:
             raise Conflict("a record with the same identity already exists",
                            key=str((e.details or {}).get("keyValue", ""))) from None
+        if envelopes:
+            signal(self.coll.database, self.coll.name, doc["_id"])
         return doc
 
     def update(self, doc_id: str, expected_version: int, changes: dict, drafts: list[EventDraft],
@@ -128,6 +139,8 @@ class AggregateStore:
             raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                      "read it again and retry")
         self.claims.delete_one({"_id": f"{doc_id}@{expected_version - 1}"})  # the previous step's claim
+        if envelopes:
+            signal(self.coll.database, self.coll.name, doc_id)
         return doc
 
     def _claim(self, doc_id: str, expected_version: int) -> None:
@@ -138,32 +151,55 @@ class AggregateStore:
         document back: two concurrent writers could both "win" and one change
         would be lost. An insert into a unique ``_id`` is atomic everywhere, so
         exactly one writer gets each step. A claim orphaned by a crash between
-        claim and update expires after CLAIM_TTL_S and is taken over.
+        claim and update expires after CLAIM_TTL_S (RELAY_CLAIM_TTL_S for the
+        relay's) and is taken over.
         """
         claim_id = f"{doc_id}@{expected_version}"
-        now = datetime.now(timezone.utc)
-        relay_waits = 0
-        attempts = 0
-        while attempts < 2:
-            attempts += 1
+        waited_for_relay = 0
+        takeovers = 0
+        while True:
+            now = datetime.now(timezone.utc)
             try:
                 self.claims.insert_one({"_id": claim_id, "at": now})
                 return
             except DuplicateKeyError:
                 stale = self.claims.find_one({"_id": claim_id})
-                if stale and stale.get("holder") == "relay" and relay_waits < 200:
-                    relay_waits += 1  # the relay clears the outbox for a few ms: wait, don't fail
-                    attempts -= 1
-                    time.sleep(0.005)
-                    continue
-                if not stale or now - _aware(stale["at"]) < timedelta(seconds=CLAIM_TTL_S):
+            if stale is None:  # released between our insert and our read: try again
+                takeovers += 1
+                if takeovers > 3:
                     break
+                continue
+            by_relay = stale.get("holder") == "relay"
+            age = now - _aware(stale["at"])
+            if age >= timedelta(seconds=RELAY_CLAIM_TTL_S if by_relay else CLAIM_TTL_S) and takeovers < 3:
+                # Orphaned by a crash (a relay or web worker killed mid-step): take it over,
+                # unless the document moved on meanwhile (then the step was really taken).
                 current = self.coll.find_one({"_id": doc_id}, {"version": 1})
                 if not current or current.get("version") != expected_version:
                     break
                 self.claims.delete_one({"_id": claim_id, "at": stale["at"]})
+                takeovers += 1
+                continue
+            if by_relay and waited_for_relay < 400:
+                waited_for_relay += 1  # the relay clears the outbox for a few ms: wait, don't fail
+                time.sleep(0.005)
+                continue
+            break
         raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                  "read it again and retry")
+
+
+def signal(db: Database, collection: str, doc_id: str) -> None:
+    """Tell the relay that ``doc_id`` holds unpublished events; call it after the write.
+
+    If a signal is already there, the relay has not taken it yet and will read the
+    document after our write (it deletes the signal before reading): nothing to do.
+    """
+    try:
+        db[SIGNALS].insert_one({"_id": f"{collection}/{doc_id}", "c": collection, "d": doc_id,
+                                "at": datetime.now(timezone.utc)})
+    except DuplicateKeyError:
+        pass
 
 
 def ensure_indexes(db: Database, collections: Iterable[str]) -> None:
@@ -195,7 +231,8 @@ class Relay:
     """
 
     def __init__(self, db: Database, collections: list[str], topic: str, producer_factory,
-                 service: str, batch: int = 200, poll_s: float = 0.2):
+                 service: str, batch: int = 200, poll_s: float = 0.2, sweep_s: float | None = None):
+        import os
         self.db = db
         self.collections = collections
         self.topic = topic
@@ -203,6 +240,10 @@ class Relay:
         self.service = service
         self.batch = batch
         self.poll_s = poll_s
+        # The sweep finds what no signal announces (a writer died between its write and its
+        # signal); it is a full scan on FerretDB, so it runs at start and then rarely.
+        self.sweep_s = sweep_s if sweep_s is not None else float(os.environ.get("HECHT_RELAY_SWEEP_S", 30))
+        self._next_sweep = 0.0
         self._producer = None
 
     def _get_producer(self):
@@ -226,41 +267,58 @@ class Relay:
     def run_once(self) -> int:
         """Publish what is pending now; returns the number of events published.
 
-        The events of all the documents read go out as one batch (one flush, one archive
-        write), each document's events in outbox order, so every aggregate keeps its order
-        on its partition. Then two writes for the whole batch: ``$pullAll`` removes exactly
-        the published events (event ids are unique, so each document loses only its own),
-        and ``_pending`` is cleared where the outbox is now empty (a writer that pushed
-        meanwhile keeps its document pending). Per batch rather than per document: on
-        FerretDB 1.x any filter but a bare ``{_id}`` scans the collection, and one flush
-        plus two writes per document made the relay ~50 events/s (bench/bench_relay.py).
+        Pending documents come from the signals (cheap) or, at start and every ``sweep_s``,
+        from a ``_pending`` scan. The events of all the documents read go out as one batch
+        (one flush, one archive write), each document's events in outbox order, so every
+        aggregate keeps its order on its partition. Then each document's published events
+        are cleared by ``_id`` (the one filter FerretDB 1.x does not answer with a scan).
         """
+        if time.monotonic() >= self._next_sweep:
+            pending = self._sweep()
+            self._next_sweep = time.monotonic() + self.sweep_s
+        else:
+            pending = self._signalled()
         published = 0
-        pending_docs = 0
-        for name in self.collections:
+        for name, docs in pending.items():
             coll = self.db[name]
-            docs = list(coll.find({"_pending": True}, {"_outbox": 1, "version": 1}).limit(self.batch))
-            pending_docs += len(docs)
             batch = [e for doc in docs for e in (doc.get("_outbox") or [])]
             if batch:
                 self._publish(batch)
                 self._archive(batch)
                 published += len(batch)
-            versioned = [d for d in docs if "version" in d]
-            once = [d for d in docs if "version" not in d]
-            for doc in versioned:
-                self._clear(coll, doc)
-            if once:
-                # Documents written once (e.g. agreement commits) have no concurrent writer:
-                # two writes for the whole batch.
-                once_events = [e for d in once for e in (d.get("_outbox") or [])]
-                coll.update_many({"_id": {"$in": [d["_id"] for d in once]}}, {"$pullAll": {"_outbox": once_events}})
-                coll.update_many({"_id": {"$in": [d["_id"] for d in once]}, "_outbox": {"$size": 0}},
-                                 {"$set": {"_pending": False}})
-        OUTBOX_PENDING.labels(self.service).set(pending_docs)
+            for doc in docs:
+                if "version" in doc:
+                    self._clear(coll, doc)
+                else:
+                    # Written once (e.g. agreement commits): no concurrent writer to guard against.
+                    coll.update_one({"_id": doc["_id"]}, {"$set": {"_outbox": [], "_pending": False}})
+        OUTBOX_PENDING.labels(self.service).set(sum(len(d) for d in pending.values()))
         if published:
             EVENTS_PUBLISHED.labels(self.service).inc(published)
         return published
+
+    def _sweep(self) -> dict[str, list[dict]]:
+        return {name: list(self.db[name].find({"_pending": True}, {"_outbox": 1, "version": 1}).limit(self.batch))
+                for name in self.collections}
+
+    def _signalled(self) -> dict[str, list[dict]]:
+        """Take the signals of our collections, then read each document by ``_id``.
+
+        The signal is deleted *before* the read: a writer signalling after our read leaves
+        a new one (its event goes out next pass); one whose signal met ours wrote before
+        our read, so we see its event now.
+        """
+        mine = [sig for sig in self.db[SIGNALS].find({}, {"c": 1, "d": 1}) if sig.get("c") in self.collections]
+        mine = mine[:self.batch]
+        if not mine:
+            return {}
+        self.db[SIGNALS].delete_many({"_id": {"$in": [sig["_id"] for sig in mine]}})
+        pending: dict[str, list[dict]] = {}
+        for sig in mine:
+            doc = self.db[sig["c"]].find_one({"_id": sig["d"]}, {"_outbox": 1, "version": 1})
+            if doc and doc.get("_outbox"):
+                pending.setdefault(sig["c"], []).append(doc)
+        return pending
 
     def _clear(self, coll, doc: dict) -> None:
         """Remove a versioned document's published events while holding its write claim.
@@ -268,9 +326,9 @@ class Relay:
         FerretDB 1.x applies an update as read–modify–write without isolation, so
         clearing the outbox while a writer pushes its change could drop that
         write and its event (measured: 8 of 60 steps lost). Holding the claim
-        for the document's current version keeps writers out for these few
-        milliseconds; if a writer holds it, the document is left for the next
-        pass (its events are then published again: at-least-once).
+        for the version we read keeps writers out; under it the document is read
+        again by ``_id`` and cleared only if still at that version (else a writer
+        moved it on, and its signal brings the document back: at-least-once).
         """
         claims = coll.database[f"{coll.name}_claims"]
         claim = {"_id": f"{doc['_id']}@{doc['version']}", "at": datetime.now(timezone.utc), "holder": "relay"}
@@ -279,8 +337,9 @@ class Relay:
         except DuplicateKeyError:
             return
         try:
-            coll.update_one({"_id": doc["_id"], "version": doc["version"]},
-                            {"$set": {"_outbox": [], "_pending": False}})
+            current = coll.find_one({"_id": doc["_id"]}, {"version": 1})
+            if current is not None and current.get("version") == doc["version"]:
+                coll.update_one({"_id": doc["_id"]}, {"$set": {"_outbox": [], "_pending": False}})
         finally:
             claims.delete_one({"_id": claim["_id"], "holder": "relay"})
 

@@ -266,6 +266,17 @@ def check_if_match(version: int, *, required: bool = False) -> None:
         raise PreconditionFailed(f"the resource has changed (current ETag {etag(version)}); read it again")
 
 
+def conditional_version(version: int) -> int | None:
+    """``version`` checked against If-Match; the version the write must be guarded by, or None.
+
+    None when the client sent no If-Match: it asked for the change on whatever is current,
+    so a handler that loses a race to another writer re-reads and re-applies (the domain
+    rules are checked again) instead of answering 412 to a request that set no condition.
+    """
+    check_if_match(version)
+    return version if request.headers.get("If-Match") is not None else None
+
+
 # --------------------------------------------------------------------------------------------
 # Idempotency-Key
 # --------------------------------------------------------------------------------------------

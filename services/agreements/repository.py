@@ -276,6 +276,7 @@ class AgreementRepository:
             agreement.sequence = first - 1
             raise VersionConflict(f"agreement {agreement.id} was changed by someone else; "
                                   "read it again and retry") from None
+        outbox.signal(self.commits.database, self.commits.name, doc["_id"])
         if ballots:
             self._write_box(agreement)  # before the head: a reader who sees the head sees its ballots
         self._write_head(head)

@@ -9,7 +9,7 @@ from flask_smorest import Blueprint
 from hecht.auth import Principal
 from hecht.errors import Forbidden
 from hecht.auth import ROLES
-from hecht.web import (PageArgsSchema, allow, check_if_match, ctx, etag, idempotent, paginate, principal,
+from hecht.web import (PageArgsSchema, allow, conditional_version, ctx, etag, idempotent, paginate, principal,
                        public, rate_limit, require)
 
 from . import domain, handlers
@@ -70,9 +70,8 @@ def get_region(region_id):
 def update_region(body, region_id):
     """Update a region's name, kind, municipalities or mandate policy (platform-admin or region-admin)."""
     require("region-admin", region=region_id)
-    current = RegionRepository(ctx().db).get_doc(region_id)
-    check_if_match(current["version"])
-    doc = handlers.handle(domain.UpdateRegion(region_id, current["version"], body), ctx().db, g.traceparent)
+    version = conditional_version(RegionRepository(ctx().db).get_doc(region_id)["version"])
+    doc = handlers.handle(domain.UpdateRegion(region_id, version, body), ctx().db, g.traceparent)
     return _region_out(doc), 200, {"ETag": etag(doc["version"])}
 
 
@@ -116,11 +115,9 @@ def _admin_or_self(region_id: str, member_id: str) -> Principal:
     return p
 
 
-def _current_version(region_id: str, member_id: str) -> int:
-    """The stored version, checked against If-Match; the write is then guarded by it."""
-    version = MemberRepository(ctx().db).get_doc(region_id, member_id)["version"]
-    check_if_match(version)
-    return version
+def _current_version(region_id: str, member_id: str) -> int | None:
+    """The stored version checked against If-Match (404 if absent); see ``conditional_version``."""
+    return conditional_version(MemberRepository(ctx().db).get_doc(region_id, member_id)["version"])
 
 
 @members.before_request

@@ -16,16 +16,36 @@ def register_region(cmd: domain.RegisterRegion, repos: "Repos", trace: str | Non
     return repos.regions.add(region, [EventDraft("region.registered", region.event_data())], trace)
 
 
+UNCONDITIONAL_ATTEMPTS = 3
+
+
+def _unless_conditional(cmd, step):
+    """Run ``step()``; a request without If-Match that lost a race is re-read and re-applied.
+
+    A client that sent no ETag asked for "this change on the current state", so a
+    concurrent writer is not its problem: the transition is checked again against the
+    fresh state (and may then be refused by the domain). With If-Match, 412 stands.
+    """
+    for attempt in range(1, UNCONDITIONAL_ATTEMPTS + 1):
+        try:
+            return step()
+        except PreconditionFailed:
+            if cmd.expected_version is not None or attempt == UNCONDITIONAL_ATTEMPTS:
+                raise
+
+
 def update_region(cmd: domain.UpdateRegion, repos: "Repos", trace: str | None) -> dict:
-    region, version = repos.regions.get(cmd.region_id)
-    if cmd.expected_version is not None and cmd.expected_version != version:
-        raise PreconditionFailed(f"region {cmd.region_id} has changed (current ETag \"{version}\")")
-    changes = dict(cmd.changes)
-    if "mandate_policy" in changes:
-        changes["mandate_policy"] = domain.MandatePolicy(**{**region.mandate_policy.__dict__,
-                                                            **changes["mandate_policy"]})
-    updated = replace(region, **changes)
-    return repos.regions.save(updated, version, [EventDraft("region.updated", updated.event_data())], trace)
+    def step() -> dict:
+        region, version = repos.regions.get(cmd.region_id)
+        if cmd.expected_version is not None and cmd.expected_version != version:
+            raise PreconditionFailed(f"region {cmd.region_id} has changed (current ETag \"{version}\")")
+        changes = dict(cmd.changes)
+        if "mandate_policy" in changes:
+            changes["mandate_policy"] = domain.MandatePolicy(**{**region.mandate_policy.__dict__,
+                                                                **changes["mandate_policy"]})
+        updated = replace(region, **changes)
+        return repos.regions.save(updated, version, [EventDraft("region.updated", updated.event_data())], trace)
+    return _unless_conditional(cmd, step)
 
 
 # -- members --------------------------------------------------------------------------------
@@ -37,11 +57,14 @@ def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict:
 
 def _change(cmd: domain.MemberCommand, repos: "Repos", trace: str | None, apply) -> dict:
     """Load, check the expected version, apply one domain transition, save with its event."""
-    member, version = repos.members.get(cmd.region_id, cmd.member_id)
-    if cmd.expected_version is not None and cmd.expected_version != version:
-        raise PreconditionFailed(f"member {cmd.member_id} has changed (current ETag \"{version}\"); read it again")
-    event_type = apply(member)
-    return repos.members.save(member, version, [EventDraft(event_type, member.event_data())], trace)
+    def step() -> dict:
+        member, version = repos.members.get(cmd.region_id, cmd.member_id)
+        if cmd.expected_version is not None and cmd.expected_version != version:
+            raise PreconditionFailed(f"member {cmd.member_id} has changed (current ETag \"{version}\"); "
+                                     "read it again")
+        event_type = apply(member)
+        return repos.members.save(member, version, [EventDraft(event_type, member.event_data())], trace)
+    return _unless_conditional(cmd, step)
 
 
 def approve_member(cmd: domain.ApproveMember, repos: "Repos", trace: str | None) -> dict:

@@ -113,7 +113,10 @@ class DeliveryEngine:
         self.tuning = tuning or Tuning.from_env()
         self.policy = domain.RetryPolicy(settings.webhook_retry_schedule_s)
         self.rng = rng or random.Random()
-        self.lease_s = settings.webhook_timeout_s + 30
+        # An attempt starts as soon as it is claimed (claims respect the free capacity), so
+        # its HTTP timeout plus a few writes bound it; a killed worker's lanes resume this soon.
+        # A holder outliving its lease is harmless: its writes are guarded by ``claim_seq``.
+        self.lease_s = settings.webhook_timeout_s + 10
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.session = outbound.session(settings.webhooks_allow_private, pool_size=self.tuning.workers)
         self._pool = ThreadPoolExecutor(self.tuning.workers, thread_name_prefix="webhook")

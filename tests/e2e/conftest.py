@@ -72,10 +72,12 @@ class Running:
 @pytest.fixture
 def running(hecht_env, tmp_path, monkeypatch):
     env = dict(os.environ)
-    env.update({"HECHT_WEBHOOK_RETRY_SCHEDULE_S": env.get("HECHT_WEBHOOK_RETRY_SCHEDULE_S", "0.2,0.5,1"),
+    env.update({"HECHT_WEBHOOK_RETRY_SCHEDULE_S": env.get("HECHT_WEBHOOK_RETRY_SCHEDULE_S", "0.2,0.5,1,2,4,8"),
                 "HECHT_LOG_LEVEL": "INFO", "WEB_CONCURRENCY": "2", "PYTHONUNBUFFERED": "1",
                 # short leases: a worker killed mid-batch has its claims taken over within seconds
-                "HECHT_MAIL_LEASE_S": "8", "HECHT_WEBHOOK_TIMEOUT_S": "3"})
+                "HECHT_MAIL_LEASE_S": "8", "HECHT_WEBHOOK_TIMEOUT_S": "3",
+                # the fault runs' steady load signs GPs up from one address for minutes
+                "HECHT_SIGNUP_RATE_LIMIT": "100000"})
     ports = {s: free_port() for s in SERVICES}
     run = Running(urls={s: f"http://127.0.0.1:{p}" for s, p in ports.items()})
     for s in SERVICES:

@@ -61,6 +61,45 @@ def test_an_orphaned_claim_expires(hecht_env):
     assert store.update("r-c", 1, {"n": 1}, [EventDraft("region.updated", DATA)], region="r-c")["version"] == 2
 
 
+def test_a_relay_killed_while_clearing_blocks_writers_for_seconds_not_for_the_claim_ttl(hecht_env):
+    """Found by the kill -9 story: a relay killed between its claim and its release left
+    the claim behind, and every write to that document got 412 for CLAIM_TTL_S."""
+    db, store = _store()
+    orphan = {"_id": "r-c@1", "holder": "relay", "at": datetime.now(timezone.utc) - timedelta(seconds=4)}
+    db.regions_claims.insert_one(orphan)
+    assert store.update("r-c", 1, {"n": 1}, [EventDraft("region.updated", DATA)], region="r-c")["version"] == 2
+    assert "holder" not in db.regions_claims.find_one({"_id": "r-c@1"})  # the writer's own claim now
+
+
+def test_a_request_without_if_match_is_reapplied_after_losing_a_race(hecht_env, monkeypatch):
+    """No ETag sent = "on the current state": a concurrent step is re-read, not answered 412."""
+    from services.members import handlers
+    from services.members.app import create_app
+    from tests.conftest import bearer
+    client = create_app().test_client()
+    region = dict(DATA, id="r-u")
+    region.pop("region_id")
+    assert client.post("/v1/regions", json=region, headers=bearer("platform-admin")).status_code == 201
+    db = mongo.database(settings("members").mongo_uri, settings("members").database_name)
+    real_save = handlers.RegionRepository.save
+    raced = []
+
+    def save_after_a_rival(self, region_obj, version, drafts, trace):
+        if not raced:  # a rival writer takes this very step first
+            raced.append(version)
+            db.regions.update_one({"_id": "r-u"}, {"$inc": {"version": 1}})
+        return real_save(self, region_obj, version, drafts, trace)
+
+    monkeypatch.setattr(handlers.RegionRepository, "save", save_after_a_rival)
+    r = client.patch("/v1/regions/r-u", json={"name": "Renamed"}, headers=bearer("region-admin", "r-u"))
+    assert r.status_code == 200 and r.json["name"] == "Renamed", r.get_data(as_text=True)
+    assert raced == [1]
+    raced.clear()
+    r = client.patch("/v1/regions/r-u", json={"name": "Again"}, headers=dict(
+        bearer("region-admin", "r-u"), **{"If-Match": r.headers["ETag"]}))
+    assert r.status_code == 412  # with If-Match the client asked for that version only
+
+
 def test_the_relay_never_loses_a_write_made_while_it_publishes(hecht_env):
     """Writers and the relay touch the same document; every step and event must survive."""
     from hecht import kafka as hk, topics

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -88,6 +89,27 @@ def test_relay_keeps_per_aggregate_order_across_many_writes(client, topic_reader
     seqs = [json.loads(r.value)["sequence"] for r in records]
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert len({r.partition for r in records}) == 1
+
+
+def test_the_relay_finds_work_by_signal_and_recovers_unsignalled_events_by_sweep(client, topic_reader):
+    assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+    db = members_db()
+    assert db.outbox_signals.find_one({"_id": "regions/elz-gent"}) is not None  # left by the write
+    relay = relay_for_members()
+    relay.sweep_s = 3600
+    relay._next_sweep = time.monotonic() + 3600  # signals only, from now on
+    assert relay.run_once() == 1
+    assert db.outbox_signals.count_documents({}) == 0
+    # A writer that died between its write and its signal: only the sweep can find it.
+    stranded = region_event("elz-gent", 2, name="stranded")
+    db.regions.update_one({"_id": "elz-gent"}, {"$set": {"_outbox": [stranded], "_pending": True, "version": 2}})
+    assert relay.run_once() == 0
+    relay._next_sweep = 0
+    assert relay.run_once() == 1
+    relay.close()
+    records = topic_reader(settings("members").topic(topics.MEMBERS), until=lambda r: len(r) >= 2)
+    assert [json.loads(r.value)["sequence"] for r in records] == [1, 2]
+    assert db.regions.find_one({"_id": "elz-gent"})["_pending"] is False
 
 
 # -- consumer guarantees ----------------------------------------------------------------------
