@@ -244,6 +244,7 @@ class Relay:
         # signal); it is a full scan on FerretDB, so it runs at start and then rarely.
         self.sweep_s = sweep_s if sweep_s is not None else float(os.environ.get("HECHT_RELAY_SWEEP_S", 30))
         self._next_sweep = 0.0
+        self._force_sweep = True  # the first pass scans: whatever a crash left behind
         self._producer = None
 
     def _get_producer(self):
@@ -267,17 +268,26 @@ class Relay:
     def run_once(self) -> int:
         """Publish what is pending now; returns the number of events published.
 
-        Pending documents come from the signals (cheap) or, at start and every ``sweep_s``,
-        from a ``_pending`` scan. The events of all the documents read go out as one batch
-        (one flush, one archive write), each document's events in outbox order, so every
-        aggregate keeps its order on its partition. Then each document's published events
-        are cleared by ``_id`` (the one filter FerretDB 1.x does not answer with a scan).
+        Signals say *whether* there is work; the work itself always comes from the
+        ``_pending`` scan in natural (insertion) order, as one batch: one flush, one archive
+        write, each document's events in outbox order. That order matters where one
+        aggregate's events span documents (agreement commits): publishing the documents
+        read through signals one by one could put sequence 6 before 5 after an outage.
+        An idle relay thus costs one read of a near-empty collection, not a scan of every
+        aggregate. The scan runs without a signal at start, every ``sweep_s``, after a
+        failed pass (signals taken by it are gone) and while the backlog fills a batch.
+        Each document's published events are then cleared by ``_id``.
         """
-        if time.monotonic() >= self._next_sweep:
-            pending = self._sweep()
-            self._next_sweep = time.monotonic() + self.sweep_s
-        else:
-            pending = self._signalled()
+        due = self._force_sweep or time.monotonic() >= self._next_sweep
+        if not due and not self._take_signals():
+            OUTBOX_PENDING.labels(self.service).set(0)
+            return 0
+        self._force_sweep = True  # until this pass has succeeded
+        started = time.monotonic()
+        pending = {name: list(self.db[name].find({"_pending": True}, {"_outbox": 1, "version": 1})
+                              .limit(self.batch)) for name in self.collections}
+        if due:  # at most ~10 % of the time in unsignalled sweeps, however large the collections
+            self._next_sweep = time.monotonic() + max(self.sweep_s, 10 * (time.monotonic() - started))
         published = 0
         for name, docs in pending.items():
             coll = self.db[name]
@@ -292,33 +302,22 @@ class Relay:
                 else:
                     # Written once (e.g. agreement commits): no concurrent writer to guard against.
                     coll.update_one({"_id": doc["_id"]}, {"$set": {"_outbox": [], "_pending": False}})
+        self._force_sweep = any(len(docs) >= self.batch for docs in pending.values())  # more behind
         OUTBOX_PENDING.labels(self.service).set(sum(len(d) for d in pending.values()))
         if published:
             EVENTS_PUBLISHED.labels(self.service).inc(published)
         return published
 
-    def _sweep(self) -> dict[str, list[dict]]:
-        return {name: list(self.db[name].find({"_pending": True}, {"_outbox": 1, "version": 1}).limit(self.batch))
-                for name in self.collections}
+    def _take_signals(self) -> bool:
+        """Remove our collections' signals; True if there were any.
 
-    def _signalled(self) -> dict[str, list[dict]]:
-        """Take the signals of our collections, then read each document by ``_id``.
-
-        The signal is deleted *before* the read: a writer signalling after our read leaves
-        a new one (its event goes out next pass); one whose signal met ours wrote before
-        our read, so we see its event now.
+        Removed *before* the scan: a writer signalling after it leaves a new one (its event
+        goes out next pass); one whose signal met ours wrote before the scan, which sees it.
         """
-        mine = [sig for sig in self.db[SIGNALS].find({}, {"c": 1, "d": 1}) if sig.get("c") in self.collections]
-        mine = mine[:self.batch]
-        if not mine:
-            return {}
-        self.db[SIGNALS].delete_many({"_id": {"$in": [sig["_id"] for sig in mine]}})
-        pending: dict[str, list[dict]] = {}
-        for sig in mine:
-            doc = self.db[sig["c"]].find_one({"_id": sig["d"]}, {"_outbox": 1, "version": 1})
-            if doc and doc.get("_outbox"):
-                pending.setdefault(sig["c"], []).append(doc)
-        return pending
+        mine = [sig["_id"] for sig in self.db[SIGNALS].find({}, {"c": 1}) if sig.get("c") in self.collections]
+        if mine:
+            self.db[SIGNALS].delete_many({"_id": {"$in": mine}})
+        return bool(mine)
 
     def _clear(self, coll, doc: dict) -> None:
         """Remove a versioned document's published events while holding its write claim.

@@ -572,6 +572,8 @@ class MailSender:
             return
         self.repo.requeue(doc, now() + timedelta(seconds=delay), error)
         EMAILS.labels("retried").inc()
+        log.warning("e-mail postponed", extra={"notification_id": doc["_id"], "template": doc["template"],
+                                               "error": error, "retry_in_s": delay})
 
     def _finish(self, doc: dict, status: str, error: str | None, language: str | None = None) -> None:
         data = {"notification_id": doc["_id"], "region_id": doc["region"], "member_id": doc["member_id"],

@@ -97,19 +97,37 @@ def test_the_relay_finds_work_by_signal_and_recovers_unsignalled_events_by_sweep
     assert db.outbox_signals.find_one({"_id": "regions/elz-gent"}) is not None  # left by the write
     relay = relay_for_members()
     relay.sweep_s = 3600
-    relay._next_sweep = time.monotonic() + 3600  # signals only, from now on
+    relay._next_sweep, relay._force_sweep = time.monotonic() + 3600, False  # signals only, from now on
     assert relay.run_once() == 1
     assert db.outbox_signals.count_documents({}) == 0
     # A writer that died between its write and its signal: only the sweep can find it.
     stranded = region_event("elz-gent", 2, name="stranded")
     db.regions.update_one({"_id": "elz-gent"}, {"$set": {"_outbox": [stranded], "_pending": True, "version": 2}})
     assert relay.run_once() == 0
-    relay._next_sweep = 0
+    relay._next_sweep = 0  # the periodic sweep
     assert relay.run_once() == 1
     relay.close()
     records = topic_reader(settings("members").topic(topics.MEMBERS), until=lambda r: len(r) >= 2)
     assert [json.loads(r.value)["sequence"] for r in records] == [1, 2]
     assert db.regions.find_one({"_id": "elz-gent"})["_pending"] is False
+
+
+def test_a_failed_relay_pass_strands_nothing(client, topic_reader):
+    assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+    relay = relay_for_members()
+    relay._next_sweep, relay._force_sweep = time.monotonic() + 3600, False
+    working = relay.producer_factory
+
+    def broker_down():
+        raise RuntimeError("broker down")
+    relay.producer_factory = broker_down
+    with pytest.raises(RuntimeError):
+        relay.run_once()
+    assert members_db().outbox_signals.count_documents({}) == 0  # the failed pass took the signal
+    relay.producer_factory = working
+    assert relay.run_once() == 1  # ... so the next pass scans
+    relay.close()
+    assert len(topic_reader(settings("members").topic(topics.MEMBERS))) == 1
 
 
 # -- consumer guarantees ----------------------------------------------------------------------
