@@ -70,6 +70,7 @@ class ConsumerRunner:
         self._consumer = None
         self._producer = None
         self._last_lag = 0.0
+        self._lag_labels: set[tuple[str, str, str]] = set()  # the LAG series this runner reports
         self._assigned: frozenset = frozenset()
         self._cursors: dict[str, int] = {}      # subject → last sequence applied (DB or this batch)
         self._inbox: list[dict] = []            # marks of this batch, written by _flush
@@ -199,13 +200,27 @@ class ConsumerRunner:
             if not assigned:
                 return
             ends = self._consumer.end_offsets(assigned)
+            current = set()
             for tp in assigned:
-                LAG.labels(self.group, tp.topic, tp.partition).set(
-                    max(0, ends.get(tp, 0) - self._consumer.position(tp)))
+                labels = (self.group, tp.topic, str(tp.partition))
+                LAG.labels(*labels).set(max(0, ends.get(tp, 0) - self._consumer.position(tp)))
+                current.add(labels)
+            self._forget_lag(self._lag_labels - current)  # moved to another consumer in a rebalance
+            self._lag_labels = current
         except Exception as e:  # noqa: BLE001 - metrics must never break consumption
             log.debug("lag not measured", extra={"error": repr(e)})
 
+    def _forget_lag(self, series) -> None:
+        """Drop lag series we no longer own: a stale figure would alert on nothing, or hide lag."""
+        for labels in series:
+            try:
+                LAG.remove(*labels)
+            except KeyError:
+                pass
+
     def close(self) -> None:
+        self._forget_lag(self._lag_labels)
+        self._lag_labels = set()
         # Unflushed marks are dropped with the cache: their records come again and are re-applied.
         self._cursors, self._inbox, self._moved, self._assigned = {}, [], {}, frozenset()
         for client in (self._consumer, self._producer):

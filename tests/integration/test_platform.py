@@ -130,6 +130,15 @@ def test_a_failed_relay_pass_strands_nothing(client, topic_reader):
     assert len(topic_reader(settings("members").topic(topics.MEMBERS))) == 1
 
 
+def test_lookups_by_id_use_the_id_index_of_the_local_database(hecht_env):
+    """deploy/local/stack.sh patches FerretDB 1.24.0, whose SQLite backend scanned the
+    whole table for every find/update/delete by _id (its lookup did not match its index)."""
+    db = members_db()
+    db.plan_probe.insert_many([{"_id": f"p{i}"} for i in range(50)])
+    plan = db.command("explain", {"find": "plan_probe", "filter": {"_id": "p7"}})["queryPlanner"]
+    assert any("USING INDEX" in step for step in plan.get("Plan", [])), plan
+
+
 # -- consumer guarantees ----------------------------------------------------------------------
 class Recorder:
     """A handler with a real effect (a Mongo counter) so 'applied once' is observable."""
@@ -253,6 +262,21 @@ def test_out_of_order_events_across_subjects_are_each_applied_in_their_own_order
     runner.close()
     assert {d["_id"] for d in db.applied.find()} == {a1["id"], a2["id"], b2["id"]}  # b1 is stale
     assert db.subject_cursors.find_one({"_id": "elz-q"})["sequence"] == 2
+
+
+def test_lag_is_reported_for_owned_partitions_only(hecht_env):
+    from hecht.consumer import LAG
+    runner, db = _runner(None)
+    runner.handle = Recorder(db)
+    _produce(ev.encode(region_event("elz-lag", 1)), key=b"elz-lag")
+
+    def series():
+        return {tuple(s.labels.values()) for m in LAG.collect() for s in m.samples
+                if s.labels.get("group") == "agreements" and s.labels["topic"] == runner.topics[0]}
+    _drain(runner, lambda: db.applied.count_documents({}) == 1 and bool(series()))
+    assert {labels[2] for labels in series()} == {str(tp.partition) for tp in runner._consumer.assignment()}
+    runner.close()  # a closed consumer owns no partition: its figures must not linger
+    assert series() == set()
 
 
 # -- web plumbing -----------------------------------------------------------------------------
