@@ -4,7 +4,7 @@ Each round writes N events into aggregate documents with ``hecht.outbox.Aggregat
 (creates and updates, 1–4 events per document, real ``region.*`` envelopes), then:
 
 - **hecht**: ``Relay.run_once`` in a loop until the outbox is drained (publish with the
-  idempotent producer, archive, ``$pullAll``, clear ``_pending``);
+  idempotent producer, archive, clear each outbox by ``_id`` under its claim);
 - **baseline**: a raw kafka-python producer with the same settings (``hecht.kafka.producer``:
   acks=all, idempotence, linger 5 ms) sending the same payloads, keys and headers, one flush
   at the end, every future checked.
@@ -125,7 +125,7 @@ def profile_round(settings, db, topic: str, n_events: int) -> dict:
         "publish_s (Relay._publish: send + flush + ack)": round(cum(lambda k: k[2] == "_publish"), 3),
         "flush_s (KafkaProducer.flush)": round(cum(lambda k: k[2] == "flush" and "kafka" in k[0]), 3),
         "archive_s (insert_many into events)": round(cum(lambda k: k[2] == "_archive"), 3),
-        "updates_s ($pullAll + clear _pending)": round(cum(lambda k: k[2] in ("update_one", "update_many")
+        "updates_s (clear outbox by _id under the claim)": round(cum(lambda k: k[2] in ("update_one", "update_many")
                                                            and "collection" in k[0]), 3),
         "find_s (pending scan)": round(cum(lambda k: k[2] == "__next__" and "cursor" in k[0]), 3),
     }

@@ -373,3 +373,25 @@ class ReminderRepository:
     def mark(self, reminder_id: str, status: str) -> None:
         self.coll.update_one({"_id": reminder_id, "status": "scheduled"},
                              {"$set": {"status": status, "fired_at": now()}})
+
+
+def purge_history(db: Database, before: datetime, chunk: int = 500) -> dict[str, int]:
+    """Retention: settled deliveries with their attempts, and event copies, older than ``before``.
+
+    A pending delivery and the copy of its event stay whatever their age (a replay needs
+    the copy). E-mail notifications stay: they are the record of what each GP was sent.
+    Explicit deletes rather than TTL indexes, which FerretDB 1.x does not implement.
+    """
+    settled = [d["_id"] for d in db.deliveries.find(
+        {"status": {"$in": [SUCCEEDED, FAILED]}, "created_at": {"$lt": before}}, {"_id": 1})]
+    purged = {"deliveries": 0, "attempts": 0, "event_copies": 0}
+    for i in range(0, len(settled), chunk):
+        ids = settled[i:i + chunk]
+        purged["attempts"] += db.attempts.delete_many({"delivery_id": {"$in": ids}}).deleted_count
+        purged["deliveries"] += db.deliveries.delete_many({"_id": {"$in": ids}}).deleted_count
+    still_needed = {d["event_id"] for d in db.deliveries.find({"status": PENDING}, {"event_id": 1})}
+    copies = [c["_id"] for c in db.event_copies.find({"time": {"$lt": before}}, {"_id": 1})
+              if c["_id"] not in still_needed]
+    for i in range(0, len(copies), chunk):
+        purged["event_copies"] += db.event_copies.delete_many({"_id": {"$in": copies[i:i + chunk]}}).deleted_count
+    return purged

@@ -57,7 +57,7 @@ from hecht.web import new_id
 
 from . import domain, handlers, mail, outbound, signing
 from .repository import (AGGREGATE_COLLECTIONS, FAILED, PENDING, SENT, SUCCEEDED, AddressBook, Claims,
-                         NotificationRepository, ensure_indexes, now)  # noqa: F401 - ensure_indexes: `hecht migrate`
+                         NotificationRepository, ensure_indexes, now, purge_history)  # noqa: F401 - `hecht migrate`
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class Tuning:
     mail_poll_s: float = 1.0
     mail_retry_schedule_s: tuple[float, ...] = (30, 120, 600, 3600, 14400)
     scheduler_poll_s: float = 30.0
+    retention_days: float = 90.0   # settled deliveries, their attempts and event copies
+    retention_every_s: float = 3600.0
 
     @classmethod
     def from_env(cls) -> "Tuning":
@@ -93,6 +95,7 @@ class Tuning:
             mail_retry_schedule_s=tuple(float(x) for x in env.get(
                 "HECHT_MAIL_RETRY_SCHEDULE_S", "30,120,600,3600,14400").split(",") if x.strip()),
             scheduler_poll_s=float(env.get("HECHT_NOTIFY_SCHEDULER_POLL_S", 30)),
+            retention_days=float(env.get("HECHT_NOTIFY_RETENTION_DAYS", 90)),
         )
 
 
@@ -613,10 +616,18 @@ class MailSender:
 # =============================================================================================
 def scheduler(settings: Settings, db: Database, tuning: Tuning):
     def run(stop: threading.Event) -> None:
+        last_retention = 0.0
         while not stop.is_set():
             try:
                 handlers.fire_due_reminders(db, settings)
                 Claims(db).purge()
+                if time.monotonic() - last_retention >= tuning.retention_every_s:
+                    # hourly: on FerretDB 1.x these filters scan the collections
+                    purged = purge_history(db, now() - timedelta(days=tuning.retention_days))
+                    last_retention = time.monotonic()
+                    if any(purged.values()):
+                        log.info("history past retention purged", extra={"purged": purged,
+                                                                         "retention_days": tuning.retention_days})
             except Exception as e:  # noqa: BLE001
                 log.warning("reminder scheduler skipped a tick", extra={"error": f"{type(e).__name__}: {e}"})
             stop.wait(tuning.scheduler_poll_s)

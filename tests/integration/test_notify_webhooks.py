@@ -415,3 +415,25 @@ def test_events_from_kafka_fan_out_once_even_when_redelivered(notify_client, not
     assert sorted(b["id"] for b in receiver.bodies()) == sorted([drafted["id"], enrolled["id"]])
     assert len(deliveries(sub["id"])) == 2
     assert "personal" not in next(b for b in receiver.bodies() if b["id"] == enrolled["id"])["data"]
+
+
+def test_retention_purges_settled_history_and_keeps_what_a_replay_needs(hecht_env):
+    from hecht import mongo as hm
+    from services.notify.repository import purge_history
+    s = settings("notify")
+    db = hm.database(s.mongo_uri, s.database_name)
+    now = datetime.now(timezone.utc)
+    old, recent = now - timedelta(days=100), now - timedelta(days=1)
+    db.deliveries.insert_many([
+        {"_id": "d-old-ok", "status": "succeeded", "created_at": old, "event_id": "e-old"},
+        {"_id": "d-old-failed", "status": "failed", "created_at": old, "event_id": "e-old"},
+        {"_id": "d-old-pending", "status": "pending", "created_at": old, "event_id": "e-pending"},
+        {"_id": "d-new-ok", "status": "succeeded", "created_at": recent, "event_id": "e-new"}])
+    db.attempts.insert_many([{"_id": f"a-{d}", "delivery_id": d} for d in ("d-old-ok", "d-old-failed", "d-new-ok")])
+    db.event_copies.insert_many([{"_id": "e-old", "time": old}, {"_id": "e-pending", "time": old},
+                                 {"_id": "e-new", "time": recent}])
+    purged = purge_history(db, now - timedelta(days=90))
+    assert purged == {"deliveries": 2, "attempts": 2, "event_copies": 1}
+    assert sorted(d["_id"] for d in db.deliveries.find()) == ["d-new-ok", "d-old-pending"]
+    assert [a["_id"] for a in db.attempts.find()] == ["a-d-new-ok"]
+    assert sorted(c["_id"] for c in db.event_copies.find()) == ["e-new", "e-pending"]
