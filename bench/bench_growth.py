@@ -185,7 +185,8 @@ def run(fleet: fl.Fleet, profile: str) -> tuple[list[dict], list[str], dict]:
     idle = ferretdb_idle_cpu()
     if idle is not None:
         notes.append(f"with {largest} members stored and no requests, FerretDB used {idle * 100:.0f} % of a core "
-                     "over 5 s (the workers' polling: on FerretDB 1.x every filter but a bare _id scans)")
+                     "over 5 s (the workers' idle polling; it was 86 % on 2026-11-23, before relays polled "
+                     "signals instead of scanning every aggregate)")
         extra["ferretdb_idle_cpu_with_largest"] = idle
     # Leave the members collection as we found it: the next benchmark must not pay our 10k scans.
     db.members.delete_many({"region": REGION["id"]})
