@@ -9,6 +9,7 @@ import socket
 from datetime import datetime, timedelta, timezone
 
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from hecht import events as ev
 from hecht.config import Settings
@@ -344,10 +345,42 @@ def _recipients(rule: str, event: dict, repos: Repos) -> list[str]:
     if rule == "electorate":
         return [m for m in data.get("electorate") or [] if isinstance(m, str)]
     if rule == "active_members":
-        return repos.address_book.active_ids(region)
+        return _active_members(region, event, repos)
     if rule == "board":
         return repos.address_book.active_ids(region, domain.BOARD_ROLES)
     raise ValueError(f"unknown recipient rule {rule!r}")
+
+
+GONE = {"left", "suspended", "erased", "rejected"}
+
+
+def _active_members(region: str, event: dict, repos: Repos) -> list[str]:
+    """The region's active members, as the address book knows them, plus the agreement's electorate.
+
+    The members and agreements topics are consumed independently, so after an outage
+    notify can see ``agreement.mandated`` before the enrolments of GPs whose partition is
+    still catching up (seen in the kill -9 story: 6 of 9 voters got no e-mail). The
+    electorate frozen at the vote fills that gap, minus members known to have gone since;
+    one not yet in the address book is queued anyway and sent once their address arrives.
+    """
+    known = set(repos.address_book.active_ids(region))
+    agreement_id = event["data"].get("agreement_id") or event["subject"]
+    electorate = set((repos.db.electorates.find_one({"_id": agreement_id}) or {}).get("members") or [])
+    gone = {d["_id"] for d in repos.db.address_book.find({"_id": {"$in": sorted(electorate - known)}},
+                                                          {"status": 1}) if d.get("status") in GONE}
+    return sorted(known | (electorate - gone))
+
+
+def remember_electorate(event: dict, repos: Repos) -> None:
+    """The electorate of the agreement's latest vote (newest sequence wins)."""
+    data = event["data"]
+    members = [m for m in data.get("electorate") or [] if isinstance(m, str)]
+    agreement_id = data.get("agreement_id") or event["subject"]
+    try:
+        repos.db.electorates.update_one({"_id": agreement_id, "sequence": {"$lt": event["sequence"]}},
+                                        {"$set": {"members": members, "sequence": event["sequence"]}}, upsert=True)
+    except DuplicateKeyError:
+        pass  # a newer vote's electorate is stored already
 
 
 def queue_notifications(repos: Repos, *, region: str, template: str, member_ids: list[str], cause_event_id: str,
@@ -430,7 +463,7 @@ EVENT_HANDLERS: dict[str, list] = {
     "region.updated": [remember_region],
     **{t: [remember_member] for t in MEMBER_TYPES},
     "member.erased": [forget_member],
-    "agreement.mandate_requested": [schedule_vote_reminder],
+    "agreement.mandate_requested": [remember_electorate, schedule_vote_reminder],
     **{t: [close_vote_reminders] for t in VOTE_ENDING_TYPES},
 }
 # E-mails after the read models are up to date (member.enrolled: the address first).

@@ -236,3 +236,16 @@ def test_fire_due_reminders_skips_votes_that_already_closed(fast):
     assert handlers.fire_due_reminders(notify_db(), settings("notify"), at=later) == 0
     assert notify_db().reminders.find_one()["status"] == "expired"
     assert notify_db().notifications.count_documents({"template": "vote_closing"}) == 0
+
+
+def test_mandate_outcome_reaches_voters_whose_enrolment_notify_has_not_seen_yet(hecht_env):
+    """Found by the kill -9 story: the agreements topic can be ahead of the members topic in
+    notify after an outage, so the address book alone missed 6 of 9 voters."""
+    _members(("m_a", "nl", ["member"], "active"), ("m_c", "nl", ["member"], "suspended"))
+    # m_b's enrolment is still behind on the members topic: notify does not know m_b yet
+    consume(agreement_event("agreement.mandate_requested", "a_lag", 2, status="in_consultation",
+                            mandate=mandate(), electorate=["m_a", "m_b", "m_c"]),
+            agreement_event("agreement.mandated", "a_lag", 3, status="mandated",
+                            mandate=mandate("passed", electorate_size=3, votes=(2, 0, 0))))
+    queued = {d["member_id"] for d in notify_db().notifications.find({"template": "mandate_passed"})}
+    assert queued == {"m_a", "m_b"}  # the voter suspended since is not written to
