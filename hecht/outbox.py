@@ -4,7 +4,7 @@ FerretDB and a standalone MongoDB have no multi-document transactions, so the
 events a change produces are pushed into an ``_outbox`` array *inside the
 aggregate's own document*, in the same single-document update as the state
 change: both are stored or neither is. ``_pending`` marks documents that still
-hold unpublished events (indexed, so the relay's scan stays cheap).
+hold unpublished events.
 
 Each write with events also leaves a signal (``outbox_signals``, keyed by the
 document) so the relay finds pending work without scanning the aggregates: on
@@ -15,13 +15,14 @@ relay's periodic sweep (``_pending`` scan), never lose them.
 
 The :class:`Relay` publishes each document's pending events in order with the
 idempotent producer, copies them to the ``events`` collection (the history the
-API serves), and only then removes exactly those events with ``$pullAll``. A
-crash between publish and removal republishes them: at-least-once, and
+API serves), and only then clears the outbox (under the document's write claim).
+A crash between publish and clearing republishes them: at-least-once, and
 consumers dedupe on the event id.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -232,7 +233,6 @@ class Relay:
 
     def __init__(self, db: Database, collections: list[str], topic: str, producer_factory,
                  service: str, batch: int = 200, poll_s: float = 0.2, sweep_s: float | None = None):
-        import os
         self.db = db
         self.collections = collections
         self.topic = topic

@@ -9,7 +9,6 @@ import socket
 from datetime import datetime, timedelta, timezone
 
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
 
 from hecht import events as ev
 from hecht.config import Settings
@@ -19,7 +18,7 @@ from hecht.web import new_id
 
 from . import domain, signing
 from .outbound import BlockedDestination, resolve_public
-from .repository import (QUEUED, AddressBook, DeliveryRepository, EventCopies,
+from .repository import (QUEUED, AddressBook, DeliveryRepository, ElectorateBook, EventCopies,
                          NotificationRepository, RegionBook, ReminderRepository, SubscriptionRepository, now)
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,7 @@ class Repos:
         self.regions = RegionBook(db)
         self.notifications = NotificationRepository(db)
         self.reminders = ReminderRepository(db)
+        self.electorates = ElectorateBook(db)
         self._box: signing.SecretBox | None = None
 
     @property
@@ -364,23 +364,16 @@ def _active_members(region: str, event: dict, repos: Repos) -> list[str]:
     one not yet in the address book is queued anyway and sent once their address arrives.
     """
     known = set(repos.address_book.active_ids(region))
-    agreement_id = event["data"].get("agreement_id") or event["subject"]
-    electorate = set((repos.db.electorates.find_one({"_id": agreement_id}) or {}).get("members") or [])
-    gone = {d["_id"] for d in repos.db.address_book.find({"_id": {"$in": sorted(electorate - known)}},
-                                                          {"status": 1}) if d.get("status") in GONE}
+    electorate = repos.electorates.members(event["data"].get("agreement_id") or event["subject"])
+    gone = repos.address_book.with_status(electorate - known, GONE)
     return sorted(known | (electorate - gone))
 
 
 def remember_electorate(event: dict, repos: Repos) -> None:
     """The electorate of the agreement's latest vote (newest sequence wins)."""
     data = event["data"]
-    members = [m for m in data.get("electorate") or [] if isinstance(m, str)]
-    agreement_id = data.get("agreement_id") or event["subject"]
-    try:
-        repos.db.electorates.update_one({"_id": agreement_id, "sequence": {"$lt": event["sequence"]}},
-                                        {"$set": {"members": members, "sequence": event["sequence"]}}, upsert=True)
-    except DuplicateKeyError:
-        pass  # a newer vote's electorate is stored already
+    repos.electorates.apply(data.get("agreement_id") or event["subject"], event["sequence"],
+                            [m for m in data.get("electorate") or [] if isinstance(m, str)])
 
 
 def queue_notifications(repos: Repos, *, region: str, template: str, member_ids: list[str], cause_event_id: str,

@@ -244,6 +244,15 @@ class DeliveryRepository:
 
 
 # -- people -----------------------------------------------------------------------------------
+def _apply_newer(coll, doc_id: str, sequence: int, fields: dict) -> None:
+    """Set ``fields`` on a read-model document unless a newer event's sequence is stored."""
+    try:
+        coll.update_one({"_id": doc_id, "sequence": {"$lt": sequence}},
+                        {"$set": dict(fields, sequence=sequence)}, upsert=True)
+    except DuplicateKeyError:
+        pass  # a newer event was applied already
+
+
 class AddressBook:
     """Contact data of members, kept from member events only, newest sequence wins."""
 
@@ -251,11 +260,7 @@ class AddressBook:
         self.coll = db.address_book
 
     def apply(self, member_id: str, sequence: int, fields: dict) -> None:
-        try:
-            self.coll.update_one({"_id": member_id, "sequence": {"$lt": sequence}},
-                                 {"$set": dict(fields, sequence=sequence, updated_at=now())}, upsert=True)
-        except DuplicateKeyError:
-            pass  # a newer event was applied already
+        _apply_newer(self.coll, member_id, sequence, dict(fields, updated_at=now()))
 
     def erase(self, member_id: str, region: str, sequence: int) -> None:
         """GDPR: the contact data goes; a tombstone stops an older event from bringing it back."""
@@ -274,17 +279,33 @@ class AddressBook:
             query["roles"] = {"$in": list(roles)}
         return [d["_id"] for d in self.coll.find(query, {"_id": 1}).sort("_id", ASCENDING)]
 
+    def with_status(self, member_ids: set[str], statuses: set[str]) -> set[str]:
+        """Those of ``member_ids`` whose known status is one of ``statuses``."""
+        if not member_ids:
+            return set()
+        return {d["_id"] for d in self.coll.find({"_id": {"$in": sorted(member_ids)}}, {"status": 1})
+                if d.get("status") in statuses}
+
+
+class ElectorateBook:
+    """The electorate of each agreement's latest vote (from ``agreement.mandate_requested``)."""
+
+    def __init__(self, db: Database):
+        self.coll = db.electorates
+
+    def apply(self, agreement_id: str, sequence: int, members: list[str]) -> None:
+        _apply_newer(self.coll, agreement_id, sequence, {"members": members})
+
+    def members(self, agreement_id: str) -> set[str]:
+        return set((self.coll.find_one({"_id": agreement_id}) or {}).get("members") or [])
+
 
 class RegionBook:
     def __init__(self, db: Database):
         self.coll = db.regions
 
     def apply(self, region_id: str, sequence: int, name: str, country: str | None) -> None:
-        try:
-            self.coll.update_one({"_id": region_id, "sequence": {"$lt": sequence}},
-                                 {"$set": {"name": name, "country": country, "sequence": sequence}}, upsert=True)
-        except DuplicateKeyError:
-            pass
+        _apply_newer(self.coll, region_id, sequence, {"name": name, "country": country})
 
     def name(self, region_id: str) -> str:
         doc = self.coll.find_one({"_id": region_id}, {"name": 1})
