@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## create the virtualenv with the pinned dependencies
 
-run: $(STAMP) ## fetch what is missing, start Kafka + FerretDB + SMTP sink, the services and workers
+run: $(STAMP) ## fetch what is missing, start Kafka + SecantusDB + SMTP sink, the services and workers
 	scripts/run.sh
 
 test: $(STAMP) ## the whole suite against a real local stack on its own ports
@@ -33,7 +33,7 @@ integration: $(STAMP) ## tests against the real stack (no e2e, no fault injectio
 e2e: $(STAMP) ## the end-to-end story with every part as a real process
 	scripts/test.sh tests/e2e
 
-reliability: $(STAMP) ## fault injection: kill -9 Kafka, FerretDB, workers
+reliability: $(STAMP) ## fault injection: kill -9 Kafka, the database server, workers
 	scripts/test.sh tests/reliability
 
 bench: $(STAMP) ## benchmarks, quick profile (results in bench/results/)

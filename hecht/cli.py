@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("services", nargs="*", help=f"some of {', '.join(SERVICES)} (default: all)")
     m.set_defaults(fn=_migrate)
 
-    s = sub.add_parser("stack", help="the local Kafka + FerretDB + SMTP stack (deploy/local/stack.sh)")
+    s = sub.add_parser("stack", help="the local Kafka + SecantusDB + SMTP stack (deploy/local/stack.sh)")
     s.add_argument("args", nargs=argparse.REMAINDER)
     s.set_defaults(fn=_stack)
 

@@ -20,7 +20,7 @@ hecht is starting:
   agreements  http://127.0.0.1:8001   (docs: /docs, spec: /openapi.json)
   members     http://127.0.0.1:8002
   notify      http://127.0.0.1:8003
-  Kafka ${KAFKA_BOOTSTRAP_SERVERS} · MongoDB (FerretDB) ${HECHT_MONGO_URL:-mongodb://127.0.0.1:27017} · SMTP sink ${HECHT_SMTP_URL}
+  Kafka ${KAFKA_BOOTSTRAP_SERVERS} · MongoDB (SecantusDB) ${HECHT_MONGO_URL:-mongodb://127.0.0.1:27017} · SMTP sink ${HECHT_SMTP_URL}
 
 platform-admin token (1 h):
   export TOKEN=$(.venv/bin/hecht token --role platform-admin)

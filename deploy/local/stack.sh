@@ -2,7 +2,7 @@
 # Fetch, start, probe, stop and wipe the local stack: real servers, no Docker.
 #
 #   Apache Kafka (KRaft, single broker+controller)  from the broker's jars on Maven Central
-#   FerretDB on SQLite (MongoDB wire protocol)      built with `go install`
+#   SecantusDB (MongoDB wire protocol, WiredTiger)  pip-installed into its own venv in the cache
 #   aiosmtpd Maildir sink (SMTP)                    from the project's virtualenv
 #
 # Every server listens on 127.0.0.1 only, keeps its state under $HECHT_STACK_DIR
@@ -18,6 +18,7 @@
 #   env                          print `export ...` lines for eval "$(deploy/local/stack.sh env)"
 #   kill9   kafka|mongo|smtp     SIGKILL one server (reliability tests)
 #   restart kafka|mongo|smtp     stop one server if running, start it again, probe it
+#   selfcheck N                  run the pid/marker and version helpers N times; exit 1 on any miss
 #
 # Environment (defaults):
 #   HECHT_CACHE                  ~/.cache/hecht        jars and binaries, pinned by version
@@ -35,24 +36,12 @@ REPO=$(cd "$HERE/../.." && pwd)
 
 # Pinned versions: change them here only.
 KAFKA_VERSION=4.3.1
-# FerretDB v1.24.0, not v1.24.1 (the last 1.x): proxy.golang.org answers 403
-# "This module version is not available" for github.com/FerretDB/FerretDB@v1.24.1
-# and for the module's version list, so `go install ...@v1.24.1` cannot work
-# through the module proxy. v1.24.0 is served. Even so, `go install
-# github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.0` is not enough: FerretDB
-# embeds build/version/version.txt, a generated file missing from the module zip,
-# and the binary panics at start without it. Hence fetch_ferretdb below builds
-# from a writable copy of the module with that file added (a `replace`).
-#
-# The copy also gets a one-line fix (FERRETDB_PATCH): v1.24.0's SQLite backend
-# creates the unique _id index on the expression `_ferretdb_sjson->"_id"` but looks
-# documents up with `_ferretdb_sjson->'$._id'`. Same value, different expression, so
-# SQLite never uses the index: every find/update/delete by _id scanned the table
-# (EXPLAIN QUERY PLAN: SCAN; update by _id 22 ms at 3,000 documents). With the lookup
-# written like the index: SEARCH ... USING INDEX, flat in the collection's size.
-FERRETDB_VERSION=v1.24.0
-FERRETDB_PATCH=idindex
-FERRETDB_MODULE=github.com/FerretDB/FerretDB
+# SecantusDB: a single-node MongoDB wire-protocol server on WiredTiger that
+# advertises itself as a one-member replica set, so multi-document transactions,
+# change streams and TTL indexes work as on a MongoDB replica set (production).
+# Beta and GPL-2.0: it runs as its own process in its own virtualenv; nothing of
+# it is linked into hecht. Its dependencies are pinned in secantusdb-constraints.txt.
+SECANTUS_VERSION=0.7.0b3
 
 CACHE=$(realpath -m "${HECHT_CACHE:-$HOME/.cache/hecht}")
 STACK_DIR=$(realpath -m "${HECHT_STACK_DIR:-$REPO/var/stack}")
@@ -66,7 +55,8 @@ JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
 HOST=127.0.0.1
 
 KAFKA_LIBS=$CACHE/kafka-$KAFKA_VERSION/libs
-FERRETDB_BIN=$CACHE/ferretdb-$FERRETDB_VERSION-$FERRETDB_PATCH/ferretdb
+SECANTUS_VENV=$CACHE/secantusdb-$SECANTUS_VERSION
+SECANTUS_BIN=$SECANTUS_VENV/bin/secantusd-py
 MAILDIR=$STACK_DIR/mail
 SERVERS="kafka mongo smtp"
 
@@ -82,7 +72,7 @@ done
 server_dir() {
   case $1 in
     kafka) echo "$STACK_DIR/kafka" ;;
-    mongo) echo "$STACK_DIR/ferretdb" ;;
+    mongo) echo "$STACK_DIR/mongo" ;;
     smtp)  echo "$STACK_DIR/smtp" ;;
     *) die "unknown server '$1' (expected kafka, mongo or smtp)" ;;
   esac
@@ -99,12 +89,12 @@ server_url() {
 }
 pidfile() { echo "$(server_dir "$1")/pid"; }
 logfile() {
-  case $1 in kafka) echo "$STACK_DIR/kafka/kafka.log" ;; mongo) echo "$STACK_DIR/ferretdb/ferretdb.log" ;;
+  case $1 in kafka) echo "$STACK_DIR/kafka/kafka.log" ;; mongo) echo "$STACK_DIR/mongo/secantusd.log" ;;
     smtp) echo "$STACK_DIR/smtp/smtp.log" ;; esac
 }
 # A string found in the server's command line: guards against a recycled pid.
 cmd_marker() {
-  case $1 in kafka) echo "$STACK_DIR/kafka/server.properties" ;; mongo) echo "--state-dir=$STACK_DIR/ferretdb" ;;
+  case $1 in kafka) echo "$STACK_DIR/kafka/server.properties" ;; mongo) echo "$STACK_DIR/mongo/data" ;;
     smtp) echo "$MAILDIR" ;; esac
 }
 
@@ -125,10 +115,18 @@ pid_of() {
   [[ -f $file ]] || return 1
   pid=$(<"$file")
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
-  if [[ -r /proc/$pid/cmdline ]]; then
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$(cmd_marker "$1")" || return 1
-  fi
+  has_marker "$pid" "$(cmd_marker "$1")" || return 1
   echo "$pid"
+}
+
+# has_marker PID STRING: true if PID's command line contains STRING (or cannot be read).
+# The command line is captured first and matched in bash: never `cmd | grep -q` under
+# pipefail (grep exits at the first match, the writer gets SIGPIPE, the pipeline fails).
+has_marker() {
+  local cmdline
+  [[ -r /proc/$1/cmdline ]] || return 0
+  cmdline=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$2"* ]]
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -206,57 +204,40 @@ fetch_kafka() {
   fi
 }
 
-fetch_ferretdb() {
-  [[ -x $FERRETDB_BIN ]] && return 0
-  command -v go >/dev/null || die "go not found (needed to build FerretDB $FERRETDB_VERSION)"
-  local build=$CACHE/ferretdb-build bindir
-  bindir=$(dirname "$FERRETDB_BIN")
-  log "building FerretDB $FERRETDB_VERSION with go install into $bindir (about a minute)"
-  if [[ -e $build ]]; then chmod -R u+w "$build" 2>/dev/null || true; rm -rf "$build"; fi
-  mkdir -p "$build"
-  cat >"$build/go.mod" <<EOF
-module hecht.local/ferretdb-build
+# secantus_version: the version the installed SecantusDB reports, or nothing.
+secantus_version() {
+  local out
+  [[ -x $SECANTUS_VENV/bin/python ]] || return 0
+  out=$("$SECANTUS_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("secantusdb"))' 2>/dev/null) || return 0
+  printf '%s' "$out"
+}
 
-go 1.22
-
-require $FERRETDB_MODULE $FERRETDB_VERSION
-EOF
-  cat >"$build/tools.go" <<EOF
-//go:build tools
-
-// Pins the FerretDB command so that \`go mod tidy\` resolves its dependencies.
-package tools
-
-import _ "$FERRETDB_MODULE/cmd/ferretdb"
-EOF
-  # (errexit does not apply inside a subshell followed by ||: every step checks itself.)
-  (
-    cd "$build" || exit 1
-    GOFLAGS=-mod=mod go mod tidy || exit 1
-    src=$(go list -m -f '{{.Dir}}' "$FERRETDB_MODULE") || exit 1
-    [[ -n $src && -d $src ]] || { echo "no module source for $FERRETDB_MODULE" >&2; exit 1; }
-    cp -R "$src" ./src && chmod -R u+w ./src || exit 1
-    # FerretDB embeds this generated file; without it the binary panics at start.
-    printf '%s\n' "$FERRETDB_VERSION" >./src/build/version/version.txt || exit 1
-    local meta=./src/internal/backends/sqlite/metadata/metadata.go
-    sed -i "s|IDColumn = DefaultColumn + \"->'\\\$._id'\"|IDColumn = DefaultColumn + \"->\\\\\"_id\\\\\"\"|" "$meta" || exit 1
-    grep -qF 'IDColumn = DefaultColumn + "->\"_id\""' "$meta" || { echo "the _id index patch did not apply" >&2; exit 1; }
-    go mod edit -replace "$FERRETDB_MODULE=./src" || exit 1
-    GOBIN="$bindir.tmp" go install -trimpath "$FERRETDB_MODULE/cmd/ferretdb"
-  ) || { rm -rf "$bindir.tmp"; die "building FerretDB $FERRETDB_VERSION failed (build dir kept: $build)"; }
-  "$bindir.tmp/ferretdb" --version | grep -qx "version: $FERRETDB_VERSION" \
-    || { rm -rf "$bindir.tmp"; die "the FerretDB binary built does not report version $FERRETDB_VERSION"; }
-  mkdir -p "$bindir"
-  mv -f "$bindir.tmp/ferretdb" "$FERRETDB_BIN"
-  rm -rf "$bindir.tmp"
-  chmod -R u+w "$build"
-  rm -rf "$build"
+# The venv counts as installed only when its package reports the pinned version, so an
+# interrupted install (no such report) is thrown away and done again.
+fetch_secantus() {
+  local version pylog
+  version=$(secantus_version)
+  [[ $version == "$SECANTUS_VERSION" && -x $SECANTUS_BIN ]] && return 0
+  log "installing SecantusDB $SECANTUS_VERSION from PyPI into $SECANTUS_VENV"
+  rm -rf "$SECANTUS_VENV"
+  pylog=$(mktemp)
+  if ! { python3 -m venv "$SECANTUS_VENV" &&
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$SECANTUS_VENV/bin/pip" install -q \
+      -c "$HERE/secantusdb-constraints.txt" "secantusdb==$SECANTUS_VERSION"; } >"$pylog" 2>&1; then
+    cat "$pylog" >&2
+    rm -rf "$SECANTUS_VENV" "$pylog"
+    die "pip could not install secantusdb==$SECANTUS_VERSION"
+  fi
+  rm -f "$pylog"
+  version=$(secantus_version)
+  [[ $version == "$SECANTUS_VERSION" && -x $SECANTUS_BIN ]] \
+    || { rm -rf "$SECANTUS_VENV"; die "the SecantusDB installed reports version '$version', not $SECANTUS_VERSION"; }
 }
 
 cmd_fetch() {
   lock_cache
   fetch_kafka
-  fetch_ferretdb
+  fetch_secantus
   unlock_cache
 }
 
@@ -311,14 +292,13 @@ EOF
 }
 
 launch_mongo() {
-  local dir=$STACK_DIR/ferretdb
-  mkdir -p "$dir"
-  # --debug-addr= turns off the debug/metrics HTTP listener (default 127.0.0.1:8088,
-  # which would clash between two stacks). --log-level=error: at warn FerretDB dumps
-  # every error reply, e.g. ~20 lines for the endSessions that each pymongo close() sends.
-  spawn mongo "$FERRETDB_BIN" --handler=sqlite --sqlite-url="file:$dir/?_pragma=synchronous(normal)" \
-    --state-dir="$dir" \
-    --listen-addr="$HOST:$MONGO_PORT" --telemetry=disable --log-level=error --debug-addr=
+  local dir=$STACK_DIR/mongo
+  mkdir -p "$dir/data"
+  # --sync-on-commit: the WiredTiger log is fsynced at every commit, so an acknowledged
+  # write survives kill -9 (the fault runs check it). Heartbeats every 10 s (mongod's
+  # default) keep an idle change stream's resume token inside the oplog window.
+  spawn mongo "$SECANTUS_BIN" --host "$HOST" --port "$MONGO_PORT" --storage-path "$dir/data" \
+    --sync-on-commit --noop-heartbeat-seconds 10 --cache-size "${HECHT_MONGO_CACHE:-256M}" --log-level WARNING
 }
 
 launch_smtp() {
@@ -600,6 +580,22 @@ cmd_restart() {
   report "$name"
 }
 
+# The helpers that decide "is this our server" and "is this the pinned version" must never
+# fail at random (a `cmd | grep -q` under pipefail did, one time in three): run them N times.
+cmd_selfcheck() {
+  local n=$1 i name failures=0 version
+  [[ $n =~ ^[0-9]+$ ]] || die "selfcheck needs a count"
+  for ((i = 0; i < n; i++)); do
+    version=$(secantus_version)
+    [[ $version == "$SECANTUS_VERSION" ]] || { failures=$((failures + 1)); log "run $i: version '$version'"; }
+    for name in $SERVERS; do
+      pid_of "$name" >/dev/null || { failures=$((failures + 1)); log "run $i: $name not found by its pid file"; }
+    done
+  done
+  echo "selfcheck: $n runs, $failures failures"
+  ((failures == 0))
+}
+
 usage() { sed -n '/^# Usage:/,/^# *PYTHON /s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
 case ${1:-} in
@@ -611,6 +607,7 @@ case ${1:-} in
   env) cmd_env ;;
   kill9) [[ $# -eq 2 ]] || usage; cmd_kill9 "$2" ;;
   restart) [[ $# -eq 2 ]] || usage; cmd_restart "$2" ;;
+  selfcheck) [[ $# -eq 2 ]] || usage; cmd_selfcheck "$2" ;;
   -h | --help | help) usage ;;
   *) usage ;;
 esac

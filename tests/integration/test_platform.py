@@ -130,13 +130,29 @@ def test_a_failed_relay_pass_strands_nothing(client, topic_reader):
     assert len(topic_reader(settings("members").topic(topics.MEMBERS))) == 1
 
 
-def test_lookups_by_id_use_the_id_index_of_the_local_database(hecht_env):
-    """deploy/local/stack.sh patches FerretDB 1.24.0, whose SQLite backend scanned the
-    whole table for every find/update/delete by _id (its lookup did not match its index)."""
+def _stages(plan: dict) -> list[str]:
+    """Every stage name of a MongoDB-style query plan, outermost first."""
+    out, todo = [], [plan]
+    while todo:
+        node = todo.pop()
+        out.append(node.get("stage", ""))
+        todo += [node[k] for k in ("inputStage",) if k in node] + list(node.get("inputStages", []))
+    return out
+
+
+def test_lookups_and_region_lists_use_indexes(hecht_env):
+    """A lookup by _id and a region's member list read an index, never the whole collection
+    (FerretDB 1.x scanned for both: lists grew 15x from 1k to 10k members)."""
+    from services.members.repository import MemberRepository, ensure_indexes
     db = members_db()
+    ensure_indexes(db)
     db.plan_probe.insert_many([{"_id": f"p{i}"} for i in range(50)])
-    plan = db.command("explain", {"find": "plan_probe", "filter": {"_id": "p7"}})["queryPlanner"]
-    assert any("USING INDEX" in step for step in plan.get("Plan", [])), plan
+    plan = db.command("explain", {"find": "plan_probe", "filter": {"_id": "p7"}})["queryPlanner"]["winningPlan"]
+    assert "IXSCAN" in _stages(plan) and "COLLSCAN" not in _stages(plan), plan
+    query = MemberRepository.list_query("elz-gent")
+    plan = db.command("explain", {"find": "members", "filter": query, "sort": {"_id": 1}, "limit": 51}
+                      )["queryPlanner"]["winningPlan"]
+    assert "IXSCAN" in _stages(plan) and "COLLSCAN" not in _stages(plan), plan
 
 
 # -- consumer guarantees ----------------------------------------------------------------------
