@@ -37,7 +37,7 @@ class Settings:
     signup_rate_window_s: int = 60       # ... per this many seconds
     idempotency_ttl_s: int = 24 * 3600
     log_level: str = "INFO"
-    relay_poll_s: float = 0.2
+    relay_poll_s: float = 0.05
     consumer_max_attempts: int = 3
     metrics_port: int = 9100
     smtp_url: str = "smtp://127.0.0.1:1025"
@@ -82,7 +82,7 @@ def settings(service: str) -> Settings:
         signup_rate_window_s=int(env.get("HECHT_SIGNUP_RATE_WINDOW_S", 60)),
         idempotency_ttl_s=int(env.get("HECHT_IDEMPOTENCY_TTL_S", 24 * 3600)),
         log_level=env.get("HECHT_LOG_LEVEL", "INFO"),
-        relay_poll_s=float(env.get("HECHT_RELAY_POLL_S", 0.2)),
+        relay_poll_s=float(env.get("HECHT_RELAY_POLL_S", 0.05)),
         consumer_max_attempts=int(env.get("HECHT_CONSUMER_MAX_ATTEMPTS", 3)),
         metrics_port=int(env.get("HECHT_METRICS_PORT", 9100)),
         smtp_url=env.get("HECHT_SMTP_URL", "smtp://127.0.0.1:1025"),

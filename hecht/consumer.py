@@ -19,6 +19,7 @@ the batch (a crash there re-applies); they get the decoded event dict.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import traceback
@@ -27,7 +28,6 @@ from typing import Callable
 
 from kafka import TopicPartition
 from prometheus_client import Counter, Gauge
-from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
@@ -35,6 +35,7 @@ from . import events as ev
 from .config import Settings
 from .kafka import consumer as make_consumer, producer as make_producer
 from .topics import dlq_topic
+from .web import ensure_ttl_index
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,19 @@ class RetryableError(Exception):
     """The handler could not apply the event now (e.g. a dependency is down): retry later."""
 
 
+def inbox_retention_s() -> int:
+    """How long an inbox entry is kept: ``HECHT_INBOX_RETENTION_DAYS`` (default 35, beyond the
+    topics' 30-day retention, so no record still on a topic is older than its entry)."""
+    return int(float(os.environ.get("HECHT_INBOX_RETENTION_DAYS", 35)) * 86400)
+
+
 def ensure_indexes(db: Database) -> None:
-    # The inbox's uniqueness is its _id (the event id); subject cursors are keyed by subject.
-    db[INBOX].create_index([("at", ASCENDING)])
+    """The inbox's uniqueness is its _id (the event id); subject cursors are keyed by subject.
+
+    Inbox entries expire through a TTL index on ``at``: the entries are the record of what
+    was applied, never what decides (the subject cursors do), so their deletion, whenever
+    the server's TTL monitor gets to it, changes no outcome."""
+    ensure_ttl_index(db[INBOX], "at", inbox_retention_s())
 
 
 class ConsumerRunner:

@@ -32,7 +32,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                multiprocess, REGISTRY)
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from . import auth, logs, mongo
@@ -91,19 +91,35 @@ def ctx() -> ServiceContext:
 
 
 def ensure_platform_indexes(db: Database) -> None:
-    db.idempotency.create_index([("expires_at", ASCENDING)])
-    db.rate_limits.create_index([("expires_at", ASCENDING)])
+    """TTL indexes: idempotency records and rate-limit windows go once ``expires_at`` has passed.
 
-
-def purge_expired(db: Database, now: datetime | None = None) -> int:
-    """Delete expired idempotency records and rate-limit windows.
-
-    Explicit rather than a TTL index: FerretDB 1.x does not implement
-    ``expireAfterSeconds``; workers call this periodically.
+    The server's TTL monitor deletes them in the background (MongoDB: a pass every 60 s), so
+    an expired record may still be read for a while: readers filter on ``expires_at`` too.
     """
-    now = now or datetime.now(timezone.utc)
-    n = db.idempotency.delete_many({"expires_at": {"$lt": now}}).deleted_count
-    return n + db.rate_limits.delete_many({"expires_at": {"$lt": now}}).deleted_count
+    ensure_ttl_index(db.idempotency, "expires_at", 0)
+    ensure_ttl_index(db.rate_limits, "expires_at", 0)
+
+
+def ensure_ttl_index(collection, field: str, expire_after_s: int, **kwargs) -> None:
+    """A TTL index on ``field``, also where a plain index (or another expiry) on it exists.
+
+    Earlier releases had plain indexes on the same keys: creating the TTL index over one is
+    an index-options conflict, so the existing index is converted with ``collMod`` (or, on a
+    server that cannot convert it, dropped and created again).
+    """
+    try:
+        collection.create_index([(field, ASCENDING)], expireAfterSeconds=expire_after_s, **kwargs)
+        return
+    except OperationFailure as e:
+        if e.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
+            raise
+    name = kwargs.get("name") or f"{field}_1"
+    try:
+        collection.database.command("collMod", collection.name,
+                                    index={"name": name, "expireAfterSeconds": expire_after_s})
+    except OperationFailure:
+        collection.drop_index(name)
+        collection.create_index([(field, ASCENDING)], expireAfterSeconds=expire_after_s, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,16 +315,15 @@ def idempotent(view: Callable) -> Callable:
         fingerprint = hashlib.sha256(request.get_data() or b"").hexdigest()
         db = ctx().db
         now = datetime.now(timezone.utc)
-        expires = now + timedelta(seconds=ctx().settings.idempotency_ttl_s)
-        try:
-            # ``path`` lets a service forget the stored replies about one resource (GDPR erasure).
-            db.idempotency.insert_one({"_id": rid, "state": "running", "fingerprint": fingerprint,
-                                       "path": request.path, "created_at": now, "expires_at": expires})
-        except DuplicateKeyError:
-            prior = db.idempotency.find_one({"_id": rid}) or {}
+        # ``path`` lets a service forget the stored replies about one resource (GDPR erasure).
+        mine = {"_id": rid, "run": secrets.token_hex(8)}  # this execution's record, not a successor's
+        record = {**mine, "state": "running", "fingerprint": fingerprint, "path": request.path,
+                  "created_at": now, "expires_at": now + timedelta(seconds=ctx().settings.idempotency_ttl_s)}
+        prior = _claim_idempotency_key(db, record, now)
+        if prior is not None:
             if prior.get("fingerprint") != fingerprint:
                 raise Invalid("this Idempotency-Key was used with a different request body",
-                              errors={"Idempotency-Key": ["reused with a different body"]}) from None
+                              errors={"Idempotency-Key": ["reused with a different body"]})
             if prior.get("state") != "done":
                 raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly")
             resp = Response(prior["body"], status=prior["status"], mimetype=prior["mimetype"])
@@ -321,23 +336,51 @@ def idempotent(view: Callable) -> Callable:
         except HechtError as e:
             resp = _handle_hecht_error(e)
         except BaseException:
-            db.idempotency.delete_one({"_id": rid})
+            db.idempotency.delete_one(mine)
             raise
         if resp.status_code >= 500:
-            db.idempotency.delete_one({"_id": rid})
+            db.idempotency.delete_one(mine)
         else:
             keep = {k: v for k, v in resp.headers.items() if k in ("Location", "ETag")}
-            db.idempotency.update_one({"_id": rid}, {"$set": {
+            db.idempotency.update_one(mine, {"$set": {
                 "state": "done", "status": resp.status_code, "body": resp.get_data(),
                 "mimetype": resp.mimetype, "headers": keep}})
         return resp
     return wrapper
 
 
+def _claim_idempotency_key(db: Database, record: dict, now: datetime) -> dict | None:
+    """Store ``record`` for a key seen for the first time; else the live record stored before.
+
+    A record past its ``expires_at`` counts as absent even before the TTL monitor has
+    deleted it: it is replaced, atomically, so of two requests racing for an expired key
+    exactly one runs. The record may vanish between our insert and our read (the monitor):
+    then we try again.
+    """
+    for _ in range(5):
+        try:
+            db.idempotency.insert_one(record)
+            return None
+        except DuplicateKeyError:
+            pass
+        prior = db.idempotency.find_one({"_id": record["_id"], "expires_at": {"$gt": now}})
+        if prior is not None:
+            return prior
+        replaced = db.idempotency.find_one_and_replace({"_id": record["_id"], "expires_at": {"$lte": now}},
+                                                       record)
+        if replaced is not None:
+            return None
+    raise Conflict("a request with this Idempotency-Key is still being processed; retry shortly")
+
+
 # --------------------------------------------------------------------------------------------
 # Rate limiting (fixed window, shared by every worker through the database)
 # --------------------------------------------------------------------------------------------
 def rate_limit(bucket: str, limit: int, window_s: int) -> None:
+    """At most ``limit`` calls per client address in each fixed window of ``window_s``.
+
+    A window's counter is only read during its window and expires when the window ends (TTL
+    index), so one the TTL monitor has not removed yet is never read again."""
     now = time.time()
     window = int(now // window_s)
     client = request.remote_addr or "unknown"
@@ -350,8 +393,9 @@ def rate_limit(bucket: str, limit: int, window_s: int) -> None:
     try:
         doc = count()
     except DuplicateKeyError:
-        # Two first requests of a window raced to insert the counter (FerretDB does not retry
-        # such upserts itself); the document exists now, so the retry increments it.
+        # Two first requests of a window raced to insert the counter: an upsert can fail on
+        # the _id index when another one inserted between its match and its insert (MongoDB
+        # retries some of these itself, not all). The document exists now: the retry increments it.
         doc = count()
     if doc["n"] > limit:
         retry = max(1, int((window + 1) * window_s - now) + 1)

@@ -17,21 +17,11 @@ from prometheus_client import start_http_server
 from . import logs, mongo
 from .config import settings as load_settings
 from .kafka import ensure_topics
-from .web import ensure_platform_indexes, purge_expired
+from .web import ensure_platform_indexes
 
 log = logging.getLogger(__name__)
 
 Component = tuple[str, Callable[[threading.Event], None]]
-
-
-def maintenance(db, every_s: float = 60.0) -> Component:
-    def run(stop: threading.Event) -> None:
-        while not stop.wait(every_s):
-            try:
-                purge_expired(db)
-            except Exception as e:  # noqa: BLE001
-                log.warning("maintenance skipped", extra={"error": repr(e)})
-    return ("maintenance", run)
 
 
 def run(service: str, *, stop: threading.Event | None = None, metrics: bool = True) -> None:
@@ -47,7 +37,8 @@ def run(service: str, *, stop: threading.Event | None = None, metrics: bool = Tr
         start_http_server(settings.metrics_port, addr="127.0.0.1" if _local(settings) else "0.0.0.0")
     _retry_until(stop, "topics", lambda: ensure_topics(settings))
     _retry_until(stop, "indexes", lambda: (ensure_platform_indexes(db), module.ensure_indexes(db)))
-    components = list(module.components(settings, db)) + [maintenance(db)]
+    # Expired idempotency records, rate-limit windows and inbox entries go by TTL indexes.
+    components = list(module.components(settings, db))
     threads = [threading.Thread(target=fn, args=(stop,), name=name, daemon=True) for name, fn in components]
     for t in threads:
         t.start()

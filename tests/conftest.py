@@ -76,11 +76,26 @@ def hecht_env(stack, monkeypatch):
         pass
     from hecht import mongo
     client = mongo.client(f"{stack['mongo']}/{dbs['members']}")
+    abort_abandoned_transactions(client)
     for name in dbs.values():
         try:
             client.drop_database(name)
         except Exception:  # noqa: BLE001 - best-effort cleanup
             pass
+
+
+def abort_abandoned_transactions(client) -> None:
+    """Abort the transactions of processes a test killed, as the server does by itself after
+    its transaction lifetime (60 s on mongod and SecantusDB).
+
+    Needed before dropping a database: SecantusDB 0.7 drops while holding its global lock, and
+    a drop that meets a dead process's uncommitted write waits for it forever, so the whole
+    server stops answering. (hecht itself never drops anything.)
+    """
+    try:
+        client.admin.command("killAllSessions", [])
+    except Exception:  # noqa: BLE001 - best effort, like the drops it protects
+        pass
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ MAX_ATTEMPTS = 80  # concurrent voters on one agreement take turns; this bounds 
 
 
 class Unit:
-    """What one command may use (a unit of work without transactions), and the time it runs at."""
+    """What one command may use, and the time it runs at (each commit is its own transaction)."""
 
     def __init__(self, db, now: datetime):
         self.agreements = AgreementRepository(db)
@@ -51,15 +51,9 @@ def _change(uow: Unit, agreement_id: str, region_id: str | None,
             decide: Callable[[Agreement], list[Event] | Change], *,
             expected: int | None = None, ballots: bool = False,
             trace: str | None = None) -> tuple[Agreement, bool]:
-    """Read, decide, commit; retried on a concurrent commit. Returns (agreement, changed).
-
-    A collision normally means someone else's commit landed first and its head is
-    about to be (or already is) written; three collisions at the same sequence mean
-    the head is stuck behind, and the next read follows the commits instead.
-    """
-    last_seen, stuck = None, 0
+    """Read, decide, commit; retried on a concurrent commit. Returns (agreement, changed)."""
     for attempt in range(MAX_ATTEMPTS):
-        agreement = uow.agreements.get(agreement_id, region_id, ballots=ballots, roll_forward=stuck >= 3)
+        agreement = uow.agreements.get(agreement_id, region_id, ballots=ballots)
         if expected is not None and agreement.sequence != expected:
             raise PreconditionFailed(f"agreement {agreement_id} has changed (current ETag \"{agreement.sequence}\"); "
                                      "read it again")
@@ -72,8 +66,6 @@ def _change(uow: Unit, agreement_id: str, region_id: str | None,
         except VersionConflict:
             if expected is not None:
                 raise
-            stuck = stuck + 1 if agreement.sequence == last_seen else 1
-            last_seen = agreement.sequence
             time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
     raise Unavailable(f"agreement {agreement_id} is changing too often right now; retry shortly")
 
@@ -151,11 +143,11 @@ class VoteBatcher:
     """Group commit: votes on one agreement arriving together in one process share one commit.
 
     Every vote is a commit on its agreement (the ballot, the new tally and its
-    ``agreement.vote_cast`` event in one insert), so concurrent voters must take
-    turns. Instead of colliding with each other, the votes that arrive while a
-    commit is in flight queue up and the next leader commits them all at once:
+    ``agreement.vote_cast`` event in one transaction), so concurrent voters must
+    take turns. Instead of colliding with each other, the votes that arrive while
+    a commit is in flight queue up and the next leader commits them all at once:
     still one ``vote_cast`` event per vote, each with the tally after that vote,
-    and still one atomic insert. Processes (gunicorn workers) still collide with
+    and still one transaction. Processes (gunicorn workers) still collide with
     each other, and retry as any writer does.
     """
 

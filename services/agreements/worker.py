@@ -3,18 +3,17 @@
 The scheduler applies dated transitions — a vote reaching its deadline, an
 agreement reaching its start date, its end date or its review date, and the
 "superseded" step of an amendment's activation. Each transition is a commit
-whose ``_id`` is the agreement's next sequence number (see ``repository``):
-that insert is the atomic claim. Two schedulers racing for the same item
-both try; one insert succeeds, the other re-reads, finds nothing due, and
-moves on. A scheduler killed at any point leaves either the whole transition
-(state and event, one document) or nothing, and the next pass finishes the
-job: exactly once, without leases or timeouts. Time comes from ``now()``.
+guarded by the agreement's sequence (see ``repository``). Two schedulers
+racing for the same item both try; one commits, the other re-reads, finds
+nothing due, and moves on. A scheduler killed at any point leaves either the
+whole transition (state and event, one transaction) or nothing, and the next
+pass finishes the job: exactly once, without leases or timeouts. Time comes
+from ``now()``.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from datetime import datetime
 from typing import Callable
@@ -24,7 +23,7 @@ from hecht.consumer import ConsumerRunner
 from hecht.outbox import Relay
 
 from . import domain, handlers
-from .repository import AGGREGATE_COLLECTIONS, AgreementRepository, ensure_indexes  # noqa: F401 - `hecht migrate`
+from .repository import AgreementRepository, ensure_indexes  # noqa: F401 - `hecht migrate`
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +40,11 @@ RULES: list[tuple[str, type]] = [
 
 class Scheduler:
     def __init__(self, db, now: Callable[[], datetime] = handlers.utcnow, *, poll_s: float = 1.0,
-                 maintain_every_s: float = 30.0, on_item: Callable[[str, str], None] | None = None):
+                 on_item: Callable[[str, str], None] | None = None):
         self.db = db
         self.now = now
         self.poll_s = poll_s
-        self.maintain_every_s = maintain_every_s
         self.on_item = on_item  # a hook for tests: called before each transition is attempted
-        self._last_maintenance = 0.0
 
     def run_once(self) -> Counter:
         """Apply every transition due now; returns how many of each this scheduler applied."""
@@ -64,18 +61,12 @@ class Scheduler:
             log.info("scheduled transitions applied", extra={"transitions": dict(done)})
         return done
 
-    def maintain(self) -> tuple[int, int]:
-        return AgreementRepository(self.db).maintain()
-
     def run(self, stop: threading.Event) -> None:
         log.info("scheduler started")
         delay = self.poll_s
         while not stop.is_set():
             try:
                 self.run_once()
-                if time.monotonic() - self._last_maintenance > self.maintain_every_s:
-                    self.maintain()
-                    self._last_maintenance = time.monotonic()
                 delay = self.poll_s
             except Exception as e:  # noqa: BLE001 - a database outage must not kill the worker
                 log.warning("scheduler pass failed; retrying", extra={"error": f"{type(e).__name__}: {e}"})
@@ -85,7 +76,7 @@ class Scheduler:
 
 
 def components(settings, db):
-    relay = Relay(db, AGGREGATE_COLLECTIONS, settings.topic(topics.AGREEMENTS),
+    relay = Relay(db, settings.topic(topics.AGREEMENTS),
                   lambda: kafka.producer(settings), service="agreements", poll_s=settings.relay_poll_s)
     consumer = ConsumerRunner(settings, db, "agreements", [topics.MEMBERS], handlers.event_handler(db))
     scheduler = Scheduler(db)

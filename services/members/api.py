@@ -48,8 +48,7 @@ def list_regions(args):
     """List regions: all of them for a platform-admin, one's own region otherwise."""
     p = require()
     query = {} if p.is_platform_admin else {"_id": p.region or ""}
-    docs, next_url = paginate(ctx().db.regions, query, limit=args["limit"], after=args["after"],
-                              projection={"_outbox": 0})
+    docs, next_url = paginate(ctx().db.regions, query, limit=args["limit"], after=args["after"])
     return {"items": [_region_out(d) for d in docs], "next": next_url}
 
 

@@ -16,17 +16,15 @@ from .domain import MEMBER_STATUSES, Capacity, Member, Region, Registration
 
 log = logging.getLogger(__name__)
 
-AGGREGATE_COLLECTIONS = ["regions", "members"]
-
-# Never leave the repository: uniqueness keys and outbox plumbing.
-INTERNAL_FIELDS = {"_outbox": 0, "_pending": 0, "email_key": 0, "registration_key": 0, "chair_seat": 0}
+# Never leave the repository: uniqueness keys.
+INTERNAL_FIELDS = {"email_key": 0, "registration_key": 0, "chair_seat": 0}
 
 
 def ensure_indexes(db: Database) -> None:
-    outbox.ensure_indexes(db, AGGREGATE_COLLECTIONS)
-    # Uniqueness lives in the database, so two concurrent sign-ups cannot both win. Plain
-    # (not partial or sparse) unique indexes work on FerretDB too: a member without a key
-    # (erased, or holding no chair) gets a placeholder unique to it (see ``_keys``).
+    outbox.ensure_indexes(db)
+    # Uniqueness lives in the database, so two concurrent sign-ups cannot both win. A member
+    # without a key (erased, or holding no chair) gets a placeholder unique to it (see
+    # ``_keys``): plain unique indexes, no partial-index support needed from the server.
     db.members.create_index([("region", ASCENDING), ("email_key", ASCENDING)], unique=True,
                             name="one_member_per_email")
     db.members.create_index([("region", ASCENDING), ("registration_key", ASCENDING)], unique=True,
@@ -54,7 +52,7 @@ class RegionRepository:
                       municipalities=doc["municipalities"], mandate_policy=doc["mandate_policy"])
 
     def get_doc(self, region_id: str) -> dict:
-        doc = self.db.regions.find_one({"_id": region_id}, {"_outbox": 0})
+        doc = self.db.regions.find_one({"_id": region_id})
         if doc is None:
             raise NotFound(f"region {region_id} not found")
         return doc
@@ -93,7 +91,7 @@ class RegionRepository:
 
     def history(self, region_id: str) -> list[dict]:
         self.get_doc(region_id)
-        return outbox.history(self.db, "regions", region_id)
+        return outbox.history(self.db, region_id)
 
 
 def without_personal(event: dict) -> dict:
@@ -198,7 +196,7 @@ class MemberRepository:
 
     def history(self, region_id: str, member_id: str) -> list[dict]:
         member, _ = self.get(region_id, member_id)
-        events = outbox.history(self.db, "members", member_id)
+        events = outbox.history(self.db, member_id)
         return [without_personal(e) for e in events] if member.status == "erased" else events
 
     # -- writes ----------------------------------------------------------------------------------
@@ -245,29 +243,18 @@ class MemberRepository:
         age out with its retention.) A relay publishing concurrently is covered by
         ``worker.MembersRelay``, which redacts and re-purges after its own archive write.
         """
-        for _ in range(5):
-            doc = self.coll.find_one({"_id": member_id}, {"_outbox": 1}) or {}
-            pending = doc.get("_outbox") or []
-            stripped = [without_personal(e) for e in pending]
-            if stripped == pending:
-                break
-            # Guarded by the exact array read: a relay pulling published events in between
-            # makes this miss, and we read again. Order (and so sequence) is kept.
-            if self.coll.update_one({"_id": member_id, "_outbox": pending},
-                                    {"$set": {"_outbox": stripped}}).matched_count:
-                break
-        else:
-            log.warning("could not strip the outbox of an erased member; the relay redacts it",
-                        extra={"member": member_id})
         purge_archive(self.db, [member_id])
         self.db.idempotency.delete_many({"path": {"$regex": f"^{re.escape(request_path_prefix)}(/|$)"}})
 
 
 def purge_archive(db: Database, member_ids: list[str]) -> int:
-    """Personal data out of the archived events of these members (see ``without_personal``)."""
-    archive = db[outbox.ARCHIVE]
+    """Personal data out of these members' events, pending (outbox) and archived (see
+    ``without_personal``)."""
     subjects = {"subject": {"$in": member_ids}}
-    n = archive.update_many({**subjects, "data.personal": {"$exists": True}},
-                            {"$unset": {"data.personal": ""}}).modified_count
-    return n + archive.update_many({**subjects, "data.capacity.note": {"$exists": True, "$ne": None}},
-                                   {"$set": {"data.capacity.note": None}}).modified_count
+    n = 0
+    for coll in (db[outbox.OUTBOX], db[outbox.ARCHIVE]):
+        n += coll.update_many({**subjects, "data.personal": {"$exists": True}},
+                              {"$unset": {"data.personal": ""}}).modified_count
+        n += coll.update_many({**subjects, "data.capacity.note": {"$exists": True, "$ne": None}},
+                              {"$set": {"data.capacity.note": None}}).modified_count
+    return n

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hecht import kafka, topics
 from hecht.outbox import Relay
 
-from .repository import AGGREGATE_COLLECTIONS, ensure_indexes, purge_archive, without_personal  # noqa: F401
+from .repository import ensure_indexes, purge_archive, without_personal  # noqa: F401
 
 
 class MembersRelay(Relay):
@@ -17,27 +17,27 @@ class MembersRelay(Relay):
     are purged again (an erasure committed after that check purges them itself).
     """
 
-    def _erased(self, outbox: list[dict]) -> set[str]:
-        subjects = {e["subject"] for e in outbox if without_personal(e) != e}
+    def _erased(self, events: list[dict]) -> set[str]:
+        subjects = {e["subject"] for e in events if without_personal(e) != e}
         if not subjects:
             return set()
         return {d["_id"] for d in self.db.members.find({"_id": {"$in": sorted(subjects)}, "status": "erased"},
                                                        {"_id": 1})}
 
-    def _publish(self, outbox: list[dict]) -> None:
-        erased = self._erased(outbox)
-        super()._publish([without_personal(e) if e["subject"] in erased else e for e in outbox])
+    def _publish(self, events: list[dict]) -> None:
+        erased = self._erased(events)
+        super()._publish([without_personal(e) if e["subject"] in erased else e for e in events])
 
-    def _archive(self, outbox: list[dict]) -> None:
-        erased = self._erased(outbox)
-        super()._archive([without_personal(e) if e["subject"] in erased else e for e in outbox])
-        late = self._erased(outbox) - erased
+    def _archive(self, events: list[dict]) -> None:
+        erased = self._erased(events)
+        super()._archive([without_personal(e) if e["subject"] in erased else e for e in events])
+        late = self._erased(events) - erased
         if late:
             purge_archive(self.db, sorted(late))
 
 
 def relay(settings, db) -> MembersRelay:
-    return MembersRelay(db, AGGREGATE_COLLECTIONS, settings.topic(topics.MEMBERS),
+    return MembersRelay(db, settings.topic(topics.MEMBERS),
                         lambda: kafka.producer(settings), service="members", poll_s=settings.relay_poll_s)
 
 

@@ -31,8 +31,7 @@ def _handle(cmd):
 
 
 def _sub_out(doc: dict, secret: str | None = None) -> dict:
-    out = {k: v for k, v in doc.items() if k not in ("secrets", "_outbox", "_pending", "idem_key",
-                                                     "idem_fingerprint")}
+    out = {k: v for k, v in doc.items() if k not in ("secrets", "idem_key", "idem_fingerprint")}
     out["id"] = doc["_id"]
     out["signing_secrets"] = len(active_secrets(doc.get("secrets", [])))
     if secret:
@@ -78,7 +77,7 @@ def list_subscriptions(args, region_id):
     """The region's subscriptions, oldest first."""
     require(*SUBSCRIBERS, region=region_id)
     docs, next_url = paginate(ctx().db.subscriptions, {"region": region_id, "deleted": {"$ne": True}},
-                              limit=args["limit"], after=args["after"], projection={"_outbox": 0})
+                              limit=args["limit"], after=args["after"])
     return {"items": [_sub_out(d) for d in docs], "next": next_url}
 
 
@@ -208,7 +207,7 @@ def list_notifications(args, region_id):
         if args.get(arg):
             query[field] = args[arg]
     docs, next_url = paginate(ctx().db.notifications, query, limit=args["limit"], after=args["after"],
-                              projection={"_outbox": 0, "context": 0})
+                              projection={"context": 0})
     return {"items": [_notification_out(d) for d in docs], "next": next_url}
 
 

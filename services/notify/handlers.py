@@ -101,7 +101,7 @@ def create_subscription(cmd: domain.CreateSubscription, repos: Repos, trace: str
 
 
 def _prior_create(cmd: domain.CreateSubscription, repos: Repos):
-    doc = repos.db.subscriptions.find_one({"idem_key": cmd.idempotency_key, "region": cmd.region}, {"_outbox": 0})
+    doc = repos.db.subscriptions.find_one({"idem_key": cmd.idempotency_key, "region": cmd.region})
     if doc is None:
         return None
     if doc.get("idem_fingerprint") != cmd.fingerprint:
@@ -172,7 +172,7 @@ def ping_subscription(cmd: domain.PingSubscription, repos: Repos, trace: str | N
                      data={"subscription_id": doc["_id"], "region_id": doc["region"],
                            "message": "test event from hecht"}, traceparent=trace)
     at = now()
-    repos.copies.add(event, domain.PING_TYPE, at)
+    repos.copies.add(event, domain.PING_TYPE, at, pinned=True)
     delivery = repos.deliveries.new_doc(doc, _meta(event, domain.PING_TYPE, at), at)
     repos.deliveries.add_many([delivery])
     return delivery
@@ -206,7 +206,9 @@ def replay_deliveries(cmd: domain.ReplayDeliveries, repos: Repos, trace: str | N
     if new_docs:
         existing = {d["event_id"] for d in repos.db.deliveries.find(
             {"subscription_id": doc["_id"], "event_id": {"$in": matched_ids}}, {"event_id": 1})}
-        created = repos.deliveries.add_many([d for d in new_docs if d["event_id"] not in existing])
+        new_docs = [d for d in new_docs if d["event_id"] not in existing]
+        repos.copies.pin([d["event_id"] for d in new_docs])  # before the deliveries: never an unpinned wait
+        created = repos.deliveries.add_many(new_docs)
         for event_id in existing:
             if repos.deliveries.reopen({"subscription_id": doc["_id"], "event_id": event_id}, at):
                 reopened += 1
@@ -269,20 +271,30 @@ def handle_event(event: dict, db: Database, settings: Settings) -> None:
     repos = Repos(db, settings)
     short = ev.short_type(event["type"])
     at = domain.parse_datetime(event.get("time")) or now()
-    redacted = domain.redact(event)
-    repos.copies.add(redacted, short, at)
-    fan_out(repos, redacted, short, at)
+    fan_out(repos, domain.redact(event), short, at)
     for fn in EVENT_HANDLERS.get(short, ()):
         fn(event, repos)
 
 
 def fan_out(repos: Repos, event: dict, short: str, at: datetime) -> int:
+    """Keep the (redacted) copy, then one delivery per matching subscription; the number made.
+
+    The copy is pinned (kept while deliveries of it are pending) from the start when any
+    subscription matches. A redelivered event makes only the deliveries it did not make the
+    first time (a subscription created since may match)."""
     region = event.get("region")
-    if not region or short == domain.PING_TYPE:
-        return 0
-    created = now()
-    docs = [repos.deliveries.new_doc(sub, _meta(event, short, at), created)
-            for sub in repos.subscriptions.enabled_in_region(region) if domain.matches(sub["event_types"], short)]
+    docs = []
+    if region and short != domain.PING_TYPE:
+        created = now()
+        docs = [repos.deliveries.new_doc(sub, _meta(event, short, at), created)
+                for sub in repos.subscriptions.enabled_in_region(region) if domain.matches(sub["event_types"], short)]
+    if not repos.copies.add(event, short, at, pinned=bool(docs)):
+        docs = repos.deliveries.missing(docs)
+        if docs:
+            repos.copies.pin([event["id"]])
+        else:
+            # e.g. a crash between the copy and its deliveries, and nothing matches now
+            repos.copies.release([event["id"]], now())
     return repos.deliveries.add_many(docs)
 
 

@@ -1,6 +1,6 @@
 """MongoDB documents of the notify service; aggregate writes go with their events (outbox).
 
-Two collections are aggregates with an outbox, relayed to ``hecht.notify``:
+Two collections are aggregates whose events are relayed to ``hecht.notify``:
 ``subscriptions`` (``subscription.disabled``) and ``notifications``
 (``notification.sent`` / ``notification.failed``). The rest is notify's own working state:
 
@@ -9,27 +9,40 @@ Two collections are aggregates with an outbox, relayed to ``hecht.notify``:
 - ``address_book``: contact data from member events (``member.erased`` purges it);
 - ``regions``: region names for the e-mails;
 - ``reminders``: the vote-closing reminders the scheduler fires.
+
+An attempt at a delivery or a notification is claimed with one ``find_one_and_update`` /
+``update_many`` whose filter holds the state the claimer read and a free (or expired)
+lease: on MongoDB (and SecantusDB) a conditional update is isolated per document, so of
+several workers exactly one wins each claim.
+
+Retention (``HECHT_NOTIFY_RETENTION_DAYS``) is TTL indexes on ``expires_at``: a delivery
+and its attempts get it when the delivery settles (succeeded, failed for good); an event
+copy when no delivery of it is pending any more (at once if none was made). A pending
+delivery, its attempts and its event's copy carry none and stay. Notifications stay: they
+are the record of what each GP was sent.
 """
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from hecht import outbox
+from hecht import consumer, outbox
 from hecht.errors import NotFound
 from hecht.outbox import AggregateStore, EventDraft
-from hecht.web import new_id
+from hecht.web import ensure_ttl_index, new_id
 
 AGGREGATE_COLLECTIONS = ["subscriptions", "notifications"]
 
 # Delivery states: ``pending`` (waiting for its turn, its next attempt, or being attempted
-# under a claim) and the final ``succeeded`` / ``failed``.
+# under a lease) and the final ``succeeded`` / ``failed``.
 PENDING, SUCCEEDED, FAILED = "pending", "succeeded", "failed"
 
-# Notification states: ``queued`` (waiting, or being sent under a claim) → ``sent`` | ``failed``.
+# Notification states: ``queued`` (waiting, or being sent under a lease) → ``sent`` | ``failed``.
 QUEUED, SENT = "queued", "sent"
 
 
@@ -37,8 +50,14 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def retention() -> timedelta:
+    """How long settled deliveries, their attempts and event copies are kept."""
+    return timedelta(days=float(os.environ.get("HECHT_NOTIFY_RETENTION_DAYS", 90)))
+
+
 def ensure_indexes(db: Database) -> None:
-    outbox.ensure_indexes(db, AGGREGATE_COLLECTIONS)
+    outbox.ensure_indexes(db)
+    consumer.ensure_indexes(db)
     db.subscriptions.create_index([("region", ASCENDING), ("_id", ASCENDING)])
     db.subscriptions.create_index([("idem_key", ASCENDING)], unique=True)  # the _id when no key was sent
     db.deliveries.create_index([("subscription_id", ASCENDING), ("event_id", ASCENDING)], unique=True)
@@ -46,80 +65,17 @@ def ensure_indexes(db: Database) -> None:
     db.deliveries.create_index([("subscription_id", ASCENDING), ("subject", ASCENDING),
                                 ("status", ASCENDING), ("sequence", ASCENDING)])
     db.deliveries.create_index([("subscription_id", ASCENDING), ("_id", ASCENDING)])
+    db.deliveries.create_index([("event_id", ASCENDING), ("status", ASCENDING)])  # is a copy still needed?
     db.attempts.create_index([("delivery_id", ASCENDING), ("_id", ASCENDING)])
     db.event_copies.create_index([("region", ASCENDING), ("time", ASCENDING)])
+    for name in ("deliveries", "attempts", "event_copies"):
+        ensure_ttl_index(db[name], "expires_at", 0)
     db.address_book.create_index([("region", ASCENDING), ("status", ASCENDING)])
     db.notifications.create_index([("key", ASCENDING)], unique=True)
     db.notifications.create_index([("region", ASCENDING), ("_id", ASCENDING)])
     db.notifications.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
     db.reminders.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
     db.reminders.create_index([("agreement_id", ASCENDING)])
-    db.claims.create_index([("at", ASCENDING)])
-
-
-class Claims:
-    """The exclusive, expiring right to make one attempt at a delivery or notification.
-
-    A claim is an insert of the unique key ``<kind>:<id>:<n>``, ``n`` being one more than the
-    document's ``claim_seq`` as the claimer read it: of several workers that read the same
-    state, exactly one insert succeeds. Recording the attempt's outcome increments
-    ``claim_seq`` in the same write, so the next attempt needs a new key. A claim whose
-    holder died is recognised by its ``lease_until``; ``expire`` then moves ``claim_seq`` past
-    it. This relies only on unique keys, never on a conditional update being atomic:
-    FerretDB 1.x evaluates an update's filter and applies the change without isolation (two
-    concurrent ``find_one_and_update`` calls with the same filter can both "win"), whereas its
-    unique indexes are enforced by the storage engine. Claims are purged after a day.
-    """
-
-    KEEP = timedelta(days=1)
-
-    def __init__(self, db: Database):
-        self.db = db
-        self.coll = db.claims
-
-    @staticmethod
-    def key(kind: str, doc_id: str, seq: int) -> str:
-        return f"{kind}:{doc_id}:{seq}"
-
-    def take(self, kind: str, doc_id: str, seq: int, owner: str, lease_until: datetime) -> bool:
-        try:
-            self.coll.insert_one({"_id": self.key(kind, doc_id, seq), "owner": owner, "at": now(),
-                                  "lease_until": lease_until})
-            return True
-        except DuplicateKeyError:
-            return False
-
-    def take_many(self, kind: str, wanted: list[tuple[str, int]], owner: str, lease_until: datetime) -> set[str]:
-        """Several claims in one round trip: the ids of ``(doc_id, seq)`` pairs this caller won."""
-        if not wanted:
-            return set()
-        at = now()
-        docs = [{"_id": self.key(kind, doc_id, seq), "owner": owner, "at": at, "lease_until": lease_until}
-                for doc_id, seq in wanted]
-        lost: set[int] = set()
-        try:
-            self.coll.insert_many(docs, ordered=False)
-        except BulkWriteError as e:
-            errors = e.details.get("writeErrors", [])
-            if any(err.get("code") != 11000 for err in errors):
-                raise
-            lost = {err["index"] for err in errors}
-        return {doc_id for i, (doc_id, _) in enumerate(wanted) if i not in lost}
-
-    def expire(self, kind: str, collection: str, doc_id: str, seq: int, at: datetime) -> bool:
-        """If claim ``seq`` was never settled and its lease is over, free the document for a new claim."""
-        claim = self.coll.find_one({"_id": self.key(kind, doc_id, seq)})
-        if claim is None or _aware(claim["lease_until"]) >= at:
-            return False
-        return self.db[collection].update_one({"_id": doc_id, "claim_seq": seq - 1},
-                                              {"$inc": {"claim_seq": 1}}).modified_count == 1
-
-    def purge(self) -> int:
-        return self.coll.delete_many({"at": {"$lt": now() - self.KEEP}}).deleted_count
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
 # -- subscriptions ----------------------------------------------------------------------------
@@ -129,14 +85,13 @@ class SubscriptionRepository:
         self.store = AggregateStore(db.subscriptions, source="subscriptions")
 
     def get_doc(self, region: str, subscription_id: str) -> dict:
-        doc = self.db.subscriptions.find_one({"_id": subscription_id, "region": region, "deleted": {"$ne": True}},
-                                             {"_outbox": 0})
+        doc = self.db.subscriptions.find_one({"_id": subscription_id, "region": region, "deleted": {"$ne": True}})
         if doc is None:
             raise NotFound(f"subscription {subscription_id} not found")
         return doc
 
     def find(self, subscription_id: str) -> dict | None:
-        return self.db.subscriptions.find_one({"_id": subscription_id, "deleted": {"$ne": True}}, {"_outbox": 0})
+        return self.db.subscriptions.find_one({"_id": subscription_id, "deleted": {"$ne": True}})
 
     def add(self, doc: dict) -> dict:
         return self.store.create(doc, [])
@@ -147,11 +102,10 @@ class SubscriptionRepository:
                                  unset=unset, traceparent=trace)
 
     def enabled_in_region(self, region: str) -> list[dict]:
-        return list(self.db.subscriptions.find({"region": region, "enabled": True, "deleted": {"$ne": True}},
-                                               {"_outbox": 0}))
+        return list(self.db.subscriptions.find({"region": region, "enabled": True, "deleted": {"$ne": True}}))
 
     def all_enabled(self) -> list[dict]:
-        return list(self.db.subscriptions.find({"enabled": True, "deleted": {"$ne": True}}, {"_outbox": 0}))
+        return list(self.db.subscriptions.find({"enabled": True, "deleted": {"$ne": True}}))
 
     def record_success(self, subscription_id: str) -> None:
         """A delivery went through: the run of consecutive failures is over.
@@ -164,35 +118,64 @@ class SubscriptionRepository:
     def record_failure(self, subscription_id: str) -> int:
         doc = self.db.subscriptions.find_one_and_update(
             {"_id": subscription_id}, {"$inc": {"consecutive_failures": 1}, "$set": {"last_failure_at": now()}},
-            return_document=ReturnDocument.AFTER)  # no projection: FerretDB 1.x lacks it in findAndModify
+            projection={"consecutive_failures": 1}, return_document=ReturnDocument.AFTER)
         return (doc or {}).get("consecutive_failures", 0)
 
 
 # -- notify's copy of the events --------------------------------------------------------------
 class EventCopies:
-    """Every event notify consumed, already redacted: replays are served from here."""
+    """Every event notify consumed, already redacted: replays are served from here.
+
+    A copy that deliveries need is *pinned* (no ``expires_at``) until none of them is pending;
+    then it expires ``retention()`` later. A copy no delivery needed expires ``retention()``
+    after its event's time."""
 
     def __init__(self, db: Database):
         self.db = db
+        self.coll = db.event_copies
 
-    def add(self, event: dict, short_type: str, at: datetime) -> None:
+    def add(self, event: dict, short_type: str, at: datetime, *, pinned: bool) -> bool:
+        """Keep the copy (False if it was there already, a redelivery: left as it is)."""
+        doc = {"_id": event["id"], "region": event.get("region"), "type": short_type, "subject": event["subject"],
+               "sequence": event["sequence"], "time": at, "event": event}
+        if not pinned:
+            doc["expires_at"] = at + retention()
         try:
-            self.db.event_copies.insert_one({"_id": event["id"], "region": event.get("region"),
-                                             "type": short_type, "subject": event["subject"],
-                                             "sequence": event["sequence"], "time": at, "event": event})
+            self.coll.insert_one(doc)
+            return True
         except DuplicateKeyError:
-            pass
+            return False
+
+    def pin(self, event_ids: list[str]) -> None:
+        """New or reopened deliveries need these copies: keep them while they are pending."""
+        if event_ids:
+            self.coll.update_many({"_id": {"$in": event_ids}, "expires_at": {"$exists": True}},
+                                  {"$unset": {"expires_at": ""}})
+
+    def release(self, event_ids, at: datetime) -> None:
+        """Deliveries of these events settled or went: a copy no pending delivery needs any more
+        expires ``retention()`` from ``at``.
+
+        Called after the writes that settled them, so of two workers settling the last two
+        deliveries of one event at once, at least one sees both settled."""
+        ids = sorted(set(event_ids))
+        if not ids:
+            return
+        needed = set(self.db.deliveries.distinct("event_id", {"event_id": {"$in": ids}, "status": PENDING}))
+        done = [i for i in ids if i not in needed]
+        if done:
+            self.coll.update_many({"_id": {"$in": done}, "expires_at": {"$exists": False}},
+                                  {"$set": {"expires_at": at + retention()}})
 
     def get(self, event_id: str) -> dict | None:
-        doc = self.db.event_copies.find_one({"_id": event_id}, {"event": 1})
+        doc = self.coll.find_one({"_id": event_id}, {"event": 1})
         return doc["event"] if doc else None
 
     def since(self, region: str, since: datetime, until: datetime | None, limit: int):
         query: dict = {"region": region, "time": {"$gte": since}}
         if until is not None:
             query["time"]["$lt"] = until
-        return self.db.event_copies.find(query, {"event": 0}).sort([("time", ASCENDING), ("_id", ASCENDING)]) \
-            .limit(limit)
+        return self.coll.find(query, {"event": 0}).sort([("time", ASCENDING), ("_id", ASCENDING)]).limit(limit)
 
 
 # -- deliveries -------------------------------------------------------------------------------
@@ -221,6 +204,45 @@ class DeliveryRepository:
                 raise
             return e.details.get("nInserted", 0)
 
+    def missing(self, docs: list[dict]) -> list[dict]:
+        """Those of ``docs`` whose (subscription, event) has no delivery yet."""
+        if not docs:
+            return []
+        have = {(d["subscription_id"], d["event_id"]) for d in self.coll.find(
+            {"event_id": {"$in": sorted({d["event_id"] for d in docs})}}, {"subscription_id": 1, "event_id": 1})}
+        return [d for d in docs if (d["subscription_id"], d["event_id"]) not in have]
+
+    def claim(self, candidates: list[dict], owner: str, at: datetime, lease_until: datetime) -> set[str]:
+        """Lease the attempts at ``candidates`` (as read by the caller); the ids this caller won.
+
+        One ``update_many``: each candidate matches only while it is still pending, due, at
+        the ``claim_seq`` the caller read (nothing happened to it since) and not leased by a
+        live holder. The claim moves ``claim_seq`` on, and every outcome is recorded under
+        the new number: a holder that outlived its lease (and was taken over) records nothing.
+        """
+        if not candidates:
+            return set()
+        res = self.coll.update_many(
+            {"$and": [{"$or": [{"_id": d["_id"], "claim_seq": d.get("claim_seq", 0)} for d in candidates]},
+                      {"$or": [{"lease_until": None}, {"lease_until": {"$lte": at}}]}],
+             "status": PENDING, "next_attempt_at": {"$lte": at}},
+            {"$set": {"lease_owner": owner, "lease_until": lease_until}, "$inc": {"claim_seq": 1}})
+        if res.modified_count == len(candidates):
+            return {d["_id"] for d in candidates}
+        if res.modified_count == 0:
+            return set()
+        return {d["_id"] for d in self.coll.find({"_id": {"$in": [d["_id"] for d in candidates]},
+                                                  "lease_owner": owner}, {"_id": 1})}
+
+    def settled(self, deliveries: list[dict], at: datetime) -> None:
+        """These deliveries settled at ``at``: their earlier attempts and (unless another
+        delivery still needs it) their event's copy expire with them."""
+        earlier = [d["_id"] for d in deliveries if d.get("attempt_count", 0) > 0]
+        if earlier:
+            self.db.attempts.update_many({"delivery_id": {"$in": earlier}, "expires_at": {"$exists": False}},
+                                         {"$set": {"expires_at": at + retention()}})
+        EventCopies(self.db).release([d["event_id"] for d in deliveries], at)
+
     def get(self, subscription_id: str, delivery_id: str) -> dict:
         doc = self.coll.find_one({"_id": delivery_id, "subscription_id": subscription_id})
         if doc is None:
@@ -228,19 +250,28 @@ class DeliveryRepository:
         return doc
 
     def reopen(self, query: dict, at: datetime) -> dict | None:
-        """Back to ``pending`` for a fresh round of attempts (manual retry, replay)."""
-        return self.coll.find_one_and_update(
+        """Back to ``pending`` for a fresh round of attempts (manual retry, replay): it, its
+        attempts and its event's copy no longer expire."""
+        doc = self.coll.find_one_and_update(
             {**query, "status": {"$in": [SUCCEEDED, FAILED]}},
-            {"$set": {"status": PENDING, "round_attempts": 0, "next_attempt_at": at, "reopened_at": at}},
+            {"$set": {"status": PENDING, "round_attempts": 0, "next_attempt_at": at, "reopened_at": at},
+             "$unset": {"expires_at": ""}},
             return_document=ReturnDocument.AFTER)
+        if doc is not None:
+            self.db.attempts.update_many({"delivery_id": doc["_id"], "expires_at": {"$exists": True}},
+                                         {"$unset": {"expires_at": ""}})
+            EventCopies(self.db).pin([doc["event_id"]])
+        return doc
 
     def attempts(self, delivery_id: str) -> list[dict]:
         """The attempt log (its own insert-only collection: appending never rewrites a delivery)."""
         return list(self.db.attempts.find({"delivery_id": delivery_id}).sort("_id", ASCENDING))
 
     def delete_for(self, subscription_id: str) -> None:
+        waiting = self.coll.distinct("event_id", {"subscription_id": subscription_id, "status": PENDING})
         self.coll.delete_many({"subscription_id": subscription_id})
         self.db.attempts.delete_many({"subscription_id": subscription_id})
+        EventCopies(self.db).release(waiting, now())  # the copies only these deliveries needed
 
 
 # -- people -----------------------------------------------------------------------------------
@@ -322,12 +353,12 @@ class NotificationRepository:
     def queue_many(self, docs: list[dict]) -> int:
         """Record notifications before anything is sent; a key seen before is skipped.
 
-        The documents have the shape ``AggregateStore.create`` gives (version 1, empty
-        outbox), written in one batch: an ``agreement.activated`` reaches every member.
+        The documents have the shape ``AggregateStore.create`` gives (version 1, no events),
+        written in one batch: an ``agreement.activated`` reaches every member.
         """
         if not docs:
             return 0
-        docs = [dict(d, version=1, _outbox=[], _pending=False) for d in docs]
+        docs = [dict(d, version=1) for d in docs]
         try:
             return len(self.coll.insert_many(docs, ordered=False).inserted_ids)
         except BulkWriteError as e:
@@ -336,38 +367,38 @@ class NotificationRepository:
             return e.details.get("nInserted", 0)
 
     def get(self, region: str, notification_id: str) -> dict:
-        doc = self.coll.find_one({"_id": notification_id, "region": region}, {"_outbox": 0})
+        doc = self.coll.find_one({"_id": notification_id, "region": region})
         if doc is None:
             raise NotFound(f"notification {notification_id} not found")
         return doc
 
-    def claim(self, owner: str, lease_s: float, candidates: int = 20) -> dict | None:
-        """The next due notification, claimed (see ``Claims``); one whose sender died is freed
-        once its lease is over."""
+    def claim(self, owner: str, lease_s: float) -> dict | None:
+        """The next due notification, leased to ``owner`` for ``lease_s`` seconds.
+
+        One ``find_one_and_update``: of several senders exactly one gets it. While leased its
+        ``next_attempt_at`` is the lease's end, so a sender that died holding it leaves it due
+        again then; ``claim_seq`` moves on with every claim and guards the holder's requeue.
+        """
         t = now()
-        claims = Claims(self.db)
-        for c in self.coll.find({"status": QUEUED, "next_attempt_at": {"$lte": t}}, {"_outbox": 0, "context": 0}) \
-                .sort("next_attempt_at", ASCENDING).limit(candidates):
-            seq = c.get("claim_seq", 0) + 1
-            if claims.take("ntf", c["_id"], seq, owner, t + timedelta(seconds=lease_s)):
-                doc = self.coll.find_one({"_id": c["_id"]}, {"_outbox": 0})
-                if doc is not None and doc["status"] == QUEUED and doc.get("claim_seq", 0) == seq - 1:
-                    return dict(doc, lease_owner=owner)
-            else:
-                claims.expire("ntf", "notifications", c["_id"], seq, t)
-        return None
+        return self.coll.find_one_and_update(
+            {"status": QUEUED, "next_attempt_at": {"$lte": t}},
+            {"$set": {"next_attempt_at": t + timedelta(seconds=lease_s), "lease_owner": owner},
+             "$inc": {"claim_seq": 1}},
+            sort=[("next_attempt_at", ASCENDING)], return_document=ReturnDocument.AFTER)
 
     def requeue(self, doc: dict, at: datetime, error: str) -> None:
-        """Try again later (the claim is settled: ``claim_seq`` moves on)."""
+        """Try again at ``at`` (unless the lease was lost: then its new holder decides)."""
         self.coll.update_one({"_id": doc["_id"], "claim_seq": doc.get("claim_seq", 0)},
                              {"$set": {"next_attempt_at": at, "last_error": error},
-                              "$inc": {"attempts": 1, "claim_seq": 1}})
+                              "$unset": {"lease_owner": ""}, "$inc": {"attempts": 1}})
 
-    def finish(self, doc: dict, status: str, event: EventDraft, extra: dict) -> dict:
-        """queued → sent | failed, with its event, in one write (version-guarded)."""
-        changes = dict(extra, status=status, finished_at=now(), attempts=doc.get("attempts", 0) + 1,
-                       claim_seq=doc.get("claim_seq", 0) + 1)
-        return self.store.update(doc["_id"], doc["version"], changes, [event], region=doc["region"])
+    def finish(self, doc: dict, status: str, event: EventDraft, extra: dict,
+               before_commit: Callable[[], None] | None = None) -> dict:
+        """queued → sent | failed, with its event, in one transaction (version-guarded);
+        ``before_commit`` (the SMTP hand-over) runs inside it, just before the commit."""
+        changes = dict(extra, status=status, finished_at=now(), attempts=doc.get("attempts", 0) + 1)
+        return self.store.update(doc["_id"], doc["version"], changes, [event], region=doc["region"],
+                                 unset=("lease_owner",), before_commit=before_commit)
 
 
 class ReminderRepository:
@@ -394,25 +425,3 @@ class ReminderRepository:
     def mark(self, reminder_id: str, status: str) -> None:
         self.coll.update_one({"_id": reminder_id, "status": "scheduled"},
                              {"$set": {"status": status, "fired_at": now()}})
-
-
-def purge_history(db: Database, before: datetime, chunk: int = 500) -> dict[str, int]:
-    """Retention: settled deliveries with their attempts, and event copies, older than ``before``.
-
-    A pending delivery and the copy of its event stay whatever their age (a replay needs
-    the copy). E-mail notifications stay: they are the record of what each GP was sent.
-    Explicit deletes rather than TTL indexes, which FerretDB 1.x does not implement.
-    """
-    settled = [d["_id"] for d in db.deliveries.find(
-        {"status": {"$in": [SUCCEEDED, FAILED]}, "created_at": {"$lt": before}}, {"_id": 1})]
-    purged = {"deliveries": 0, "attempts": 0, "event_copies": 0}
-    for i in range(0, len(settled), chunk):
-        ids = settled[i:i + chunk]
-        purged["attempts"] += db.attempts.delete_many({"delivery_id": {"$in": ids}}).deleted_count
-        purged["deliveries"] += db.deliveries.delete_many({"_id": {"$in": ids}}).deleted_count
-    still_needed = {d["event_id"] for d in db.deliveries.find({"status": PENDING}, {"event_id": 1})}
-    copies = [c["_id"] for c in db.event_copies.find({"time": {"$lt": before}}, {"_id": 1})
-              if c["_id"] not in still_needed]
-    for i in range(0, len(copies), chunk):
-        purged["event_copies"] += db.event_copies.delete_many({"_id": {"$in": copies[i:i + chunk]}}).deleted_count
-    return purged

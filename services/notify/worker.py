@@ -14,17 +14,20 @@ each endpoint's view of an aggregate in order:
   ``HECHT_WEBHOOK_WORKERS`` (default 128) threads. A slow or dead endpoint ties up at most
   its cap, and the dispatcher does not even query its deliveries while it is at the cap,
   so it cannot crowd the others out of a batch either.
-- **Claims with leases.** An attempt is claimed by inserting a unique key (delivery id and
-  claim number, ``repository.Claims``): two workers never send the same attempt at once,
-  on MongoDB or FerretDB alike. A claim expires after the timeout plus a margin, so a killed
-  worker's attempt is made again (receivers dedupe on ``webhook-id``, which is the event id).
+- **Claims with leases.** The attempts a dispatch hands over are leased in one conditional
+  ``update_many`` (``DeliveryRepository.claim``: still pending, due, unchanged since read,
+  no live lease): updates are isolated per document, so two workers never send the same
+  attempt at once. A lease runs out after the timeout plus a margin, so a killed worker's
+  attempt is made again (receivers dedupe on ``webhook-id``, which is the event id).
 
 Retries follow ``HECHT_WEBHOOK_RETRY_SCHEDULE_S`` with jitter (``domain.RetryPolicy``); a
 ``Retry-After`` on 429/503 lengthens the wait; 410 Gone fails the delivery and disables the
 subscription at once; after ``HECHT_WEBHOOK_DISABLE_AFTER_FAILURES`` deliveries in a row
 have failed for good, the subscription is disabled and ``subscription.disabled`` emitted.
 Deliveries of a disabled subscription stay ``pending`` and resume when it is re-enabled.
-Every attempt is logged in its delivery: time, status, latency, first 512 bytes of the reply.
+Every attempt is logged (``attempts``): time, status, latency, first 512 bytes of the reply.
+A delivery that settles gets ``expires_at`` (with its attempts, and its event's copy once no
+other delivery needs it): TTL indexes remove them after ``HECHT_NOTIFY_RETENTION_DAYS``.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import random
 import smtplib
 import socket
 import threading
+from typing import Callable
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -56,8 +60,8 @@ from hecht.outbox import EventDraft, Relay
 from hecht.web import new_id
 
 from . import domain, handlers, mail, outbound, signing
-from .repository import (AGGREGATE_COLLECTIONS, FAILED, PENDING, SENT, SUCCEEDED, AddressBook, Claims,
-                         NotificationRepository, ensure_indexes, now, purge_history)  # noqa: F401 - `hecht migrate`
+from .repository import (FAILED, PENDING, SENT, SUCCEEDED, AddressBook, DeliveryRepository,  # noqa: F401
+                         NotificationRepository, ensure_indexes, now, retention)  # ensure_indexes: `hecht migrate`
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ ATTEMPT_LATENCY = Histogram("hecht_webhook_attempt_seconds", "Webhook attempt la
 EMAILS = PromCounter("hecht_emails_total", "E-mails by outcome", ["outcome"])
 
 SKIPPED, ABANDONED = "skipped", "abandoned"
+LEASE = {"lease_owner": "", "lease_until": ""}  # $unset: the attempt is over
 RESPONSE_BYTES = 512
 MAX_BODY_READ = 64 * 1024
 
@@ -80,8 +85,6 @@ class Tuning:
     mail_poll_s: float = 1.0
     mail_retry_schedule_s: tuple[float, ...] = (30, 120, 600, 3600, 14400)
     scheduler_poll_s: float = 30.0
-    retention_days: float = 90.0   # settled deliveries, their attempts and event copies
-    retention_every_s: float = 3600.0
 
     @classmethod
     def from_env(cls) -> "Tuning":
@@ -95,7 +98,6 @@ class Tuning:
             mail_retry_schedule_s=tuple(float(x) for x in env.get(
                 "HECHT_MAIL_RETRY_SCHEDULE_S", "30,120,600,3600,14400").split(",") if x.strip()),
             scheduler_poll_s=float(env.get("HECHT_NOTIFY_SCHEDULER_POLL_S", 30)),
-            retention_days=float(env.get("HECHT_NOTIFY_RETENTION_DAYS", 90)),
         )
 
 
@@ -118,7 +120,8 @@ class DeliveryEngine:
         self.rng = rng or random.Random()
         # An attempt starts as soon as it is claimed (claims respect the free capacity), so
         # its HTTP timeout plus a few writes bound it; a killed worker's lanes resume this soon.
-        # A holder outliving its lease is harmless: its writes are guarded by ``claim_seq``.
+        # A holder outliving its lease is harmless: its writes are guarded by ``claim_seq``,
+        # which the next claim moves on.
         self.lease_s = settings.webhook_timeout_s + 10
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.session = outbound.session(settings.webhooks_allow_private, pool_size=self.tuning.workers)
@@ -146,7 +149,7 @@ class DeliveryEngine:
     def _subscriptions(self, force: bool = False) -> dict[str, dict]:
         if force or time.monotonic() - self._subs_at > 1.0:
             self._subs = {s["_id"]: s for s in self.db.subscriptions.find(
-                {"enabled": True, "deleted": {"$ne": True}}, {"_outbox": 0})}
+                {"enabled": True, "deleted": {"$ne": True}})}
             self._subs_at = time.monotonic()
         return self._subs
 
@@ -181,8 +184,7 @@ class DeliveryEngine:
         One query reads the open deliveries of the endpoints that have room, due or not: the
         due ones are the candidates, the others tell which lanes must wait (an earlier event
         of the same aggregate in backoff). Only when that read is truncated does a second,
-        narrower query look for blockers. On FerretDB every query scans its collection, so
-        the number of queries per dispatch is what matters there.
+        narrower query look for blockers.
         """
         with self._lock:
             free = self.tuning.workers - len(self._lanes)
@@ -217,19 +219,15 @@ class DeliveryEngine:
             if per_sub[c["subscription_id"]] < self.tuning.per_endpoint:
                 per_sub[c["subscription_id"]] += 1
                 chosen.append(c)
-        # The claim is one unique insert per delivery (see ``repository.Claims``): no write to
-        # the deliveries collection until the outcome is recorded, which is the one write a
-        # delivery costs.
-        claims = Claims(self.db)
+        # One conditional update_many leases them all (one more for the rare partial win);
+        # the outcome is recorded under the claim number the lease moved to.
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        lease_until = t + timedelta(seconds=self.lease_s)
-        won = claims.take_many("dlv", [(d["_id"], d.get("claim_seq", 0) + 1) for d in chosen], token, lease_until)
+        won = DeliveryRepository(self.db).claim(chosen, token, t, t + timedelta(seconds=self.lease_s))
         handed = 0
         for d in chosen:
             if d["_id"] not in won:
-                # In flight elsewhere, or its worker died: then its claim is freed once expired.
-                claims.expire("dlv", "deliveries", d["_id"], d.get("claim_seq", 0) + 1, t)
-                continue
+                continue  # in flight elsewhere (its lease is live), or changed since we read it
+            d["claim_seq"] = d.get("claim_seq", 0) + 1
             d["lease_owner"] = token
             lane = (d["subscription_id"], d["subject"])
             with self._lock:
@@ -257,7 +255,7 @@ class DeliveryEngine:
         try:
             result = self.attempt(delivery, sub)
         except Exception:  # noqa: BLE001 - one bad delivery must not kill the pool thread
-            log.exception("delivery crashed; its claim will expire and it will be tried again",
+            log.exception("delivery crashed; its lease will run out and it will be tried again",
                           extra={"delivery_id": delivery["_id"]})
             result = None
         self._outcomes.put((delivery, sub, lane, result))
@@ -270,8 +268,7 @@ class DeliveryEngine:
         ``sub`` is the subscription as read by the dispatch that claimed the delivery (every
         dispatch reads them afresh, so a URL change or a secret rotation applies at once)."""
         if sub is None:
-            sub = self.db.subscriptions.find_one({"_id": d["subscription_id"], "deleted": {"$ne": True}},
-                                                 {"_outbox": 0})
+            sub = self.db.subscriptions.find_one({"_id": d["subscription_id"], "deleted": {"$ne": True}})
         if sub is not None and not sub.get("enabled"):
             return None, SKIPPED, None  # disabled since: no attempt, it waits for re-enabling
         body = self._body(d["event_id"])
@@ -358,75 +355,105 @@ class DeliveryEngine:
         return len(items)
 
     def _record(self, items: list) -> None:
-        """Every write is guarded by the claim (``claim_seq``) and moves it on: if the lease ran
-        out and another worker took over, this outcome is not recorded (that worker's is).
+        """Every write is guarded by the claim (``claim_seq``), moves it on and ends the lease:
+        if the lease ran out and another worker took over, this outcome is not recorded (that
+        worker's is).
 
         Successes of one round are recorded with one ``update_many`` (per claim number), the
-        attempt log with one ``insert_many``: a FerretDB update scans its collection, so
-        batching is what keeps the database from being the bottleneck there."""
+        attempt log with one ``insert_many``. A delivery that settles (succeeded, or failed for
+        good) gets ``expires_at``, and so do its attempts: retention is their TTL index."""
         t = now()
-        attempts = [r[0] for _, _, _, r in items if r is not None and r[0] is not None]
-        if attempts:
-            self.db.attempts.insert_many([dict(a, _id=new_id("att")) for a in attempts], ordered=False)
-        successes: dict[int, list[str]] = {}
+        expires = t + retention()
+        plans = []  # (delivery, subscription, attempt, outcome, delay before the next attempt)
         for d, sub, _, result in items:
             if result is None:
-                continue  # crashed: the claim expires and the attempt is made again
+                continue  # crashed: the lease runs out and the attempt is made again
             attempt, outcome, retry_after = result
+            delay = None
+            if outcome not in (SKIPPED, domain.SUCCESS, domain.GONE, ABANDONED):
+                delay = self.policy.delay_after(d.get("round_attempts", 0) + 1, retry_after, self.rng)
+            plans.append((d, sub, attempt, outcome, delay))
+        attempts = [dict(a, _id=new_id("att"), **({"expires_at": expires} if outcome != SKIPPED and delay is None
+                                                  else {}))
+                    for _, _, a, outcome, delay in plans if a is not None]
+        if attempts:
+            self.db.attempts.insert_many(attempts, ordered=False)
+        successes: dict[int, list[dict]] = {}
+        settled = []
+        for d, sub, attempt, outcome, delay in plans:
             seq = d.get("claim_seq", 0)
             if outcome == SKIPPED:
-                self.db.deliveries.update_one({"_id": d["_id"], "claim_seq": seq}, {"$inc": {"claim_seq": 1}})
+                self.db.deliveries.update_one({"_id": d["_id"], "claim_seq": seq},
+                                              {"$inc": {"claim_seq": 1}, "$unset": LEASE})
             elif outcome == domain.SUCCESS:
-                successes.setdefault(seq, []).append(d["_id"])
+                successes.setdefault(seq, []).append(d)
                 if sub is not None and sub.get("consecutive_failures"):
                     handlers.SubscriptionRepository(self.db).record_success(d["subscription_id"])
-            else:
-                self._record_failure(d, sub, attempt, outcome, retry_after, t)
-        for seq, ids in successes.items():
+            elif self._record_failure(d, sub, attempt, outcome, delay, t, expires):
+                settled.append(d)
+        for seq, done in successes.items():
             last = {"last_attempt_at": t, "last_status": None, "last_error": None}
-            self.db.deliveries.update_many(
+            ids = [d["_id"] for d in done]
+            res = self.db.deliveries.update_many(
                 {"_id": {"$in": ids}, "claim_seq": seq},
-                {"$set": dict(last, status=SUCCEEDED, delivered_at=t),
+                {"$set": dict(last, status=SUCCEEDED, delivered_at=t, expires_at=expires), "$unset": LEASE,
                  "$inc": {"attempt_count": 1, "round_attempts": 1, "claim_seq": 1}})
+            if res.modified_count < len(ids):  # some leases ran out and were taken over: not ours
+                ours = {x["_id"] for x in self.db.deliveries.find(
+                    {"_id": {"$in": ids}, "claim_seq": seq + 1, "delivered_at": t}, {"_id": 1})}
+                for d in done:
+                    if d["_id"] not in ours:
+                        log.warning("delivery lease ran out before the outcome was recorded "
+                                    "(another worker took over)", extra={"delivery_id": d["_id"]})
+                done = [d for d in done if d["_id"] in ours]
+            settled += done
+        if settled:
+            DeliveryRepository(self.db).settled(settled, t)
 
     def _record_failure(self, d: dict, sub: dict | None, attempt: dict, outcome: str,
-                        retry_after: float | None, t: datetime) -> None:
+                        delay: float | None, t: datetime, expires: datetime) -> bool:
+        """Record a failed attempt: a retry after ``delay``, or (None) failed for good. True if
+        the delivery settled."""
         guard = {"_id": d["_id"], "claim_seq": d.get("claim_seq", 0)}
         last = {"last_attempt_at": attempt["at"], "last_status": attempt["status"], "last_error": attempt["error"]}
         inc = {"attempt_count": 1, "round_attempts": 1, "claim_seq": 1}
-        delay = None if outcome in (domain.GONE, ABANDONED) else \
-            self.policy.delay_after(d.get("round_attempts", 0) + 1, retry_after, self.rng)
         if delay is not None:
             nxt = t + timedelta(seconds=delay)
-            res = self.db.deliveries.update_one(guard, {"$set": dict(last, next_attempt_at=nxt), "$inc": inc})
+            res = self.db.deliveries.update_one(guard, {"$set": dict(last, next_attempt_at=nxt), "$unset": LEASE,
+                                                        "$inc": inc})
             if res.matched_count:
                 # Later events of the lane wait behind this one: keep them out of the due set.
                 self.db.deliveries.update_many(
                     {"subscription_id": d["subscription_id"], "subject": d["subject"], "status": PENDING,
                      "sequence": {"$gt": d["sequence"]}, "next_attempt_at": {"$lt": nxt}},
                     {"$set": {"next_attempt_at": nxt}})
-            return self._lost(d, res)
-        res = self.db.deliveries.update_one(guard, {"$set": dict(last, status=FAILED, failed_at=t), "$inc": inc})
-        if not res.matched_count or sub is None:
-            return self._lost(d, res)
+            self._lost(d, res)
+            return False
+        res = self.db.deliveries.update_one(guard, {"$set": dict(last, status=FAILED, failed_at=t, expires_at=expires),
+                                                    "$unset": LEASE, "$inc": inc})
+        if not res.matched_count:
+            self._lost(d, res)
+            return False
+        if sub is None:
+            return True
         failures = handlers.SubscriptionRepository(self.db).record_failure(d["subscription_id"])
         if outcome == domain.GONE:
             reason = "the endpoint answered 410 Gone"
         elif failures >= self.settings.webhook_disable_after_failures:
             reason = f"{failures} deliveries in a row failed after every retry"
         else:
-            return None
+            return True
         disabled = handlers.handle(domain.DisableSubscription(d["subscription_id"], reason, failures),
                                    self.db, self.settings)
         if disabled is not None:
             log.warning("webhook subscription disabled", extra={"subscription_id": d["subscription_id"],
                                                                 "reason": reason})
-        return None
+        return True
 
     @staticmethod
     def _lost(d: dict, res) -> None:
         if not res.matched_count:
-            log.warning("delivery claim expired before the outcome was recorded (another worker took over)",
+            log.warning("delivery lease ran out before the outcome was recorded (another worker took over)",
                         extra={"delivery_id": d["_id"]})
 
     # -- loop -------------------------------------------------------------------------------
@@ -461,7 +488,7 @@ class DeliveryEngine:
             try:
                 self.flush(wait_s=0.1)
                 delay = 0.5
-            except Exception as e:  # noqa: BLE001 - the claims expire; the attempts are made again
+            except Exception as e:  # noqa: BLE001 - the leases run out; the attempts are made again
                 log.warning("delivery outcomes not recorded yet", extra={"error": f"{type(e).__name__}: {e}",
                                                                         "retry_in_s": delay})
                 stop.wait(delay)
@@ -472,7 +499,7 @@ class DeliveryEngine:
         try:
             self.flush()  # what finished during shutdown is recorded, not re-sent
         except Exception as e:  # noqa: BLE001
-            log.warning("outcomes not recorded at shutdown; their claims will expire", extra={"error": repr(e)})
+            log.warning("outcomes not recorded at shutdown; their leases will run out", extra={"error": repr(e)})
         self.session.close()
 
 
@@ -488,11 +515,12 @@ class MailSender:
     """Sends the queued notifications: lease one, look the address up, render, send, mark.
 
     Exactly-once towards people, as far as SMTP allows: the notification is recorded (with
-    a unique key per event, member and template) *before* anything is sent, claimed with a
-    lease, and marked ``sent`` together with its ``notification.sent`` event right after the
-    relay accepted it. The one window for a duplicate is a crash after the SMTP server
-    accepted the message and before that mark: the lease then expires and the message is
-    sent again. The alternative (mark first, then send) would lose the message instead.
+    a unique key per event, member and template) *before* anything is sent and claimed with a
+    lease. Sending is one transaction: the ``sent`` mark and its ``notification.sent`` event
+    are written, the message is handed to the SMTP relay, and the transaction commits. The
+    one window for a duplicate is a crash after the relay accepted the message and before
+    that commit: the lease then expires and the message is sent again. The alternative
+    (commit first, then send) would lose the message instead.
     """
 
     def __init__(self, settings: Settings, db: Database, tuning: Tuning | None = None):
@@ -557,15 +585,23 @@ class MailSender:
             return True
         msg = mail.build_message(self.settings.smtp_from, email, subject, text, html, language=language,
                                  notification_id=doc["_id"])
+        handed_over: list[bool] = []
+
+        def hand_over() -> None:  # once, even if the transaction around it is retried
+            if not handed_over:
+                sender.send(msg)
+                handed_over.append(True)
         try:
-            sender.send(msg)
+            # The "sent" record and its event are written first, the message is handed to
+            # SMTP, and only then is the transaction committed: a crash between the relay's
+            # acceptance and our record (the one window for a duplicate) is one commit wide.
+            self._finish(doc, SENT, None, language=language, before_commit=hand_over)
         except mail.PermanentMailError as e:
             self._finish(doc, FAILED, str(e))
             return True
         except (smtplib.SMTPException, OSError) as e:
             self._retry(doc, f"mail relay error: {_short(e)}")
             return False
-        self._finish(doc, SENT, None, language=language)
         return True
 
     def _retry(self, doc: dict, error: str) -> None:
@@ -578,7 +614,8 @@ class MailSender:
         log.warning("e-mail postponed", extra={"notification_id": doc["_id"], "template": doc["template"],
                                                "error": error, "retry_in_s": delay})
 
-    def _finish(self, doc: dict, status: str, error: str | None, language: str | None = None) -> None:
+    def _finish(self, doc: dict, status: str, error: str | None, language: str | None = None,
+                before_commit: Callable[[], None] | None = None) -> None:
         data = {"notification_id": doc["_id"], "region_id": doc["region"], "member_id": doc["member_id"],
                 "template": doc["template"], "channel": "email", "cause_event_id": doc["cause_event_id"]}
         extra: dict = {}
@@ -589,7 +626,7 @@ class MailSender:
             extra = {"error": error}
             event = EventDraft("notification.failed", dict(data, error=(error or "failed")[:500]))
         try:
-            self.repo.finish(doc, status, event, extra)
+            self.repo.finish(doc, status, event, extra, before_commit=before_commit)
         except PreconditionFailed:
             log.warning("notification settled by another sender meanwhile", extra={"notification_id": doc["_id"]})
         EMAILS.labels(status).inc()
@@ -615,19 +652,12 @@ class MailSender:
 # Scheduler and wiring
 # =============================================================================================
 def scheduler(settings: Settings, db: Database, tuning: Tuning):
+    """Fires the vote-closing reminders. (Retention needs no tick: TTL indexes expire settled
+    deliveries, their attempts and event copies.)"""
     def run(stop: threading.Event) -> None:
-        last_retention = 0.0
         while not stop.is_set():
             try:
                 handlers.fire_due_reminders(db, settings)
-                Claims(db).purge()
-                if time.monotonic() - last_retention >= tuning.retention_every_s:
-                    # hourly: on FerretDB 1.x these filters scan the collections
-                    purged = purge_history(db, now() - timedelta(days=tuning.retention_days))
-                    last_retention = time.monotonic()
-                    if any(purged.values()):
-                        log.info("history past retention purged", extra={"purged": purged,
-                                                                         "retention_days": tuning.retention_days})
             except Exception as e:  # noqa: BLE001
                 log.warning("reminder scheduler skipped a tick", extra={"error": f"{type(e).__name__}: {e}"})
             stop.wait(tuning.scheduler_poll_s)
@@ -641,7 +671,7 @@ def consumer(settings: Settings, db: Database) -> ConsumerRunner:
 
 def components(settings: Settings, db: Database):
     tuning = Tuning.from_env()
-    relay = Relay(db, AGGREGATE_COLLECTIONS, settings.topic(topics.NOTIFY),
+    relay = Relay(db, settings.topic(topics.NOTIFY),
                   lambda: kafka.producer(settings), service="notify", poll_s=settings.relay_poll_s)
     engine = DeliveryEngine(settings, db, tuning)
     return [("relay", relay.run), ("consumer", consumer(settings, db).run), ("deliveries", engine.run),

@@ -61,7 +61,7 @@ def test_draft_validation_is_field_by_field_and_stores_nothing(client, overrides
     problem = _problem(client.post(BASE, json=body(**overrides), headers=admin()), 422)
     assert field in problem["errors"], problem
     assert agreements_db().agreements.count_documents({}) == 0
-    assert agreements_db().agreement_commits.count_documents({}) == 0
+    assert agreements_db().outbox.count_documents({}) == 0
 
 
 def test_municipalities_must_lie_in_the_region_once_it_is_known(client):
@@ -381,7 +381,7 @@ def test_openapi_document_lists_the_agreement_paths(client):
 
 
 def test_votes_committed_together_keep_their_own_answers_and_traces(client):
-    """Group commit: one insert for several votes, one event (and trace) per vote, errors per vote."""
+    """Group commit: one transaction for several votes, one event (and trace) per vote, errors per vote."""
     from hecht.errors import Forbidden, NotFound
     voters = seed_region(members=3)
     a = drafted(client)
@@ -394,10 +394,11 @@ def test_votes_committed_together_keep_their_own_answers_and_traces(client):
     handlers.VoteBatcher._commit(tickets, handlers.Unit(agreements_db(), T0 + timedelta(hours=1)))
     assert [type(t.error) for t in tickets] == [type(None), Forbidden, type(None), NotFound]
     assert tickets[0].result.vote_of(voters[0]) == "for" and tickets[2].result.vote_of(voters[1]) == "against"
-    commits = list(agreements_db().agreement_commits.find({"agreement_id": a["id"], "first_seq": 3}))
-    assert len(commits) == 1 and commits[0]["last_seq"] == 4
-    assert [e["traceparent"] for e in commits[0]["_outbox"]] == [traces[0], traces[2]]
-    assert [e["data"]["mandate"]["for"] for e in commits[0]["_outbox"]] == [1, 1]
-    assert [e["data"]["mandate"]["against"] for e in commits[0]["_outbox"]] == [0, 1]
+    votes = [e for e in pending_events(a["id"]) if e["sequence"] >= 3]
+    assert [e["sequence"] for e in votes] == [3, 4]  # one commit: the agreement moved from 2 to 4
+    assert tickets[0].result.sequence == 4 and tickets[0].result is tickets[2].result
+    assert [e["traceparent"] for e in votes] == [traces[0], traces[2]]
+    assert [e["data"]["mandate"]["for"] for e in votes] == [1, 1]
+    assert [e["data"]["mandate"]["against"] for e in votes] == [0, 1]
     tally = client.get(f"{BASE}/{a['id']}/mandate", headers=admin()).get_json()
     assert (tally["for"], tally["against"], tally["cast"]) == (1, 1, 2)

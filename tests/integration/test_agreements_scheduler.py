@@ -15,7 +15,7 @@ from hecht import events as ev
 from services.agreements import domain, handlers
 from services.agreements.repository import AgreementRepository
 from services.agreements.worker import Scheduler, components
-from tests.conftest import wait_until
+from tests.conftest import abort_abandoned_transactions, wait_until
 from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
     REGION, T0, agreements_db, agreements_relay, event_types, seed_region)
 
@@ -61,8 +61,7 @@ def signed(voters, now: datetime = T0, **overrides) -> str:
 
 
 def status(agreement_id: str) -> str:
-    """The truth (the latest commit), not a head that may be a moment behind."""
-    return AgreementRepository(agreements_db()).get(agreement_id, roll_forward=True).status
+    return AgreementRepository(agreements_db()).get(agreement_id).status
 
 
 def count(agreement_id: str, short: str) -> int:
@@ -208,6 +207,9 @@ def test_a_scheduler_killed_mid_run_loses_and_repeats_nothing(hecht_env):
         proc.kill()  # SIGKILL: no clean-up, no finally blocks
     out = proc.communicate(timeout=10)[0]
     assert proc.returncode == -9 and "finished" not in out, out
+    # Killed mid-transaction, it holds that agreement until the server aborts the transaction
+    # (after 60 s); abort it now instead of waiting.
+    abort_abandoned_transactions(agreements_db().client)
     activated_before = sum(status(a) == "active" for a in due)
     assert 3 <= activated_before < len(due)
 
@@ -216,24 +218,24 @@ def test_a_scheduler_killed_mid_run_loses_and_repeats_nothing(hecht_env):
         assert status(a) == "active" and count(a, "agreement.activated") == 1
 
 
-def test_a_worker_dying_right_after_its_claim_leaves_a_complete_transition(hecht_env, monkeypatch):
-    """The commit (state + event) is the claim; dying before the head is rewritten loses nothing."""
+def test_a_worker_dying_before_its_commit_leaves_nothing_and_the_next_pass_finishes(hecht_env, monkeypatch):
+    """A transition is one transaction: a worker dying before the commit leaves neither state nor event."""
+    from hecht import outbox
     voters = seed_region(members=1)
     a = signed(voters)
 
     class Died(BaseException):
         pass
 
-    def die(self, head):
+    def die(session):
         raise Died()
     with monkeypatch.context() as patch, pytest.raises(Died):
-        patch.setattr(AgreementRepository, "_write_head", die)
+        patch.setattr(outbox, "_commit", die)
         Scheduler(agreements_db(), now=lambda: APRIL_1).run_once()
-    stale = agreements_db().agreements.find_one({"_id": a})
-    assert stale["status"] == "mandated"  # the head is behind: the scheduler's query still sees it as due
-    assert Scheduler(agreements_db(), now=lambda: APRIL_1).run_once() == Counter()  # re-read: not due
+    assert status(a) == "mandated" and count(a, "agreement.activated") == 0
+    assert Scheduler(agreements_db(), now=lambda: APRIL_1).run_once() == Counter({"activate": 1})
+    assert Scheduler(agreements_db(), now=lambda: APRIL_1).run_once() == Counter()
     assert status(a) == "active" and count(a, "agreement.activated") == 1
-    assert agreements_db().agreements.find_one({"_id": a})["status"] == "active"  # rolled forward
 
 
 def test_a_crash_between_activation_and_supersede_is_finished_once(hecht_env, monkeypatch):
@@ -256,38 +258,36 @@ def test_a_crash_between_activation_and_supersede_is_finished_once(hecht_env, mo
     assert count(v1, "agreement.superseded") == 1 and count(v2, "agreement.activated") == 1
 
 
-# -- caches and pruning --------------------------------------------------------------------------
-def test_maintenance_repairs_stale_caches_and_prunes_published_commits(hecht_env):
+# -- one transaction per change -------------------------------------------------------------------
+def test_a_vote_whose_event_cannot_be_stored_changes_nothing(hecht_env, monkeypatch):
+    """The agreement, its ballot box and its events are written together or not at all."""
+    from pymongo.collection import Collection
+    from pymongo.errors import OperationFailure
     voters = seed_region(members=2)
     db = agreements_db()
     a = draft()
-    old_head = db.agreements.find_one({"_id": a})
-    mandate(a, voters[:1])
-    old_box = db.ballot_boxes.find_one({"_id": a})
-    run(domain.CastVote(REGION, a, voters[0], "against"))
-    # A racing writer's late cache writes put the head and the ballot box back in time:
-    db.agreements.replace_one({"_id": a}, old_head)
-    db.ballot_boxes.replace_one({"_id": a}, old_box)
+    open_vote(a)
+    before = (db.agreements.find_one({"_id": a}), db.ballot_boxes.find_one({"_id": a}),
+              sorted(e["_id"] for e in db.outbox.find()))
+    real_insert_many = Collection.insert_many
+
+    def outbox_fails(self, documents, *args, **kwargs):
+        if self.name == "outbox":  # after the agreement and the box were written in this transaction
+            raise OperationFailure("simulated failure while storing the events")
+        return real_insert_many(self, documents, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(Collection, "insert_many", outbox_fails)
+        with pytest.raises(OperationFailure):
+            run(domain.CastVote(REGION, a, voters[0], "against"))
+    after = (db.agreements.find_one({"_id": a}), db.ballot_boxes.find_one({"_id": a}),
+             sorted(e["_id"] for e in db.outbox.find()))
+    assert after == before
     repo = AgreementRepository(db)
-    assert [d["_id"] for d in db.agreements.find({"status": "draft"})] == [a]
-    assert repo.maintain() == (1, 0)
-    assert db.agreements.find_one({"_id": a})["status"] == "in_consultation"
-    assert db.ballot_boxes.find_one({"_id": a})["sequence"] == db.agreements.find_one({"_id": a})["sequence"]
+    assert repo.get(a, ballots=True).vote_of(voters[0]) is None
+    run(domain.CastVote(REGION, a, voters[0], "against"))  # sent again: recorded once
     got = repo.get(a, ballots=True)
     assert got.vote_of(voters[0]) == "against" and got.mandate.against == 1
-
-    assert repo.maintain(datetime.now(timezone.utc) + timedelta(minutes=5)) == (0, 0)  # unpublished: kept
-    relay = agreements_relay()
-    assert relay.run_once() == 4
-    relay.close()
-    assert repo.maintain() == (0, 0)  # published, but too recent
-    assert repo.maintain(datetime.now(timezone.utc) + timedelta(minutes=5)) == (0, 4)
-    assert db.agreement_commits.count_documents({}) == 0
-    got = repo.get(a, ballots=True)
-    assert got.vote_of(voters[0]) == "against" and got.sequence == 4
-    assert [e["sequence"] for e in repo.history(a)] == [1, 2, 3, 4]
-    run(domain.CastVote(REGION, a, voters[1], "for"))  # the chain continues after pruning
-    assert repo.get(a).status == "mandated"  # 1 for, 1 against: 1/2 meets the 0.5 threshold
+    assert [e["sequence"] for e in repo.history(a)] == [1, 2, 3]
 
 
 def test_the_worker_runs_relay_consumer_and_scheduler(hecht_env):

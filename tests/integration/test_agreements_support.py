@@ -138,19 +138,14 @@ def drain(runner: ConsumerRunner, until, timeout: float = 60.0, message: str = "
 
 
 def agreements_relay() -> Relay:
-    from services.agreements.repository import AGGREGATE_COLLECTIONS
     s = settings("agreements")
-    return Relay(agreements_db(), AGGREGATE_COLLECTIONS, s.topic(topics.AGREEMENTS), lambda: hk.producer(s),
-                 "agreements")
+    return Relay(agreements_db(), s.topic(topics.AGREEMENTS), lambda: hk.producer(s), "agreements")
 
 
 def pending_events(agreement_id: str | None = None) -> list[dict]:
-    """Events still in the commits' outbox, in sequence order per agreement."""
-    query = {"agreement_id": agreement_id} if agreement_id else {}
-    out = []
-    for c in agreements_db().agreement_commits.find(query):
-        out += c.get("_outbox") or []
-    return sorted(out, key=lambda e: (e["subject"], e["sequence"]))
+    """Events still in the outbox, in sequence order per agreement."""
+    from hecht import outbox
+    return outbox.pending(agreements_db(), agreement_id)
 
 
 def event_types(agreement_id: str) -> list[str]:

@@ -6,7 +6,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from hecht import events as ev
+from hecht import events as ev, outbox
 from hecht.config import settings
 from services.notify import handlers
 from tests.conftest import bearer, wait_until
@@ -71,7 +71,7 @@ def test_enrolment_emails_reach_each_gp_once_in_their_language(notify_worker):
         ("m_nl", "nl", "enrolment_approved"), ("m_fr", "fr", "enrolment_approved"),
         ("m_en", "en", "enrolment_approved")}
     for d in docs:
-        [event] = d["_outbox"]
+        [event] = outbox.history(notify_db(), d["_id"])  # written with the state, in one transaction
         ev.validate(event)
         assert event["type"] == "hecht.notification.sent.v1" and event["subject"] == d["_id"]
         assert set(event["data"]) == {"notification_id", "region_id", "member_id", "template", "channel",
@@ -182,7 +182,7 @@ def test_erasure_purges_the_address_and_a_later_mail_fails_without_sending(notif
     _settled(1)
     doc = notify_db().notifications.find_one({"member_id": "m_x"})
     assert doc["status"] == "failed" and "erased" in doc["error"]
-    [event] = doc["_outbox"]
+    [event] = outbox.history(notify_db(), doc["_id"])
     ev.validate(event)
     assert event["type"] == "hecht.notification.failed.v1" and "erased" in event["data"]["error"]
     assert mails_to(addresses["m_x"]) == []
@@ -196,8 +196,9 @@ def test_an_unreachable_mail_relay_is_retried_then_reported(notify_worker, monke
     _settled(1)
     doc = notify_db().notifications.find_one({"member_id": "m_y"})
     assert doc["status"] == "failed" and doc["attempts"] == 3 and "unreachable" in doc["error"]
-    wait_until(lambda: notify_db().notifications.find_one({"_id": doc["_id"]})["_outbox"] == [],
-               message="the failure event relayed")
+    wait_until(lambda: outbox.pending(notify_db(), doc["_id"]) == [], message="the failure event relayed")
+    [relayed] = outbox.history(notify_db(), doc["_id"])
+    assert relayed["type"] == "hecht.notification.failed.v1"
 
 
 def test_notifications_api_lists_what_was_sent_to_whom(notify_client, notify_worker):
@@ -249,3 +250,55 @@ def test_mandate_outcome_reaches_voters_whose_enrolment_notify_has_not_seen_yet(
                             mandate=mandate("passed", electorate_size=3, votes=(2, 0, 0))))
     queued = {d["member_id"] for d in notify_db().notifications.find({"template": "mandate_passed"})}
     assert queued == {"m_a", "m_b"}  # the voter suspended since is not written to
+
+
+def test_a_dead_senders_lease_runs_out_and_the_email_goes_once(notify_worker):
+    from services.notify.repository import NotificationRepository
+    addresses = _members(("m_d", "nl", ["member"], "pending"))
+    consume(member_event("member.enrolled", "m_d", 3, email_addr=addresses["m_d"]))
+    repo = NotificationRepository(notify_db())
+    held = repo.claim("dead-sender", lease_s=1.5)  # claimed, then the sender dies
+    assert held is not None and held["member_id"] == "m_d" and held["claim_seq"] == 1
+    assert repo.claim("another", lease_s=60) is None  # leased: nobody else gets it meanwhile
+    notify_worker("mailer")
+    time.sleep(0.8)
+    assert mails_to(addresses["m_d"]) == []
+    wait_until(lambda: mails_to(addresses["m_d"]), timeout=10, message="the e-mail after the lease ran out")
+    _settled(1)
+    doc = notify_db().notifications.find_one({"member_id": "m_d"})
+    assert doc["status"] == "sent" and doc["claim_seq"] == 2 and doc["attempts"] == 1 and "lease_owner" not in doc
+    repo.requeue(held, datetime.now(timezone.utc), "the dead sender wakes up")  # its lease is long gone
+    assert notify_db().notifications.find_one({"member_id": "m_d"})["status"] == "sent"
+    time.sleep(0.5)
+    assert len(mails_to(addresses["m_d"])) == 1
+
+
+def test_concurrent_senders_send_each_email_once(fast):
+    import threading
+    from services.notify.worker import MailSender
+    members = [(f"m_{i}", "en", ["member"], "pending") for i in range(24)]
+    addresses = _members(*members)
+    consume(*[member_event("member.enrolled", m, 3, language="en", email_addr=addresses[m]) for m, *_ in members])
+    senders = [MailSender(settings("notify"), notify_db()) for _ in range(4)]
+    start = threading.Barrier(len(senders))
+    sent = []
+
+    def run(sender):
+        start.wait()
+        while True:
+            n = sender.run_once(limit=3)
+            sent.append(n)
+            if n == 0:
+                return
+    threads = [threading.Thread(target=run, args=(s,)) for s in senders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(sent) == 24
+    for m, *_ in members:
+        wait_until(lambda m=m: mails_to(addresses[m]), message=f"mail to {m}")
+    time.sleep(0.3)
+    assert all(len(mails_to(addresses[m])) == 1 for m, *_ in members)
+    docs = list(notify_db().notifications.find())
+    assert len(docs) == 24 and {(d["status"], d["attempts"], d["claim_seq"]) for d in docs} == {("sent", 1, 1)}

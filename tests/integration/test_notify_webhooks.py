@@ -12,10 +12,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from hecht import events as ev, topics
+from hecht import events as ev, outbox, topics
 from hecht.config import settings
 from services.notify import outbound
-from services.notify.repository import Claims
 from services.notify.worker import DeliveryEngine
 from tests.conftest import wait_until
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
@@ -172,9 +171,9 @@ def test_410_gone_disables_at_once(notify_client, notify_worker, receiver):
     d = deliveries(sub["id"])[0]
     assert d["status"] == "failed" and d["attempt_count"] == 1
     assert "410" in _sub_doc(sub["id"])["disabled_reason"]
-    outbox = _sub_doc(sub["id"])["_outbox"]
-    assert [e["type"] for e in outbox] == ["hecht.subscription.disabled.v1"]
-    assert outbox[0]["data"]["failed_deliveries"] == 1
+    events = outbox.history(notify_db(), sub["id"])  # written with the change, in one transaction
+    assert [e["type"] for e in events] == ["hecht.subscription.disabled.v1"]
+    assert events[0]["data"]["failed_deliveries"] == 1
 
 
 def test_manual_retry_of_a_failed_delivery(notify_client, notify_worker, receiver):
@@ -287,18 +286,75 @@ def test_two_engines_never_send_the_same_delivery(notify_client, fast, receiver)
     assert {d["attempt_count"] for d in deliveries(sub["id"])} == {1}
 
 
-def test_a_dead_workers_claim_expires_and_the_delivery_goes_out(notify_client, notify_worker, receiver):
+def test_a_dead_workers_lease_runs_out_and_the_delivery_goes_out(notify_client, notify_worker, receiver):
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     consume(_drafted())
     d = deliveries(sub["id"])[0]
     now = datetime.now(timezone.utc)
-    assert Claims(notify_db()).take("dlv", d["_id"], 1, "dead-worker", now + timedelta(seconds=1.5))
+    from services.notify.repository import DeliveryRepository
+    # a worker claims the attempt and dies holding it
+    assert DeliveryRepository(notify_db()).claim([d], "dead-worker", now, now + timedelta(seconds=1.5)) == {d["_id"]}
+    assert DeliveryRepository(notify_db()).claim([d], "another", now, now + timedelta(seconds=9)) == set()
     notify_worker("deliveries")
     time.sleep(0.8)
-    assert receiver.count() == 0  # the dead worker's claim still holds
-    wait_until(lambda: receiver.count() == 1, timeout=10, message="delivery after the claim expired")
+    assert receiver.count() == 0  # the dead worker's lease still holds
+    wait_until(lambda: receiver.count() == 1, timeout=10, message="delivery after the lease ran out")
     done = wait_until(lambda: deliveries(sub["id"], status="succeeded"), message="recorded")[0]
-    assert done["claim_seq"] == 2 and done["attempt_count"] == 1
+    # claimed by the dead worker (1), taken over (2), recorded (3); the lease is over
+    assert done["claim_seq"] == 3 and done["attempt_count"] == 1 and "lease_until" not in done
+    assert receiver.count() == 1
+
+
+def test_an_outcome_after_the_lease_was_taken_over_is_not_recorded(notify_client, fast, receiver):
+    from services.notify.repository import DeliveryRepository
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    consume(_drafted())
+    [d] = deliveries(sub["id"])
+    repo = DeliveryRepository(notify_db())
+    now = datetime.now(timezone.utc)
+    assert repo.claim([d], "slow-worker", now, now + timedelta(seconds=0.2)) == {d["_id"]}
+    slow = dict(d, claim_seq=d["claim_seq"] + 1)  # what the slow worker holds
+    time.sleep(0.3)
+    [expired] = deliveries(sub["id"])
+    later = datetime.now(timezone.utc)
+    assert repo.claim([expired], "taker", later, later + timedelta(seconds=30)) == {d["_id"]}
+    engine = DeliveryEngine(settings("notify"), notify_db())
+    try:
+        assert engine.deliver(slow, _sub_doc(sub["id"])) == "success"  # made, but too late to count
+    finally:
+        engine.close()
+    [now_doc] = deliveries(sub["id"])
+    assert now_doc["status"] == "pending" and now_doc["lease_owner"] == "taker" and now_doc["claim_seq"] == 2
+    assert now_doc["attempt_count"] == 0 and "expires_at" not in now_doc
+
+
+def test_a_claim_on_a_stale_read_or_a_live_lease_wins_nothing(notify_client, fast):
+    from services.notify.repository import DeliveryRepository
+    sub = subscribe(notify_client, "http://127.0.0.1:9/hook", ["agreement.*"])
+    consume(*[_drafted(f"a_{i}") for i in range(4)])
+    repo = DeliveryRepository(notify_db())
+    read = deliveries(sub["id"])
+    now = datetime.now(timezone.utc)
+    assert repo.claim(read[:2], "w1", now, now + timedelta(seconds=30)) == {read[0]["_id"], read[1]["_id"]}
+    # w2 read all four before w1's claim: it gets only the two w1 did not take
+    assert repo.claim(read, "w2", now, now + timedelta(seconds=30)) == {read[2]["_id"], read[3]["_id"]}
+    # nothing is free now, whoever asks and whatever they read
+    assert repo.claim(deliveries(sub["id"]), "w3", now, now + timedelta(seconds=30)) == set()
+    # 48 claimers racing for one fresh delivery: exactly one wins
+    consume(_drafted("a_race"))
+    [fresh] = deliveries(sub["id"], subject="a_race")
+    now = datetime.now(timezone.utc)
+    won, start = [], threading.Barrier(48)
+
+    def claimer(i):
+        start.wait()
+        won.append(repo.claim([fresh], f"r{i}", now, now + timedelta(seconds=30)))
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(w) for w in won) == 1
 
 
 # -- secrets ----------------------------------------------------------------------------------
@@ -417,23 +473,61 @@ def test_events_from_kafka_fan_out_once_even_when_redelivered(notify_client, not
     assert "personal" not in next(b for b in receiver.bodies() if b["id"] == enrolled["id"])["data"]
 
 
-def test_retention_purges_settled_history_and_keeps_what_a_replay_needs(hecht_env):
-    from hecht import mongo as hm
-    from services.notify.repository import purge_history
-    s = settings("notify")
-    db = hm.database(s.mongo_uri, s.database_name)
-    now = datetime.now(timezone.utc)
-    old, recent = now - timedelta(days=100), now - timedelta(days=1)
-    db.deliveries.insert_many([
-        {"_id": "d-old-ok", "status": "succeeded", "created_at": old, "event_id": "e-old"},
-        {"_id": "d-old-failed", "status": "failed", "created_at": old, "event_id": "e-old"},
-        {"_id": "d-old-pending", "status": "pending", "created_at": old, "event_id": "e-pending"},
-        {"_id": "d-new-ok", "status": "succeeded", "created_at": recent, "event_id": "e-new"}])
-    db.attempts.insert_many([{"_id": f"a-{d}", "delivery_id": d} for d in ("d-old-ok", "d-old-failed", "d-new-ok")])
-    db.event_copies.insert_many([{"_id": "e-old", "time": old}, {"_id": "e-pending", "time": old},
-                                 {"_id": "e-new", "time": recent}])
-    purged = purge_history(db, now - timedelta(days=90))
-    assert purged == {"deliveries": 2, "attempts": 2, "event_copies": 1}
-    assert sorted(d["_id"] for d in db.deliveries.find()) == ["d-new-ok", "d-old-pending"]
-    assert [a["_id"] for a in db.attempts.find()] == ["a-d-new-ok"]
-    assert sorted(c["_id"] for c in db.event_copies.find()) == ["e-new", "e-pending"]
+def _near(value, expected, slack_s: float = 30) -> bool:
+    return value is not None and abs((value - expected).total_seconds()) <= slack_s
+
+
+def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(notify_client, notify_worker,
+                                                                              receiver, monkeypatch):
+    """Retention is TTL indexes on ``expires_at``: what settles gets one, what is pending (and
+    the event copy it needs) does not, until it settles or goes."""
+    monkeypatch.setenv("HECHT_NOTIFY_RETENTION_DAYS", "2")
+    keep = timedelta(days=2)
+    db = notify_db()
+    for name in ("deliveries", "attempts", "event_copies"):
+        ttl = [ix for ix in db[name].index_information().values() if ix["key"] == [("expires_at", 1)]]
+        assert [ix.get("expireAfterSeconds") for ix in ttl] == [0], name
+    busy = subscribe(notify_client, receiver.url(), ["agreement.*", "member.enrolled"])
+    waiting = subscribe(notify_client, receiver.url("/waiting"), ["agreement.*"])
+    drafted, enrolled = _drafted(), member_event("member.enrolled", "m_1", 1)
+    unmatched = member_event("member.capacity_changed", "m_1", 2)
+    receiver.script = [500]  # the first attempt fails: a delivery settles with an earlier attempt
+    consume(drafted, enrolled, unmatched)
+    r = notify_client.patch(f"/v1/regions/{REGION}/subscriptions/{waiting['id']}", json={"enabled": False},
+                            headers=integrator())
+    assert r.status_code == 200  # its delivery waits, pending, until re-enabled
+    copies = {c["_id"]: c for c in db.event_copies.find()}
+    assert "expires_at" not in copies[drafted["id"]] and "expires_at" not in copies[enrolled["id"]]
+    assert copies[unmatched["id"]]["expires_at"] == copies[unmatched["id"]]["time"] + keep  # nobody needs it
+    notify_worker("deliveries")
+    settled = wait_until(lambda: len(deliveries(busy["id"], status="succeeded")) == 2
+                         and deliveries(busy["id"]), timeout=15, message="both delivered")
+    for d in settled:
+        assert _near(d["expires_at"], d["delivered_at"] + keep, 1)
+        assert d["attempts"] and all(_near(a.get("expires_at"), d["delivered_at"] + keep) for a in d["attempts"])
+    assert sum(len(d["attempts"]) for d in settled) == 3
+    [pending] = deliveries(waiting["id"])
+    assert pending["status"] == "pending" and "expires_at" not in pending
+    copies = {c["_id"]: c for c in db.event_copies.find()}
+    assert "expires_at" not in copies[drafted["id"]]  # the waiting delivery still needs it
+    assert _near(copies[enrolled["id"]].get("expires_at"), datetime.now(timezone.utc) + keep)
+
+    # a finished delivery queued again: it, its attempts and its copy no longer expire
+    d = next(d for d in settled if d["event_id"] == enrolled["id"])
+    base = f"/v1/regions/{REGION}/subscriptions/{busy['id']}/deliveries"
+    receiver.script = [{"status": 200, "sleep": 1.0}]
+    assert notify_client.post(f"{base}/{d['_id']}/retry", headers=integrator()).status_code == 202
+    reopened = db.deliveries.find_one({"_id": d["_id"]})  # the receiver takes a second to answer
+    assert reopened["status"] == "pending" and "expires_at" not in reopened
+    assert not db.attempts.count_documents({"delivery_id": d["_id"], "expires_at": {"$exists": True}})
+    assert "expires_at" not in db.event_copies.find_one({"_id": enrolled["id"]})
+    wait_until(lambda: deliveries(busy["id"], status="succeeded", event_id=enrolled["id"],
+                                  attempt_count=d["attempt_count"] + 1), timeout=15, message="the retry delivered")
+    assert db.event_copies.find_one({"_id": enrolled["id"]}).get("expires_at")
+    assert db.attempts.count_documents({"delivery_id": d["_id"], "expires_at": {"$exists": False}}) == 0
+
+    # the waiting subscription goes: its deliveries with it, and the copy only they needed expires
+    assert notify_client.delete(f"/v1/regions/{REGION}/subscriptions/{waiting['id']}",
+                                headers=integrator()).status_code == 204
+    assert _near(db.event_copies.find_one({"_id": drafted["id"]}).get("expires_at"),
+                 datetime.now(timezone.utc) + keep)

@@ -40,7 +40,7 @@ def members_db():
 
 def relay_for_members() -> Relay:
     s = settings("members")
-    return Relay(members_db(), ["regions"], s.topic(topics.MEMBERS), lambda: hk.producer(s), "members")
+    return Relay(members_db(), s.topic(topics.MEMBERS), lambda: hk.producer(s), "members")
 
 
 def region_event(subject: str, sequence: int, name: str = "x") -> dict:
@@ -54,8 +54,8 @@ def region_event(subject: str, sequence: int, name: str = "x") -> dict:
 def test_event_written_with_a_change_reaches_kafka_with_a_valid_envelope(client, topic_reader):
     r = client.post("/v1/regions", json=REGION, headers=bearer("platform-admin"))
     assert r.status_code == 201, r.json
-    stored = members_db().regions.find_one({"_id": "elz-gent"})
-    assert len(stored["_outbox"]) == 1 and stored["_pending"] is True  # written atomically with the state
+    [pending] = members_db().outbox.find()  # written in the state's transaction
+    assert pending["subject"] == "elz-gent" and pending["sequence"] == 1
 
     relay = relay_for_members()
     assert relay.run_once() == 1
@@ -70,8 +70,7 @@ def test_event_written_with_a_change_reaches_kafka_with_a_valid_envelope(client,
     assert event["source"] == "/regions/elz-gent" and event["region"] == "elz-gent"
     assert dict(record.headers)["content-type"].startswith(b"application/cloudevents+json")
     assert dict(record.headers)["traceparent"].startswith(b"00-")
-    stored = members_db().regions.find_one({"_id": "elz-gent"})
-    assert stored["_outbox"] == [] and stored["_pending"] is False
+    assert members_db().outbox.count_documents({}) == 0  # published, archived, removed
     history = client.get("/v1/regions/elz-gent/history", headers=bearer("region-admin", "elz-gent")).json
     assert [e["id"] for e in history["items"]] == [event["id"]]
 
@@ -91,31 +90,71 @@ def test_relay_keeps_per_aggregate_order_across_many_writes(client, topic_reader
     assert len({r.partition for r in records}) == 1
 
 
-def test_the_relay_finds_work_by_signal_and_recovers_unsignalled_events_by_sweep(client, topic_reader):
-    assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+class RunningRelay:
+    """The relay's real loop (following the outbox change stream) in a thread."""
+
+    def __init__(self):
+        self.relay = relay_for_members()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.relay.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+
+
+def _sequences() -> list[int]:
+    """Every sequence on the members topic, read to its end offsets (so duplicates show)."""
+    from tests.e2e.load import read_to_end
+    s = settings("members")
+    return [json.loads(r.value)["sequence"] for r in read_to_end(s.kafka_bootstrap_servers, s.topic(topics.MEMBERS))]
+
+
+def test_the_relay_follows_the_change_stream_and_resumes_from_its_token(client):
     db = members_db()
-    assert db.outbox_signals.find_one({"_id": "regions/elz-gent"}) is not None  # left by the write
-    relay = relay_for_members()
-    relay.sweep_s = 3600
-    relay._next_sweep, relay._force_sweep = time.monotonic() + 3600, False  # signals only, from now on
-    assert relay.run_once() == 1
-    assert db.outbox_signals.count_documents({}) == 0
-    # A writer that died between its write and its signal: only the sweep can find it.
-    stranded = region_event("elz-gent", 2, name="stranded")
-    db.regions.update_one({"_id": "elz-gent"}, {"$set": {"_outbox": [stranded], "_pending": True, "version": 2}})
-    assert relay.run_once() == 0
-    relay._next_sweep = 0  # the periodic sweep
-    assert relay.run_once() == 1
-    relay.close()
-    records = topic_reader(settings("members").topic(topics.MEMBERS), until=lambda r: len(r) >= 2)
-    assert [json.loads(r.value)["sequence"] for r in records] == [1, 2]
-    assert db.regions.find_one({"_id": "elz-gent"})["_pending"] is False
+    running = RunningRelay()
+    try:
+        assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+        wait_until(lambda: db.outbox.count_documents({}) == 0 and db.events.count_documents({}) == 1,
+                   message="the first event published by the stream")
+    finally:
+        running.close()
+    token = db.relay_state.find_one({"_id": settings("members").topic(topics.MEMBERS)})["token"]
+    for i in range(3):  # written while no relay runs
+        assert client.patch("/v1/regions/elz-gent", json={"name": f"ELZ {i}"},
+                            headers=bearer("region-admin", "elz-gent")).status_code == 200
+    running = RunningRelay()
+    try:
+        wait_until(lambda: db.outbox.count_documents({}) == 0, message="the events written while it was down")
+    finally:
+        running.close()
+    assert db.relay_state.find_one({"_id": settings("members").topic(topics.MEMBERS)})["token"] != token
+    assert _sequences() == [1, 2, 3, 4]  # resumed: nothing published twice
+
+
+def test_without_a_usable_token_the_relay_publishes_the_backlog_first(client):
+    db = members_db()
+    assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
+    assert client.patch("/v1/regions/elz-gent", json={"name": "Renamed"},
+                        headers=bearer("region-admin", "elz-gent")).status_code == 200
+    db.relay_state.insert_one({"_id": settings("members").topic(topics.MEMBERS), "token": {"_data": "00"}})
+    running = RunningRelay()
+    try:
+        wait_until(lambda: db.outbox.count_documents({}) == 0, message="the backlog")
+        assert client.patch("/v1/regions/elz-gent", json={"name": "After"},
+                            headers=bearer("region-admin", "elz-gent")).status_code == 200
+        wait_until(lambda: db.outbox.count_documents({}) == 0 and db.events.count_documents({}) == 3,
+                   message="the event written after the backlog")
+    finally:
+        running.close()
+    assert _sequences() == [1, 2, 3]
 
 
 def test_a_failed_relay_pass_strands_nothing(client, topic_reader):
     assert client.post("/v1/regions", json=REGION, headers=bearer("platform-admin")).status_code == 201
     relay = relay_for_members()
-    relay._next_sweep, relay._force_sweep = time.monotonic() + 3600, False
     working = relay.producer_factory
 
     def broker_down():
@@ -123,9 +162,9 @@ def test_a_failed_relay_pass_strands_nothing(client, topic_reader):
     relay.producer_factory = broker_down
     with pytest.raises(RuntimeError):
         relay.run_once()
-    assert members_db().outbox_signals.count_documents({}) == 0  # the failed pass took the signal
+    assert members_db().outbox.count_documents({}) == 1  # still there
     relay.producer_factory = working
-    assert relay.run_once() == 1  # ... so the next pass scans
+    assert relay.run_once() == 1
     relay.close()
     assert len(topic_reader(settings("members").topic(topics.MEMBERS))) == 1
 
