@@ -24,7 +24,10 @@ _client: dict[int, pymongo.MongoClient] = {}
 def _collection():
     pid = os.getpid()
     if pid not in _client:
-        _client[pid] = pymongo.MongoClient(os.environ.get("MONGO_URI", "mongodb://127.0.0.1:27017/bench_baseline"))
+        # Retryable writes as hecht has them (HECHT_MONGO_RETRY_WRITES), so both sides pay the same.
+        retry = os.environ.get("HECHT_MONGO_RETRY_WRITES", "1").strip().lower() not in ("0", "false", "no")
+        _client[pid] = pymongo.MongoClient(os.environ.get("MONGO_URI", "mongodb://127.0.0.1:27017/bench_baseline"),
+                                           retryWrites=retry)
     return _client[pid].get_default_database("bench_baseline")["signups"]
 
 

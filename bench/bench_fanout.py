@@ -13,9 +13,9 @@ the receivers do not share our GIL), and the delivery engine signs and posts the
    p99 of the same 99 others. Target: within 1.2× of the baseline. Phases 2 and 3 run
    alternately, twice each, and each condition's samples are pooled.
 
-Between phases the deliveries are deleted, so each phase starts from the same (empty)
-collection (FerretDB 1.x scans instead of using indexes: a growing collection alone
-would slow the later phase). Bounded: the whole run stays under 90 s.
+Between phases the deliveries, attempts and event copies are deleted, so each phase starts
+from the same (empty) collections and no phase pays for what an earlier one left. Bounded:
+the whole run stays under 90 s.
 
 Run: ``python bench/bench_fanout.py --profile quick`` (against the stack in the environment).
 """
@@ -261,9 +261,6 @@ def main() -> None:
         ]
         notes.append(f"stream: one event every {interval:.1f} s for {seconds:.0f} s per phase, 2 phases each "
                      f"({stream_rate * SUBSCRIPTIONS:.0f} deliveries/s offered on average)")
-        notes.append("on FerretDB 1.x (SQLite) every update scans its collection (~0.3 ms per document) and "
-                     "writes are serialised: the burst figure is bound by the database (one batched update "
-                     "per round of outcomes, one scan per dispatch), not by HTTP or signing")
         notes.append("the slow endpoint holds at most HECHT_WEBHOOK_CONCURRENCY_PER_ENDPOINT (2) of the "
                      f"{run.engine.tuning.workers} delivery threads; it finished "
                      f"{slow['slow_endpoint_done']} deliveries during its phase")

@@ -1,12 +1,12 @@
 """Benchmark — GP sign-up: requests/s and p99 latency, hecht vs a bare Flask + pymongo insert.
 
 Both sides run under gunicorn with the same config (``deploy/gunicorn.conf.py``, 2 sync
-workers) against the same MongoDB-compatible server, each in its own database:
+workers) against the same MongoDB-protocol server (SecantusDB locally), each in its own database:
 
 - **hecht**: ``POST /v1/regions/{r}/members`` of the members service — rate limit counter,
   region (read at most every 5 s per process), field rules (RIZIV check digits, postcode, municipality, email
-  normalisation), one insert with its ``member.signed_up`` event in the outbox, unique
-  indexes on email and registration;
+  normalisation), then one multi-document transaction: the member (unique indexes on email
+  and registration) and its ``member.signed_up`` event in the outbox collection;
 - **baseline**: ``bench/baseline_app.py`` — parse the JSON, insert it, answer 201.
 
 A load generator in its own process (threads, a new connection per request as gunicorn's
@@ -17,7 +17,7 @@ rounds after ``BUDGET_S`` so it stays under 60 s.
 
 Run standalone against any stack::
 
-    MONGO_URI=mongodb://127.0.0.1:27028 python bench/bench_signup.py [--profile quick|full]
+    MONGO_URI=mongodb://127.0.0.1:27019 python bench/bench_signup.py [--profile quick|full]
 
 It prints a human summary with the ratio, then the ``BENCH_JSON`` line (bench/lib.py).
 """
@@ -116,7 +116,7 @@ def start_server(name: str, app: str, port: int, env: dict, run_tag: str) -> lib
     # mid-measurement, an artefact of the run's length rather than a cost per request.
     env = {**os.environ, **env, "HECHT_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
            "GUNICORN_THREADS": "1", "GUNICORN_MAX_REQUESTS": "0", "HECHT_LOG_LEVEL": "warning"}
-    return lib.Proc(name, argv, env, lib.REPO / "bench" / "results" / f"signup-{run_tag}-{name}.log").start()
+    return lib.Proc(name, argv, env, lib.REPO / "var" / "bench" / f"signup-{run_tag}" / f"{name}.log").start()
 
 
 def wait_healthy(proc: lib.Proc, port: int) -> None:
@@ -223,9 +223,11 @@ def main() -> None:
              f"{size['rounds']} rounds × {size['seconds']:g} s per side, alternating order; app log level warning "
              "on both sides",
              "machine shared with the stack and the load generator; compare the ratio, not absolutes",
-             "per sign-up hecht makes two database writes (the shared rate-limit counter of hecht.web.rate_limit, "
-             "then the member with its outbox event) where the baseline makes one; on FerretDB/SQLite the writes "
-             "dominate, which caps the ratio near 0.5"]
+             "per sign-up hecht makes four round trips to the database where the baseline makes one: the shared "
+             "rate-limit counter (hecht.web.rate_limit, find_one_and_update with upsert), then one multi-document "
+             "transaction — insert the member (three unique indexes), insert its member.signed_up event into the "
+             "outbox, commit (write concern majority; SecantusDB runs with --sync-on-commit, as for the "
+             "baseline's insert)"]
     results = [
         lib.entry("sign-up throughput", "requests/s", hecht["rps"], baseline["rps"], TARGET, ratio=ratio,
                   note="ratio = median over rounds of hecht/baseline measured back to back",

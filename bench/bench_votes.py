@@ -5,8 +5,9 @@ its own process sends the requests over HTTP with real GP / region-admin tokens:
 
 1. **votes**: one agreement whose electorate is 1,000 active GPs; every GP casts a vote
    (``PUT …/mandate/votes/{m}``) from ``CONCURRENCY`` client threads at once. Every vote is a
-   commit on the same agreement (its tally and its ``agreement.vote_cast`` event in one
-   atomic insert), so concurrent voters take turns: this measures that serialisation point.
+   commit on the same agreement (the ballot box, the tally and the ``agreement.vote_cast``
+   event in one multi-document transaction, guarded by the agreement's sequence), so
+   concurrent voters take turns: this measures that serialisation point.
    Afterwards the tally must count exactly 1,000 votes and the vote must have closed itself.
 2. **tally**: another agreement with 10,000 votes recorded (seeded in-process through the
    repository in one commit, then checked) and an electorate of 10,001 so the vote stays
@@ -16,7 +17,7 @@ its own process sends the requests over HTTP with real GP / region-admin tokens:
 
 The run is bounded (``BUDGET_S``, well under 60 s). Run standalone against any stack::
 
-    MONGO_URI=mongodb://127.0.0.1:27028 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 python bench/bench_votes.py
+    MONGO_URI=mongodb://127.0.0.1:27019 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19192 python bench/bench_votes.py
 
 It prints the figures, then the ``BENCH_JSON`` line (bench/lib.py).
 """
@@ -165,7 +166,7 @@ def start_server(port: int, env: dict, run_tag: str) -> lib.Proc:
     env = {**os.environ, **env, "HECHT_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(WORKERS),
            "GUNICORN_THREADS": str(THREADS), "GUNICORN_MAX_REQUESTS": "0", "HECHT_LOG_LEVEL": "warning"}
     return lib.Proc("agreements", argv, env,
-                    lib.REPO / "bench" / "results" / f"votes-{run_tag}-agreements.log").start()
+                    lib.REPO / "var" / "bench" / f"votes-{run_tag}" / "agreements.log").start()
 
 
 def wait_healthy(proc: lib.Proc, port: int) -> None:
@@ -242,10 +243,12 @@ def main() -> None:
           f"{tally['per_s']:.0f} reads/s ({TALLY_THREADS} clients)")
     print(f"votes on that 10,000-vote agreement: {big_votes['per_s']:.0f}/s, p99 {big_votes['p99_ms']:.0f} ms "
           f"({big_votes['statuses']}); wall {wall:.0f} s")
-    notes = [f"gunicorn {WORKERS} sync workers × {THREADS} threads, FerretDB (SQLite) and the load generator on "
-             "the same machine; log level warning",
-             "every vote is one commit on its agreement (tally + agreement.vote_cast event in one insert), so votes "
-             "on one agreement are serialised: votes/s is that turn-taking, not a per-request cost",
+    notes = [f"gunicorn {WORKERS} sync workers × {THREADS} threads, SecantusDB (--sync-on-commit) and the load "
+             "generator on the same machine; log level warning",
+             "every vote is one commit on its agreement (ballot box + tally + agreement.vote_cast event in one "
+             "transaction; the votes that arrive while a commit is in flight share the next one), so votes on one "
+             "agreement are serialised: votes/s is that turn-taking, not a per-request cost; the whole ballot box "
+             "is rewritten by each commit",
              f"the {BIG_BOX} recorded votes were seeded in-process through the repository in one commit"]
     results = [
         lib.entry("concurrent votes throughput", "votes/s", votes["per_s"], note=f"{ELECTORS} electors, "

@@ -114,6 +114,16 @@ def drop_databases(names) -> None:
         pass
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (/proc), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 # --------------------------------------------------------------------------------------------
 # Statistics and result records
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ its baseline measured side by side in the same invocation, and writes
     bench/results/<date>.md     the table: benchmark, metric, hecht, baseline, ratio, target, met?
     bench/results/<date>-*.png  charts (matplotlib, Agg; not committed)
 
+(a later run on the same day writes ``<date>-2``, ``<date>-3``, …: results are never overwritten)
+
 A benchmark script prints one last line ``BENCH_JSON {...}`` (see bench/README.md); a script
 that is not there yet is reported as "not yet available", one that fails as "failed" —
 neither stops the run. The services for the end-to-end, growth and memory benchmarks run
@@ -41,8 +43,9 @@ BENCHMARKS = [
     ("2", "Relay: outbox → Kafka vs raw producer", "bench_relay.py", "bench", False),
     ("3", "Consumers: ConsumerRunner vs raw consumer loop", "bench_consumer.py", "bench", False),
     ("7", "Fan-out isolation: 100 subscriptions, one slow", "bench_fanout.py", "notify", False),
-    ("5", "Growth: list/filter at 1k, 10k(, 100k) members", "bench_growth.py", "bench", True),
-    ("4", "End to end: sign-up → webhook at 100 req/s", "bench_e2e.py", "bench", True),
+    ("5", "Growth: list/filter at 1k, 10k, 50k(, 100k) members", "bench_growth.py", "bench", True),
+    ("4", "End to end: sign-up → webhook at the highest sustained rate", "bench_e2e.py", "bench", True),
+    ("12", "MongoDB layout: one SecantusDB server per service vs one shared", "bench_mongo_layout.py", "bench", False),
 ]
 MEMORY_TARGET = "value < 150"
 
@@ -113,21 +116,12 @@ def run_script(script: str, profile: str, env: dict, log_dir: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 # CPU accounting (which process was busy during a benchmark)
 # --------------------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def stack_pids() -> dict[str, int]:
     out = {}
     stack_dir = os.environ.get("HECHT_STACK_DIR")
     if not stack_dir:
         return out
-    for name, sub in (("kafka", "kafka"), ("ferretdb", "ferretdb"), ("smtp", "smtp")):
+    for name, sub in (("kafka", "kafka"), ("mongo", "mongo"), ("smtp", "smtp")):
         try:
             out[name] = int(Path(stack_dir, sub, "pid").read_text().strip())
         except (OSError, ValueError):
@@ -136,7 +130,7 @@ def stack_pids() -> dict[str, int]:
 
 
 def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {name: c for name, pid in pids.items() if (c := cpu_seconds(pid)) is not None}
+    return {name: c for name, pid in pids.items() if (c := lib.cpu_seconds(pid)) is not None}
 
 
 def cpu_rate(pids: dict[str, int], seconds: float) -> dict[str, float]:
@@ -194,7 +188,8 @@ def markdown(report: dict) -> str:
     lines = [f"# hecht benchmarks — {report['date']} ({report['profile']} profile)", "",
              f"Machine: {m.get('cores')} cores, {m.get('memory_gib')} GiB, {m.get('cpu') or 'unknown CPU'}; "
              f"Python {m.get('python')}; {m.get('os')}; load average at start {m.get('loadavg_at_start')}. "
-             f"Stack: Kafka 4.3.1 (KRaft, one broker), FerretDB 1.24.0 on SQLite, gunicorn sync workers × 2. "
+             f"Stack: Kafka 4.3.1 (KRaft, one broker), SecantusDB 0.7.0b3 (MongoDB wire protocol on WiredTiger, "
+             f"one-member replica set, --sync-on-commit), gunicorn sync workers × 2. "
              f"Commit {report.get('commit') or '?'}; run took {report['seconds'] / 60:.1f} min.", "",
              "Every figure is measured beside its baseline in the same run; *ratio* = hecht / baseline.", "",
              "| # | benchmark | metric | hecht | baseline | ratio | target | met? |",
@@ -222,8 +217,10 @@ def markdown(report: dict) -> str:
         plans = (b.get("extra") or {}).get("explain")
         if plans:
             lines += ["", f"## Explain plans at the largest size ({b['title']})", "",
-                      "As the server reports them (FerretDB 1.24 on SQLite gives its SQLite plan and whether "
-                      "the filter, sort and limit were pushed down into SQL).", ""]
+                      "As the server reports them (SecantusDB 0.7.0b3, verbosity executionStats): the winning "
+                      "plan, and how many index keys and documents it read for one page of 51. SecantusDB "
+                      "reads every document the index bounds select and applies the limit only after sorting, "
+                      "so these counts grow with the region.", ""]
             for name, plan in plans.items():
                 lines += [f"**{name}**", "", "```json", json.dumps(plan, default=str, indent=1)[:2500], "```", ""]
     return "\n".join(lines) + "\n"
@@ -267,8 +264,9 @@ def charts(report: dict, stem: str) -> list[str]:
         ex = b.get("extra") or {}
         if ex.get("latency_ms_quantiles"):
             fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-            for key, label in (("latency_ms_quantiles", "at the target rate"),
-                               ("latency_ms_quantiles_low", "below saturation")):
+            for key, label in (("latency_ms_quantiles", "at the highest sustained rate"),
+                               ("latency_ms_quantiles_low", "at the lowest rate"),
+                               ("latency_ms_quantiles_failed", "at the first rate not sustained")):
                 q = ex.get(key) or []
                 if q:
                     a1.plot(q, [i / (len(q) - 1) * 100 for i in range(len(q))], label=label)
@@ -383,11 +381,30 @@ def memory_rows(rest: dict[str, tuple[int, float]], after: dict[str, tuple[int, 
     return rows
 
 
+def write_report(report: dict, stamp: str) -> str:
+    """Write ``<stamp>.json`` and ``.md``; never over an earlier run's files: a second run on
+    the same day becomes ``<stamp>-2``, then ``-3``, … Returns the stem used."""
+    for n in range(1, 1000):
+        stem = stamp if n == 1 else f"{stamp}-{n}"
+        if (RESULTS / f"{stem}.md").exists():
+            continue
+        try:
+            with open(RESULTS / f"{stem}.json", "x") as f:  # exclusive: a concurrent run takes another stem
+                f.write(json.dumps(dict(report, results_file=stem), indent=1, default=str, ensure_ascii=False)
+                        + "\n")
+        except FileExistsError:
+            continue
+        (RESULTS / f"{stem}.md").write_text(markdown(report))
+        return stem
+    raise RuntimeError(f"no free results file name for {stamp}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", choices=("quick", "full"), default="quick")
     ap.add_argument("--only", help="comma-separated script names or ids to run (e.g. relay,4)")
-    ap.add_argument("--date", help="results file stem (default: today, UTC)")
+    ap.add_argument("--date", help="results file stem (default: today, UTC); a stem already used gets "
+                                   "a suffix (-2, -3, …): earlier results are never overwritten")
     args = ap.parse_args()
     lib.quiet_logs()
     preflight()
@@ -470,7 +487,8 @@ def main() -> None:
                     top = sorted(d.items(), key=lambda kv: -kv[1])[:4]
                     return ", ".join(f"{n} {v * 100:.0f} %" for n, v in top)
                 notes.append(f"idle CPU (share of one core) at rest: {idle(idle_rest)}; "
-                             f"after the runs (any backlog left by the 100/s phase included): {idle(idle_after)}")
+                             f"after the runs (any backlog left by the end-to-end run's last step included): "
+                    f"{idle(idle_after)}")
                 record("6", "Memory: RSS of every web worker and Kafka worker", "fleet.py", "bench",
                        {"status": "ok" if rows else "failed", "results": rows, "notes": notes,
                         "extra": {"rss_mb": {n: {"rest": (rest.get(n) or (None, None))[1],
@@ -481,8 +499,7 @@ def main() -> None:
                 fleet.stop()
 
     report["seconds"] = round(started.elapsed(), 1)
-    (RESULTS / f"{stamp}.json").write_text(json.dumps(report, indent=1, default=str, ensure_ascii=False) + "\n")
-    (RESULTS / f"{stamp}.md").write_text(markdown(report))
+    stamp = write_report(report, stamp)
     made = charts(report, stamp)
     lib.log(f"bench: wrote bench/results/{stamp}.json, {stamp}.md" + (f", {', '.join(made)}" if made else ""))
     print(markdown(report).split("\n## Notes")[0])

@@ -32,9 +32,23 @@ def client(uri: str) -> pymongo.MongoClient:
                     socketTimeoutMS=10000,
                     tz_aware=True,
                     uuidRepresentation="standard",
+                    retryWrites=retry_writes(),
                 )
                 _clients[key] = c
     return c
+
+
+def retry_writes() -> bool:
+    """Retryable writes (the driver retries a single write once after a network error).
+
+    On by default, as on MongoDB. The local stack turns them off
+    (HECHT_MONGO_RETRY_WRITES=0, from ``stack.sh env``): SecantusDB 0.7 scans and sorts
+    its table of up to 10,000 retryable-write records on every retryable write, which made
+    each write cost it 9-15 ms of CPU after a busy minute instead of under 1 ms. Nothing in
+    hecht depends on the retry: transactions retry their commit themselves, and every other
+    write is idempotent or answered with a 503 that the client repeats.
+    """
+    return os.environ.get("HECHT_MONGO_RETRY_WRITES", "1").strip().lower() not in ("0", "false", "no")
 
 
 def database(uri: str, name: str) -> Database:

@@ -550,6 +550,9 @@ cmd_status() {
 
 cmd_env() {
   printf 'export MONGO_URI=%q\n' "mongodb://$HOST:$MONGO_PORT"
+  # SecantusDB 0.7 makes every retryable write scan its table of retryable-write records
+  # (see hecht/mongo.py retry_writes): the local stack runs without them.
+  printf 'export HECHT_MONGO_RETRY_WRITES=0\n'
   printf 'export KAFKA_BOOTSTRAP_SERVERS=%q\n' "$HOST:$KAFKA_PORT"
   printf 'export HECHT_SMTP_URL=%q\n' "smtp://$HOST:$SMTP_PORT"
   printf 'export HECHT_MAILDIR=%q\n' "$MAILDIR"

@@ -110,3 +110,34 @@ def test_ttl_indexes_replace_the_plain_indexes_of_earlier_releases(hecht_env, mo
     ensure_platform_indexes(db)
     assert _ttl(db[consumer.INBOX], "at") == 40 * 86400
     assert len(db[consumer.INBOX].index_information()) == 2  # _id and the TTL index, nothing doubled
+
+
+def test_a_rate_limit_counter_the_server_does_not_return_is_counted_again_not_a_500(hecht_env, monkeypatch):
+    """SecantusDB 0.7 once answered an upsert (return_document=AFTER) with no document, among
+    ~1,500 racing first requests of a window; the sign-up got a 500. It is counted again."""
+    from pymongo.collection import Collection
+
+    from services.members.app import create_app
+    from tests.conftest import bearer
+    client = create_app().test_client()
+    region = {"id": "elz-rl", "name": "ELZ", "country": "BE", "kind": "eerstelijnszone",
+              "municipalities": ["Gent"]}
+    assert client.post("/v1/regions", json=region, headers=bearer("platform-admin")).status_code == 201
+    real = Collection.find_one_and_update
+    missing = []
+
+    def once_none(self, *args, **kwargs):
+        doc = real(self, *args, **kwargs)
+        if self.name == "rate_limits" and not missing:
+            missing.append(doc)
+            return None
+        return doc
+    monkeypatch.setattr(Collection, "find_one_and_update", once_none)
+    form = {"given_name": "An", "family_name": "Peeters", "email": "an@example.org", "language": "nl",
+            "registration": {"scheme": "RIZIV", "number": "10829059003"},
+            "practice": {"name": "P", "postcode": "9000", "municipality": "Gent"}}
+    r = client.post("/v1/regions/elz-rl/members", json=form)
+    assert r.status_code == 201, r.get_data(as_text=True)
+    assert missing  # the counter really was withheld once
+    counter = _db().client[settings("members").database_name].rate_limits.find_one()
+    assert counter["n"] == 2  # counted twice: the limit errs on the safe side
