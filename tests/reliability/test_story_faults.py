@@ -1,5 +1,5 @@
 """The e2e story under faults (issue 6), each in its own run under a steady load of sign-ups:
-kill -9 of the Kafka broker, of FerretDB, of every worker, and a receiver answering 500
+kill -9 of the Kafka broker, of the database server, of every worker, and a receiver answering 500
 for a while. Afterwards (run_story asserts it): every acknowledged write is stored, every
 event of the region is on Kafka and reached the receiver (none missing by webhook-id), in
 order, each e-mail exactly once; and here, the consumer groups catch up (lag 0).
@@ -49,7 +49,7 @@ def test_story_survives_kill_9_of_kafka_under_load(running, topic_reader, hecht_
     _finish("kafka kill -9 run", dict(summary, acknowledged_while_kafka_was_dead=during["acknowledged"]))
 
 
-def test_story_survives_kill_9_of_ferretdb_under_load(running, topic_reader, hecht_env):
+def test_story_survives_kill_9_of_the_database_under_load(running, topic_reader, hecht_env):
     members = running.urls["members"]
 
     def fault(stage, receiver, steady):
@@ -63,7 +63,7 @@ def test_story_survives_kill_9_of_ferretdb_under_load(running, topic_reader, hec
     summary = run_story(running, topic_reader, hecht_env, fault, load=True)
     # requests during the outage got 503 problems (SteadyLoad fails the run on a 500 or a hang)
     assert summary["load"].get(503, 0) > 0, summary["load"]
-    _finish("FerretDB kill -9 run", summary)
+    _finish("database kill -9 run", summary)
 
 
 def test_story_survives_kill_9_of_every_worker_under_load(running, topic_reader, hecht_env):
