@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import wraps
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from flask import Flask, Response, current_app, g, request
@@ -542,7 +543,8 @@ def create_service_app(service: str, *, title: str, description: str, blueprints
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_REDOC_PATH="docs",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        # Vendored (hecht/static/redoc): practice and hospital networks often have no internet.
+        OPENAPI_REDOC_URL=REDOC_SCRIPT_PATH,
         API_SPEC_OPTIONS={
             "info": {"description": description},
             "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -606,9 +608,17 @@ def _install_hooks(app: Flask, service: str) -> None:
         return resp
 
 
+REDOC_SCRIPT_PATH = "/docs/redoc.standalone.js"
+REDOC_DIR = Path(__file__).resolve().parent / "static" / "redoc"
+
+
 def _install_ops_routes(app: Flask, service: str) -> None:
-    from flask import Blueprint
+    from flask import Blueprint, send_from_directory
     ops = Blueprint("ops", __name__)
+
+    @ops.get(REDOC_SCRIPT_PATH)
+    def redoc_script():
+        return send_from_directory(REDOC_DIR, "redoc.standalone.js", max_age=86400)
 
     @ops.get("/healthz")
     def healthz():

@@ -120,8 +120,8 @@ pid_of() {
 }
 
 # has_marker PID STRING: true if PID's command line contains STRING (or cannot be read).
-# The command line is captured first and matched in bash: never `cmd | grep -q` under
-# pipefail (grep exits at the first match, the writer gets SIGPIPE, the pipeline fails).
+# The command line is captured first and matched in bash, never piped into a quiet grep
+# under pipefail (grep exits at the first match, the writer gets SIGPIPE, the pipeline fails).
 has_marker() {
   local cmdline
   [[ -r /proc/$1/cmdline ]] || return 0
@@ -584,7 +584,8 @@ cmd_restart() {
 }
 
 # The helpers that decide "is this our server" and "is this the pinned version" must never
-# fail at random (a `cmd | grep -q` under pipefail did, one time in three): run them N times.
+# fail at random (piping a version into a quiet grep under pipefail did, one time in three):
+# run them N times.
 cmd_selfcheck() {
   local n=$1 i name failures=0 version
   [[ $n =~ ^[0-9]+$ ]] || die "selfcheck needs a count"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -412,3 +413,13 @@ def test_readyz_reports_an_unreachable_dependency(hecht_env, monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     body = _is_problem(create_app().test_client().get("/readyz"), 503)
     assert body["checks"]["mongodb"] == "ok" and body["checks"]["kafka"] != "ok"
+
+
+def test_the_docs_page_needs_no_other_host(client):
+    """/docs loads ReDoc from the service itself (vendored): offline networks see the page."""
+    page = client.get("/docs").get_data(as_text=True)
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
+    assert scripts == ["/docs/redoc.standalone.js"], scripts
+    assert "://" not in "".join(re.findall(r'(?:src|href)="([^"]+)"', page))
+    r = client.get("/docs/redoc.standalone.js")
+    assert r.status_code == 200 and "javascript" in r.mimetype and len(r.data) > 500_000
