@@ -213,19 +213,26 @@ def run(fleet: fl.Fleet, profile: str) -> tuple[list[dict], list[str], dict]:
             return ph
 
         best, failed, retried = None, None, []
+
+        def room_for_a_drained_step() -> bool:
+            return started.elapsed() + size["drain_s"] + step_cost <= size["budget_s"]
+
+        def step_after_drain(previous: dict, rate: float, why: str) -> dict:
+            """``step(rate)`` once the backlog ``previous`` left has arrived (or drain_s passed)."""
+            waited = drain(url, previous["missing_ids"], size["drain_s"])
+            lib.log(f"e2e: {why}; after {waited:.0f} s of draining, {rate:g}/s")
+            return step(rate)
+
         for rate in size["rates"]:
             if steps and started.elapsed() + step_cost > size["budget_s"]:
                 lib.log("e2e: time budget reached")
                 break
             ph = step(rate)
-            if not ph["sustained"] and not retried and \
-                    started.elapsed() + size["drain_s"] + step_cost <= size["budget_s"]:
+            if not ph["sustained"] and not retried and room_for_a_drained_step():
                 # Once per run, a failed step is measured again after its backlog has drained: a
                 # neighbour's burst on the shared machine must not decide the answer alone.
                 retried.append(ph)
-                waited = drain(url, ph["missing_ids"], size["drain_s"])
-                lib.log(f"e2e: {rate:g}/s not sustained ({ph['why_not']}); again after {waited:.0f} s")
-                ph = step(rate)
+                ph = step_after_drain(ph, rate, f"{rate:g}/s not sustained ({ph['why_not']}), again")
             if ph["sustained"]:
                 best = ph
             else:
@@ -234,11 +241,8 @@ def run(fleet: fl.Fleet, profile: str) -> tuple[list[dict], list[str], dict]:
         # One step between the last sustained rate and the first that was not, if time allows.
         if best is not None and failed is not None and failed["rate"] - best["rate"] >= 10:
             mid = round((best["rate"] + failed["rate"]) / 2 / 5) * 5
-            if best["rate"] < mid < failed["rate"] and \
-                    started.elapsed() + size["drain_s"] + step_cost <= size["budget_s"]:
-                waited = drain(url, failed["missing_ids"], size["drain_s"])
-                lib.log(f"e2e: waited {waited:.0f} s for the backlog of the {failed['rate']:g}/s step")
-                ph = step(mid)
+            if best["rate"] < mid < failed["rate"] and room_for_a_drained_step():
+                ph = step_after_drain(failed, mid, f"between {best['rate']:g}/s and {failed['rate']:g}/s")
                 if ph["sustained"]:
                     best = ph
                 else:

@@ -48,6 +48,9 @@ TRANSIENT_RETRIES = 5        # write conflicts between concurrent transactions a
 # The server no longer has the history a resume token points into: read the backlog instead.
 HISTORY_LOST = {280, 286}    # ChangeStreamFatalError, ChangeStreamHistoryLost
 
+# Each subject's events in sequence order: the relay's reading order, and the history's.
+SUBJECT_ORDER = [("subject", ASCENDING), ("sequence", ASCENDING)]
+
 T = TypeVar("T")
 
 
@@ -198,8 +201,8 @@ class AggregateStore:
 
 def ensure_indexes(db: Database) -> None:
     # The relay's reading order for the backlog: each subject's events in sequence order.
-    db[OUTBOX].create_index([("subject", ASCENDING), ("sequence", ASCENDING)], name="relay_order")
-    db[ARCHIVE].create_index([("subject", ASCENDING), ("sequence", ASCENDING)])
+    db[OUTBOX].create_index(SUBJECT_ORDER, name="relay_order")
+    db[ARCHIVE].create_index(SUBJECT_ORDER)
     db[ARCHIVE].create_index([("region", ASCENDING), ("time", ASCENDING)])
 
 
@@ -215,7 +218,7 @@ def history(db: Database, subject: str) -> list[dict]:
 def pending(db: Database, subject: str | None = None) -> list[dict]:
     """The events still waiting in the outbox (of one subject), in the relay's order."""
     query = {"subject": subject} if subject else {}
-    return [envelope(e) for e in db[OUTBOX].find(query).sort([("subject", ASCENDING), ("sequence", ASCENDING)])]
+    return [envelope(e) for e in db[OUTBOX].find(query).sort(SUBJECT_ORDER)]
 
 
 def _buffered(stream) -> int:
@@ -287,7 +290,7 @@ class Relay:
         """
         total = 0
         while True:
-            entries = list(self.outbox.find({}).sort([("subject", ASCENDING), ("sequence", ASCENDING)])
+            entries = list(self.outbox.find({}).sort(SUBJECT_ORDER)
                            .limit(self.batch))
             total += self._send(entries)
             if len(entries) < self.batch:
@@ -304,7 +307,7 @@ class Relay:
 
     def _archive(self, events: list[dict]) -> None:
         try:
-            self.db[ARCHIVE].insert_many([dict(e, _id=e["id"]) for e in events], ordered=False)
+            self.db[ARCHIVE].insert_many(outbox_entries(events), ordered=False)
         except BulkWriteError as e:
             # Already archived by an earlier (interrupted) pass: only duplicates are fine.
             if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
