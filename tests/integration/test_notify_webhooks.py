@@ -500,17 +500,22 @@ def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(no
     assert "expires_at" not in copies[drafted["id"]] and "expires_at" not in copies[enrolled["id"]]
     assert copies[unmatched["id"]]["expires_at"] == copies[unmatched["id"]]["time"] + keep  # nobody needs it
     notify_worker("deliveries")
-    settled = wait_until(lambda: len(deliveries(busy["id"], status="succeeded")) == 2
-                         and deliveries(busy["id"]), timeout=15, message="both delivered")
+    # Settling writes the delivery first, then its earlier attempts' expiry and then its copy's:
+    # wait for the whole settlement, then check what it wrote.
+    def all_settled():
+        ds = deliveries(busy["id"], status="succeeded")
+        return ds if len(ds) == 2 and all("expires_at" in a for d in ds for a in d["attempts"]) else None
+    settled = wait_until(all_settled, timeout=15, message="both delivered and settled")
+    released = wait_until(lambda: db.event_copies.find_one({"_id": enrolled["id"], "expires_at": {"$exists": True}}),
+                          timeout=15, message="the delivered event's copy released")
     for d in settled:
         assert _near(d["expires_at"], d["delivered_at"] + keep, 1)
         assert d["attempts"] and all(_near(a.get("expires_at"), d["delivered_at"] + keep) for a in d["attempts"])
     assert sum(len(d["attempts"]) for d in settled) == 3
     [pending] = deliveries(waiting["id"])
     assert pending["status"] == "pending" and "expires_at" not in pending
-    copies = {c["_id"]: c for c in db.event_copies.find()}
-    assert "expires_at" not in copies[drafted["id"]]  # the waiting delivery still needs it
-    assert _near(copies[enrolled["id"]].get("expires_at"), datetime.now(timezone.utc) + keep)
+    assert _near(released["expires_at"], datetime.now(timezone.utc) + keep)
+    assert "expires_at" not in db.event_copies.find_one({"_id": drafted["id"]})  # the waiting delivery needs it
 
     # a finished delivery queued again: it, its attempts and its copy no longer expire
     d = next(d for d in settled if d["event_id"] == enrolled["id"])
@@ -523,7 +528,8 @@ def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(no
     assert "expires_at" not in db.event_copies.find_one({"_id": enrolled["id"]})
     wait_until(lambda: deliveries(busy["id"], status="succeeded", event_id=enrolled["id"],
                                   attempt_count=d["attempt_count"] + 1), timeout=15, message="the retry delivered")
-    assert db.event_copies.find_one({"_id": enrolled["id"]}).get("expires_at")
+    wait_until(lambda: db.event_copies.find_one({"_id": enrolled["id"], "expires_at": {"$exists": True}}),
+               timeout=15, message="the copy released again once the retry settled")
     assert db.attempts.count_documents({"delivery_id": d["_id"], "expires_at": {"$exists": False}}) == 0
 
     # the waiting subscription goes: its deliveries with it, and the copy only they needed expires
