@@ -2,6 +2,8 @@
 
 Claims: ``sub``, ``roles`` (list), ``region`` (the tenant the token acts in),
 ``member`` (a GP's own member id). ``platform-admin`` may act in every region.
+``portal`` is the web portal's service role: it reads public data of every region and
+reports sign-ins (docs/PORTAL.md); views name it explicitly, so no other view opens to it.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ import jwt
 from .config import Settings
 from .errors import Unauthorized
 
-ROLES = ("platform-admin", "region-admin", "gp", "integrator")
+ROLES = ("platform-admin", "region-admin", "gp", "integrator", "portal")
+# The roles that act inside a region: "anyone of the region" in a view means these, never the
+# portal, which is no one's tenant and sees only what docs/PORTAL.md lists.
+REGION_ROLES = ("platform-admin", "region-admin", "gp", "integrator")
+PORTAL = "portal"
 
 
 @dataclass(frozen=True)
@@ -31,23 +37,51 @@ class Principal:
     def is_platform_admin(self) -> bool:
         return "platform-admin" in self.roles
 
+    @property
+    def is_portal(self) -> bool:
+        """A pure portal token: one that carries any other role is not trusted across regions."""
+        return self.roles == frozenset({PORTAL})
+
     def may_act_in(self, region: str) -> bool:
-        return self.is_platform_admin or self.region == region
+        """Region scope. The portal passes it for every region, so what it may do there is
+        decided by the views' role lists alone (it is in none but the public reads)."""
+        return self.is_platform_admin or self.region == region or self.is_portal
 
 
 _jwks_clients: dict[str, jwt.PyJWKClient] = {}
 
 
+def _verification(token: str, settings: Settings) -> tuple[object, list[str], str | None]:
+    """The key, algorithms and issuer a token is checked with.
+
+    Two issuers can be trusted at once. People and integrators get RS256/ES256 tokens
+    from the OIDC provider (``HECHT_JWKS_URL``); the portal mints short-lived HS256
+    tokens for the person signed in to it, with the shared ``HECHT_JWT_SECRET`` and its
+    own issuer (``HECHT_INTERNAL_JWT_ISSUER``), so a provider's token can never pass as
+    the portal's or the reverse. The key follows the header's algorithm, and each
+    family only ever meets its own key: an HS token is never checked against a public
+    key (the classic algorithm-confusion attack). Without a JWKS everything is HS256
+    with the secret, as in development.
+    """
+    algorithms = list(settings.jwt_algorithms)
+    if not settings.jwks_url:
+        return settings.jwt_secret, algorithms, settings.jwt_issuer
+    alg = str(jwt.get_unverified_header(token).get("alg", ""))
+    if alg.startswith("HS"):
+        return settings.jwt_secret, [a for a in algorithms if a.startswith("HS")], settings.internal_jwt_issuer
+    client = _jwks_clients.setdefault(settings.jwks_url, jwt.PyJWKClient(settings.jwks_url))
+    return (client.get_signing_key_from_jwt(token).key, [a for a in algorithms if not a.startswith("HS")],
+            settings.jwt_issuer)
+
+
 def decode(token: str, settings: Settings) -> Principal:
     try:
-        if settings.jwks_url:
-            client = _jwks_clients.setdefault(settings.jwks_url, jwt.PyJWKClient(settings.jwks_url))
-            key = client.get_signing_key_from_jwt(token).key
-        else:
-            key = settings.jwt_secret
+        key, algorithms, issuer = _verification(token, settings)
+        if not algorithms:
+            raise jwt.InvalidAlgorithmError("the token's algorithm is not allowed")
         claims = jwt.decode(
-            token, key, algorithms=list(settings.jwt_algorithms),
-            audience=settings.jwt_audience, issuer=settings.jwt_issuer,
+            token, key, algorithms=algorithms,
+            audience=settings.jwt_audience, issuer=issuer,
             options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
         )
     except jwt.ExpiredSignatureError:
@@ -63,7 +97,8 @@ def decode(token: str, settings: Settings) -> Principal:
 
 def mint(settings: Settings, *, roles: list[str], region: str | None = None, member: str | None = None,
          ttl: int = 3600, sub: str | None = None) -> str:
-    """A development token signed with HECHT_JWT_SECRET (HS256)."""
+    """An HS256 token signed with HECHT_JWT_SECRET: development tokens, and the portal's
+    per-request tokens (with the internal issuer when an OIDC provider is configured)."""
     now = int(time.time())
     claims = {"sub": sub or (f"member:{member}" if member else f"dev:{uuid.uuid4().hex[:8]}"),
               "roles": roles, "iat": now, "exp": now + ttl}
@@ -71,8 +106,9 @@ def mint(settings: Settings, *, roles: list[str], region: str | None = None, mem
         claims["region"] = region
     if member:
         claims["member"] = member
-    if settings.jwt_issuer:
-        claims["iss"] = settings.jwt_issuer
+    issuer = settings.internal_jwt_issuer if settings.jwks_url else settings.jwt_issuer
+    if issuer:
+        claims["iss"] = issuer
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

@@ -53,6 +53,25 @@ def _asyncapi(args) -> int:
     return main(args.write)
 
 
+def _purge_unconfirmed(args) -> int:
+    """Erase pending sign-ups whose address is still unconfirmed after HECHT_SIGNUP_CONFIRM_DAYS
+    (docs/PORTAL.md), through the normal erasure, so the other services forget them too."""
+    from . import mongo
+    from .config import settings
+    from services.members.handlers import purge_unconfirmed
+    s = settings("members")
+    days = s.signup_confirm_days if args.days is None else args.days
+    if days < 1:
+        print("--days must be at least 1", file=sys.stderr)
+        return 2
+    ids = purge_unconfirmed(mongo.database(s.mongo_uri, s.database_name), confirm_days=days, dry_run=args.dry_run)
+    verb = "would erase" if args.dry_run else "erased"
+    print(f"{verb} {len(ids)} stale sign-up(s) (unconfirmed after {days} days)")
+    for member_id in ids:
+        print(member_id)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hecht", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("asyncapi", help="render schemas/asyncapi.yaml from the event schemas")
     a.add_argument("--write", action="store_true", help="write the file instead of printing it")
     a.set_defaults(fn=_asyncapi)
+
+    from .demo import add_parser as add_demo_parser   # `hecht demo` (hecht/demo.py)
+    add_demo_parser(sub)
+
+    pu = sub.add_parser("purge-unconfirmed", help="erase stale sign-ups (address unconfirmed too long)")
+    pu.add_argument("--days", type=int, default=None, help="default: HECHT_SIGNUP_CONFIRM_DAYS (7)")
+    pu.add_argument("--dry-run", action="store_true", help="list them, erase nothing")
+    pu.set_defaults(fn=_purge_unconfirmed)
 
     args = parser.parse_args(argv)
     return args.fn(args)

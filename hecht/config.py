@@ -31,6 +31,7 @@ class Settings:
     jwks_url: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    internal_jwt_issuer: str = "hecht-portal"   # the issuer of HS256 tokens when a JWKS is configured
     max_body_bytes: int = 256 * 1024
     max_event_bytes: int = 512 * 1024    # a consumed event larger than this is dead-lettered unparsed
     signup_rate_limit: int = 20          # sign-ups per client address ...
@@ -48,6 +49,9 @@ class Settings:
     webhook_timeout_s: float = 15.0
     webhook_disable_after_failures: int = 5
     public_base_url: str = ""
+    portal_url: str = "http://127.0.0.1:8000"    # e-mail links point at the portal's pages
+    signup_confirm_days: int = 7         # a pending sign-up unconfirmed this long is stale
+    portal_confirm_link_hours: int = 72  # lifetime of the portal's "confirm your address" link
     extra: dict = field(default_factory=dict)
 
     @property
@@ -76,6 +80,7 @@ def settings(service: str) -> Settings:
         jwks_url=env.get("HECHT_JWKS_URL") or None,
         jwt_issuer=env.get("HECHT_JWT_ISSUER") or None,
         jwt_audience=env.get("HECHT_JWT_AUDIENCE") or None,
+        internal_jwt_issuer=env.get("HECHT_INTERNAL_JWT_ISSUER") or "hecht-portal",
         max_body_bytes=int(env.get("HECHT_MAX_BODY_BYTES", 256 * 1024)),
         max_event_bytes=int(env.get("HECHT_MAX_EVENT_BYTES", 512 * 1024)),
         signup_rate_limit=int(env.get("HECHT_SIGNUP_RATE_LIMIT", 20)),
@@ -94,4 +99,7 @@ def settings(service: str) -> Settings:
         webhook_timeout_s=float(env.get("HECHT_WEBHOOK_TIMEOUT_S", 15)),
         webhook_disable_after_failures=int(env.get("HECHT_WEBHOOK_DISABLE_AFTER_FAILURES", 5)),
         public_base_url=env.get("HECHT_PUBLIC_BASE_URL", ""),
+        portal_url=(env.get("HECHT_PORTAL_URL") or "http://127.0.0.1:8000").rstrip("/"),
+        signup_confirm_days=int(env.get("HECHT_SIGNUP_CONFIRM_DAYS") or 7),
+        portal_confirm_link_hours=int(env.get("HECHT_PORTAL_CONFIRM_LINK_HOURS") or 72),
     )

@@ -377,6 +377,24 @@ def _claim_idempotency_key(db: Database, record: dict, now: datetime) -> dict | 
 # --------------------------------------------------------------------------------------------
 # Rate limiting (fixed window, shared by every worker through the database)
 # --------------------------------------------------------------------------------------------
+CLIENT_HEADER = "X-Hecht-Client"
+
+
+def client_address() -> str:
+    """Whom a per-client limit counts: the connection's address, or, for a request the portal
+    makes on a person's behalf, the person's address it forwards in ``X-Hecht-Client``.
+
+    Without this every sign-up made through the portal would share the portal's one bucket.
+    The header is believed only with a valid pure ``portal`` token (authentication, not network
+    position), so nobody else can choose their own bucket.
+    """
+    p = principal()
+    forwarded = (request.headers.get(CLIENT_HEADER) or "").strip()
+    if forwarded and p is not None and p.is_portal:
+        return "via-portal:" + forwarded[:64]
+    return request.remote_addr or "unknown"
+
+
 def rate_limit(bucket: str, limit: int, window_s: int) -> None:
     """At most ``limit`` calls per client address in each fixed window of ``window_s``.
 
@@ -384,7 +402,7 @@ def rate_limit(bucket: str, limit: int, window_s: int) -> None:
     index), so one the TTL monitor has not removed yet is never read again."""
     now = time.time()
     window = int(now // window_s)
-    client = request.remote_addr or "unknown"
+    client = client_address()
     def count():
         return ctx().db.rate_limits.find_one_and_update(
             {"_id": f"{bucket}:{client}:{window}"},

@@ -2,6 +2,7 @@
 
 Reading is open to every role of the region (GPs read what they vote on);
 changes need ``region-admin``; a vote needs ``gp`` and the caller's own member id.
+The ``portal`` reads the agreements of every region for its public pages, never drafts.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from flask import current_app, g, request
 from flask_smorest import Blueprint
 
 from hecht.errors import Forbidden, Invalid, NotFound
-from hecht.auth import ROLES
+from hecht.auth import PORTAL, REGION_ROLES
 from hecht.web import allow, check_if_match, ctx, etag, idempotent, paginate, require
 
 from . import domain, handlers
@@ -94,27 +95,40 @@ def draft_agreement(body, region_id):
     return _done(_run(domain.DraftAgreement(region_id, domain.Terms(**body))), 201)
 
 
+def _hides_drafts() -> bool:
+    """The portal shows agreements to the public and to GPs: a draft is the region's work in progress."""
+    return require().is_portal
+
+
 @agreements.get("")
-@allow(*ROLES)
+@allow(*REGION_ROLES, PORTAL)
 @agreements.arguments(AgreementQuerySchema, location="query")
 @agreements.response(200, AgreementPageSchema)
 def list_agreements(args, region_id):
-    """List the region's agreements, filtered by status, theme, partner, municipality or a date in force."""
+    """List the region's agreements, filtered by status, theme, partner, municipality or a date in force
+    (the portal: all but drafts)."""
     require(region=region_id)
     query = AgreementRepository.list_query(region_id, **{k: args.get(k) for k in FILTERS})
+    if _hides_drafts():
+        query = {"$and": [query, {"status": {"$ne": "draft"}}]}
     docs, next_url = paginate(ctx().db.agreements, query, limit=args["limit"], after=args["after"])
     return {"items": [_out(from_head(d)) for d in docs], "next": next_url}
 
 
 @agreements.get("/<agreement_id>")
-@allow(*ROLES)
+@allow(*REGION_ROLES, PORTAL)
 @agreements.response(200, AgreementSchema)
 def get_agreement(region_id, agreement_id):
-    """One agreement version, with the whole version chain it belongs to."""
+    """One agreement version, with the whole version chain it belongs to (the portal: not a draft)."""
     require(region=region_id)
     repo = _repo()
     a = repo.get(agreement_id, region_id)
-    return _out(a, versions=repo.chain(a.chain_id)), 200, {"ETag": etag(a.sequence)}
+    if a.status == "draft" and _hides_drafts():
+        raise NotFound(f"agreement {agreement_id} not found")
+    versions = repo.chain(a.chain_id)
+    if _hides_drafts():
+        versions = [v for v in versions if v["status"] != "draft"]
+    return _out(a, versions=versions), 200, {"ETag": etag(a.sequence)}
 
 
 @agreements.patch("/<agreement_id>")
@@ -185,7 +199,7 @@ def open_mandate(region_id, agreement_id):
 
 
 @agreements.get("/<agreement_id>/mandate")
-@allow(*ROLES)
+@allow(*REGION_ROLES)
 @agreements.response(200, TallySchema)
 def get_tally(region_id, agreement_id):
     """The tally: electorate, counts, turnout, quorum and threshold, status and deadline."""

@@ -307,8 +307,10 @@ def apply_member(event: dict, views: ReadModel) -> None:
     views.put_member(event["data"], event["sequence"])
 
 
+# Every member.* event carries the member's state, so each one keeps the read model current
+# (email_verified changes no status; applying it just moves the sequence on).
 MEMBER_EVENT_TYPES = ("signed_up", "enrolled", "rejected", "suspended", "reinstated", "left", "erased",
-                      "roles_changed", "capacity_changed", "profile_updated")
+                      "roles_changed", "capacity_changed", "profile_updated", "email_verified")
 
 EVENT_HANDLERS: dict[str, Callable[[dict, ReadModel], None]] = {
     "region.registered": apply_region,

@@ -1,22 +1,22 @@
 """HTTP ↔ commands for the members service. Views translate; handlers decide."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 from flask import g, request
 from flask_smorest import Blueprint
 
-from hecht.auth import Principal
+from hecht.auth import PORTAL, REGION_ROLES, Principal
 from hecht.errors import Forbidden
-from hecht.auth import ROLES
 from hecht.web import (PageArgsSchema, allow, conditional_version, ctx, etag, idempotent, paginate, principal,
                        public, rate_limit, require)
 
 from . import domain, handlers
 from .repository import INTERNAL_FIELDS, MemberRepository, RegionRepository
-from .schemas import (CapacityOverviewSchema, CapacitySchema, HistorySchema, LeaveSchema, MemberListArgsSchema,
-                      MemberPageSchema, MemberSchema, ProfileUpdateSchema, ReasonSchema, RegionPageSchema,
-                      RegionSchema, RegionUpdateSchema, RolesSchema, SignUpResultSchema, SignUpSchema)
+from .schemas import (CapacityOverviewSchema, CapacitySchema, HistorySchema, LeaveSchema, MemberExportSchema,
+                      MemberListArgsSchema, MemberPageSchema, MemberSchema, ProfileUpdateSchema, ReasonSchema,
+                      RegionPageSchema, RegionSchema, RegionUpdateSchema, RolesSchema, SignInResultSchema,
+                      SignInSchema, SignUpResultSchema, SignUpSchema)
 
 regions = Blueprint("regions", __name__, url_prefix="/v1/regions",
                     description="Regions: the regional GP bodies that own everything else")
@@ -41,22 +41,22 @@ def create_region(body):
 
 
 @regions.get("")
-@allow(*ROLES)
+@allow(*REGION_ROLES, PORTAL)
 @regions.arguments(PageArgsSchema, location="query")
 @regions.response(200, RegionPageSchema)
 def list_regions(args):
-    """List regions: all of them for a platform-admin, one's own region otherwise."""
+    """List regions: all of them for a platform-admin and the portal, one's own region otherwise."""
     p = require()
-    query = {} if p.is_platform_admin else {"_id": p.region or ""}
+    query = {} if p.is_platform_admin or p.is_portal else {"_id": p.region or ""}
     docs, next_url = paginate(ctx().db.regions, query, limit=args["limit"], after=args["after"])
     return {"items": [_region_out(d) for d in docs], "next": next_url}
 
 
 @regions.get("/<region_id>")
-@allow(*ROLES)
+@allow(*REGION_ROLES, PORTAL)
 @regions.response(200, RegionSchema)
 def get_region(region_id):
-    """Get a region (anyone with a token for it)."""
+    """Get a region (anyone with a token for it, and the portal for its public pages)."""
     require(region=region_id)
     doc = RegionRepository(ctx().db).get_doc(region_id)
     return _region_out(doc), 200, {"ETag": etag(doc["version"])}
@@ -95,6 +95,8 @@ def _member_out(doc: dict) -> dict:
     out["id"], out["region_id"] = doc["_id"], doc["region"]
     if doc.get("capacity"):
         out["capacity"] = {**doc["capacity"], "since": date.fromisoformat(doc["capacity"]["since"])}
+    if doc.get("status") != "erased":
+        out.setdefault("email_verified_at", None)  # null until proven, not absent (docs/PORTAL.md)
     return out
 
 
@@ -162,7 +164,10 @@ def list_members(args, region_id):
         region, _ = RegionRepository(ctx().db).get(region_id)
         municipality = region.canonical_municipality(municipality) or municipality
     query = MemberRepository.list_query(region_id, status=args.get("status"), role=args.get("role"),
-                                        municipality=municipality, capacity=args.get("capacity"), q=args.get("q"))
+                                        municipality=municipality, capacity=args.get("capacity"), q=args.get("q"),
+                                        email_verified=args.get("email_verified"), stale=args.get("stale"),
+                                        now=datetime.now(timezone.utc),
+                                        confirm_days=ctx().settings.signup_confirm_days)
     docs, next_url = paginate(ctx().db.members, query, limit=args["limit"], after=args["after"],
                               projection=INTERNAL_FIELDS)
     return {"items": [_member_out(d) for d in docs], "next": next_url}
@@ -278,6 +283,19 @@ def set_capacity(body, region_id, member_id):
     return _transition(region_id, member_id, domain.SetCapacity, capacity=new)
 
 
+@members.get("/<member_id>/export")
+@allow("region-admin", "gp")
+@members.response(200, MemberExportSchema)
+def export_member(region_id, member_id):
+    """GDPR access and portability (the GP themself, or a region-admin): the membership and every
+    event about it, as JSON."""
+    _admin_or_self(region_id, member_id)
+    repo = MemberRepository(ctx().db)
+    doc = repo.get_doc(region_id, member_id)
+    return {"exported_at": datetime.now(timezone.utc), "member": _member_out(doc),
+            "history": repo.history(region_id, member_id)}
+
+
 @members.get("/<member_id>/history")
 @allow("region-admin", "gp")
 @members.response(200, HistorySchema)
@@ -303,3 +321,29 @@ def capacity_overview(region_id):
     region, _ = RegionRepository(ctx().db).get(region_id)
     counts = MemberRepository(ctx().db).capacity_counts(region_id)
     return {"region_id": region_id, **domain.capacity_overview(region.municipalities, counts)}
+
+
+# ============================================================================================
+# Sign-ins (the portal)
+# ============================================================================================
+sign_ins = Blueprint("sign_ins", __name__, url_prefix="/v1/sign-ins",
+                     description="The portal reports a used sign-in link: the address is proven")
+
+
+@sign_ins.post("")
+@allow(PORTAL)
+@sign_ins.arguments(SignInSchema)
+@sign_ins.response(200, SignInResultSchema)
+def sign_in(body):
+    """A sign-in link sent to this address was used (portal only): every membership with the address
+    that has no ``email_verified_at`` gets it now; the non-erased memberships are returned."""
+    p = require(PORTAL)
+    if not p.is_portal:
+        raise Forbidden("only the portal reports sign-ins")
+    email, docs = handlers.handle(domain.SignIn(body["email"]), ctx().db, g.traceparent)
+    names = {d["_id"]: d.get("name") for d in ctx().db.regions.find(
+        {"_id": {"$in": sorted({d["region"] for d in docs})}}, {"name": 1})}
+    return {"email": email, "memberships": [
+        {"region_id": d["region"], "region_name": names.get(d["region"]) or d["region"], "member_id": d["_id"],
+         "status": d["status"], "roles": list(d.get("roles") or []), "email_verified_at": d.get("email_verified_at")}
+        for d in docs]}

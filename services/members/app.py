@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hecht.web import create_service_app
 
-from .api import capacity, members, regions
+from .api import capacity, members, regions, sign_ins
 from .repository import ensure_indexes
 
 
@@ -12,7 +12,7 @@ def create_app(test_config: dict | None = None):
         "members",
         title="hecht members",
         description="Regions, GP enrolment, roles, practice capacity and erasure.",
-        blueprints=[regions, members, capacity],
+        blueprints=[regions, members, capacity, sign_ins],
         index_setup=ensure_indexes,
         test_config=test_config,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -303,6 +303,8 @@ ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "set_roles": ("active", "suspended"),
     "set_capacity": ("pending", "active", "suspended"),
     "update_profile": ("pending", "active", "suspended"),
+    # Proving the address (a used sign-in link) is a fact about the person, whatever the status.
+    "verify_email": ("pending", "active", "suspended", "left", "rejected"),
 }
 # The status an action leads to (actions not listed keep the status).
 RESULT_STATUS = {"approve": "active", "reject": "rejected", "suspend": "suspended",
@@ -310,7 +312,7 @@ RESULT_STATUS = {"approve": "active", "reject": "rejected", "suspend": "suspende
 EVENT_TYPE = {"approve": "member.enrolled", "reject": "member.rejected", "suspend": "member.suspended",
               "reinstate": "member.reinstated", "leave": "member.left", "erase": "member.erased",
               "set_roles": "member.roles_changed", "set_capacity": "member.capacity_changed",
-              "update_profile": "member.profile_updated"}
+              "update_profile": "member.profile_updated", "verify_email": "member.email_verified"}
 
 
 def next_status(current: str, action: str) -> str:
@@ -346,6 +348,7 @@ class Member:
     reason: str | None = None
     signed_up_at: datetime | None = None
     updated_at: datetime | None = None
+    email_verified_at: datetime | None = None
 
     # -- transitions: each returns the event type to record -----------------------------------
     def _apply(self, action: str, reason: str | None = None) -> str:
@@ -387,6 +390,8 @@ class Member:
     def update_profile(self, changes: dict, region: Region) -> str:
         merged = profile_fields(changes, region, partial=True)
         event = self._apply("update_profile")
+        if "email" in merged and email_key(merged["email"]) != email_key(self.email or ""):
+            self.email_verified_at = None  # a new address is not proven by the old one's sign-in
         for key in ("given_name", "family_name", "email", "language", "category"):
             if key in merged:
                 setattr(self, key, merged[key])
@@ -400,8 +405,21 @@ class Member:
         self.category = self.given_name = self.family_name = self.email = self.language = None
         self.registration = self.practice = self.capacity = None
         self.roles = []
-        self.signed_up_at = None
+        self.signed_up_at = self.email_verified_at = None
         return event
+
+    def verify_email(self, at: datetime | None = None) -> str | None:
+        """The person used a sign-in link sent to this address: it is theirs. The first proof
+        counts; later sign-ins change nothing (None: no event to record)."""
+        next_status(self.status, "verify_email")
+        if self.email_verified_at is not None:
+            return None
+        self.email_verified_at = at or _now()
+        self.updated_at = self.email_verified_at
+        return EVENT_TYPE["verify_email"]
+
+    def is_stale(self, now: datetime, confirm_days: int) -> bool:
+        return is_stale_sign_up(self.status, self.email_verified_at, self.signed_up_at, now, confirm_days)
 
     @property
     def holds_chair(self) -> bool:
@@ -423,6 +441,27 @@ class Member:
             data["personal"] = {"given_name": self.given_name, "family_name": self.family_name,
                                 "email": self.email}
         return data
+
+    def verified_event_data(self) -> dict:
+        """``member.email_verified``: the state, plus when the address was proven."""
+        at = self.email_verified_at
+        return {**self.event_data(), "email_verified_at": at.isoformat().replace("+00:00", "Z") if at else None}
+
+
+def stale_cutoff(now: datetime, confirm_days: int) -> datetime:
+    """Sign-ups from before this moment have had their time to confirm the address."""
+    return now - timedelta(days=confirm_days)
+
+
+def is_stale_sign_up(status: str, email_verified_at: datetime | None, signed_up_at: datetime | None,
+                     now: datetime, confirm_days: int) -> bool:
+    """A pending sign-up whose address nobody proved within ``confirm_days``: probably typed by
+    someone else, or abandoned. It is hidden from lists, counted nowhere and purged."""
+    if status != "pending" or email_verified_at is not None or signed_up_at is None:
+        return False
+    if signed_up_at.tzinfo is None:
+        signed_up_at = signed_up_at.replace(tzinfo=timezone.utc)
+    return signed_up_at < stale_cutoff(now, confirm_days)
 
 
 def _now() -> datetime:
@@ -611,4 +650,20 @@ class UpdateProfile(MemberCommand):
 
 @dataclass(frozen=True)
 class EraseMember(MemberCommand):
-    pass
+    """``only_if_stale``: (now, confirm days) — erase only a sign-up still stale on fresh state
+    (the purge: a GP who confirms meanwhile is kept)."""
+    only_if_stale: tuple[datetime, int] | None = None
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """A sign-in link sent to ``email`` was used: every membership with that address is proven."""
+    email: str
+
+
+def sign_in_email(raw: str) -> str:
+    """The address as sign-up normalises it, or Invalid (422) naming the field."""
+    try:
+        return normalise_email(raw)
+    except ValueError as e:
+        raise Invalid("the email address is not valid", errors={"email": [str(e)]}) from None

@@ -1,14 +1,18 @@
 """Commands → domain → repository. The routing table at the bottom is the map of behaviour."""
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
+from datetime import datetime, timezone
 
-from hecht.errors import Conflict, PreconditionFailed
+from hecht.errors import Conflict, HechtError, InvalidTransition, NotFound, PreconditionFailed
 from hecht.outbox import EventDraft
 from hecht.web import new_id
 
 from . import domain
 from .repository import MemberRepository, RegionRepository
+
+log = logging.getLogger(__name__)
 
 
 def register_region(cmd: domain.RegisterRegion, repos: "Repos", trace: str | None) -> dict:
@@ -63,7 +67,8 @@ def _change(cmd: domain.MemberCommand, repos: "Repos", trace: str | None, apply)
             raise PreconditionFailed(f"member {cmd.member_id} has changed (current ETag \"{version}\"); "
                                      "read it again")
         event_type = apply(member)
-        return repos.members.save(member, version, [EventDraft(event_type, member.event_data())], trace)
+        data = member.verified_event_data() if event_type == "member.email_verified" else member.event_data()
+        return repos.members.save(member, version, [EventDraft(event_type, data)], trace)
     return _unless_conditional(cmd, step)
 
 
@@ -109,9 +114,64 @@ def update_profile(cmd: domain.UpdateProfile, repos: "Repos", trace: str | None)
 
 
 def erase_member(cmd: domain.EraseMember, repos: "Repos", trace: str | None) -> dict:
-    doc = _change(cmd, repos, trace, lambda m: m.erase())
+    def apply(member: domain.Member) -> str:
+        if cmd.only_if_stale is not None and not member.is_stale(*cmd.only_if_stale):
+            # Checked on the state being replaced (the save is version-guarded): a GP who
+            # confirmed their address since the purge looked is kept.
+            raise Conflict(f"member {member.id} is no longer a stale sign-up")
+        return member.erase()
+    doc = _change(cmd, repos, trace, apply)
     repos.members.purge_personal(cmd.member_id, f"/v1/regions/{cmd.region_id}/members/{cmd.member_id}")
     return doc
+
+
+def sign_in(cmd: domain.SignIn, repos: "Repos", trace: str | None) -> tuple[str, list[dict]]:
+    """(normalised address, its memberships): each one not yet proven gets ``email_verified_at``
+    now, with its ``member.email_verified`` event; later sign-ins change nothing."""
+    email = domain.sign_in_email(cmd.email)
+    at = datetime.now(timezone.utc)
+    out = []
+    for doc in repos.members.with_email(email):
+        if doc.get("email_verified_at") is None:
+            change = domain.MemberCommand(doc["region"], doc["_id"])
+            try:
+                doc = _change(change, repos, trace, lambda m: m.verify_email(at) or _no_change())
+            except _NoChange:
+                doc = repos.members.get_doc(doc["region"], doc["_id"])
+            except (InvalidTransition, NotFound):
+                continue  # erased meanwhile: no longer theirs to list
+        if doc.get("status") != "erased" and domain.email_key(doc.get("email") or "") == email.casefold():
+            out.append(doc)
+    return email, out
+
+
+class _NoChange(HechtError):
+    """Raised inside a change that turned out to be a no-op (verified by a concurrent sign-in)."""
+
+
+def _no_change() -> str:
+    raise _NoChange("already verified")
+
+
+def purge_unconfirmed(db, now: datetime | None = None, confirm_days: int = 7, *,
+                      dry_run: bool = False, trace: str | None = None) -> list[str]:
+    """Erase every stale sign-up (see ``domain.is_stale_sign_up``) through the normal erasure,
+    so ``member.erased`` flows and the other services forget the person too. Returns the ids
+    erased (or, with ``dry_run``, that would be)."""
+    now = now or datetime.now(timezone.utc)
+    repos = Repos(db)
+    erased = []
+    for region, member_id in repos.members.stale_ids(now, confirm_days):
+        if dry_run:
+            erased.append(member_id)
+            continue
+        try:
+            erase_member(domain.EraseMember(region, member_id, only_if_stale=(now, confirm_days)), repos, trace)
+        except (Conflict, InvalidTransition, NotFound, PreconditionFailed) as e:
+            log.info("stale sign-up kept", extra={"member": member_id, "why": str(e)})
+            continue
+        erased.append(member_id)
+    return erased
 
 
 class Repos:
@@ -135,6 +195,7 @@ COMMAND_HANDLERS = {
     domain.SetCapacity: set_capacity,
     domain.UpdateProfile: update_profile,
     domain.EraseMember: erase_member,
+    domain.SignIn: sign_in,
 }
 
 

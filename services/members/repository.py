@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from datetime import datetime
 
 from pymongo import ASCENDING
 from pymongo.database import Database
@@ -12,7 +13,7 @@ from hecht import outbox
 from hecht.errors import Conflict, NotFound
 from hecht.outbox import AggregateStore, EventDraft
 
-from .domain import MEMBER_STATUSES, Capacity, Member, Region, Registration
+from .domain import MEMBER_STATUSES, Capacity, Member, Region, Registration, stale_cutoff
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ def ensure_indexes(db: Database) -> None:
     # Lists page in _id order within a region: this index serves the filter and the sort,
     # so a page costs the same at 1k and at 50k members.
     db.members.create_index([("region", ASCENDING), ("_id", ASCENDING)], name="region_id_order")
+    # A sign-in looks the address up across regions (the unique index above leads with region).
+    db.members.create_index([("email_key", ASCENDING)], name="email_lookup")
+    # The purge finds stale sign-ups: pending, by age.
+    db.members.create_index([("status", ASCENDING), ("signed_up_at", ASCENDING)], name="status_signed_up")
 
 
 VISIBLE_STATUSES = [s for s in MEMBER_STATUSES if s != "erased"]
@@ -134,6 +139,7 @@ class MemberRepository:
             "practice": m.practice, "capacity": m.capacity.to_dict() if m.capacity else None,
             "roles": list(m.roles), "reason": m.reason,
             "signed_up_at": m.signed_up_at, "updated_at": m.updated_at,
+            "email_verified_at": m.email_verified_at,
             **cls._keys(m),
         }
 
@@ -146,7 +152,8 @@ class MemberRepository:
                       registration=Registration(reg["scheme"], reg["number"]) if reg else None,
                       practice=doc.get("practice"), capacity=Capacity.from_dict(doc.get("capacity")),
                       roles=list(doc.get("roles") or []), reason=doc.get("reason"),
-                      signed_up_at=doc.get("signed_up_at"), updated_at=doc.get("updated_at"))
+                      signed_up_at=doc.get("signed_up_at"), updated_at=doc.get("updated_at"),
+                      email_verified_at=doc.get("email_verified_at"))
 
     # -- reads -----------------------------------------------------------------------------------
     def get_doc(self, region_id: str, member_id: str) -> dict:
@@ -165,9 +172,24 @@ class MemberRepository:
         return doc["_id"] if doc else None
 
     @staticmethod
+    def stale_query(cutoff: datetime) -> dict:
+        """Stale sign-ups (see ``domain.is_stale_sign_up``): pending, unproven, from before ``cutoff``."""
+        return {"status": "pending", "email_verified_at": None, "signed_up_at": {"$lt": cutoff}}
+
+    @staticmethod
+    def fresh_query(cutoff: datetime) -> dict:
+        """Everything that is not a stale sign-up (the negation of ``stale_query``)."""
+        return {"$or": [{"status": {"$ne": "pending"}}, {"email_verified_at": {"$ne": None}},
+                        {"signed_up_at": {"$gte": cutoff}}]}
+
+    @staticmethod
     def list_query(region_id: str, *, status: str | None = None, role: str | None = None,
-                   municipality: str | None = None, capacity: str | None = None, q: str | None = None) -> dict:
-        """Filters of the list endpoint; tombstones only when asked for (status=erased)."""
+                   municipality: str | None = None, capacity: str | None = None, q: str | None = None,
+                   email_verified: bool | None = None, stale: bool | None = None,
+                   now: datetime | None = None, confirm_days: int = 7) -> dict:
+        """Filters of the list endpoint; tombstones only when asked for (status=erased).
+
+        Stale sign-ups are left out unless ``stale`` is true, which lists only them."""
         # The visible statuses listed ($in), not "$ne: erased": an index can serve a list of
         # values, and a negation makes the server read the whole region.
         query: dict = {"region": region_id, "status": status or {"$in": VISIBLE_STATUSES}}
@@ -184,7 +206,25 @@ class MemberRepository:
             # Every word must start a given or family name part, case-insensitively.
             query["$and"] = [{"$or": [{f: {"$regex": rf"(^|[\s'-]){re.escape(t)}", "$options": "i"}}
                                       for f in ("given_name", "family_name")]} for t in terms[:5]]
+        if email_verified is not None:
+            query["email_verified_at"] = {"$ne": None} if email_verified else None
+        if now is not None:
+            cutoff = stale_cutoff(now, confirm_days)
+            if stale:
+                query = {"$and": [query, MemberRepository.stale_query(cutoff)]}
+            else:
+                query = {"$and": [query, MemberRepository.fresh_query(cutoff)]}
         return query
+
+    def with_email(self, email: str) -> list[dict]:
+        """Every membership, in every region, with this address (erased ones have none)."""
+        return list(self.coll.find({"email_key": email.casefold()}, INTERNAL_FIELDS).sort("region", ASCENDING))
+
+    def stale_ids(self, now: datetime, confirm_days: int, limit: int = 10_000) -> list[tuple[str, str]]:
+        """(region, member id) of the stale sign-ups, oldest first."""
+        cursor = self.coll.find(self.stale_query(stale_cutoff(now, confirm_days)), {"region": 1}) \
+            .sort("signed_up_at", ASCENDING).limit(limit)
+        return [(d["region"], d["_id"]) for d in cursor]
 
     def capacity_counts(self, region_id: str) -> list[tuple[str | None, str | None, int]]:
         """(municipality, capacity status, n) over the region's ACTIVE members ($group)."""

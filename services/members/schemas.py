@@ -123,6 +123,8 @@ class MemberSchema(Schema):
     reason = fields.String(allow_none=True)
     signed_up_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
+    email_verified_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when a sign-in link sent to the address was first used; null until then"})
     version = fields.Integer()
 
 
@@ -138,6 +140,11 @@ class MemberListArgsSchema(PageArgsSchema):
     capacity = fields.String(validate=validate.OneOf(CAPACITY_STATUSES + ("unknown",)))
     q = fields.String(validate=validate.Length(1, 100),
                       metadata={"description": "name search: every word must start a given or family name"})
+    email_verified = fields.Boolean(metadata={"description": "true: the address was proven by a sign-in; "
+                                                             "false: not yet"})
+    stale = fields.Boolean(load_default=False, metadata={
+        "description": "pending sign-ups whose address is still unconfirmed after HECHT_SIGNUP_CONFIRM_DAYS "
+                       "are left out; true lists only them"})
 
 
 class ReasonSchema(Schema):
@@ -188,3 +195,33 @@ class CapacityOverviewSchema(Schema):
     region_id = fields.String()
     municipalities = fields.List(fields.Nested(CapacityRowSchema))
     totals = fields.Nested(CapacityTotalsSchema)
+
+
+# -- sign-ins (the portal) ------------------------------------------------------------------------
+class SignInSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(3, 254),
+                          metadata={"description": "the address a used sign-in link was sent to"})
+
+
+class MembershipSchema(Schema):
+    region_id = fields.String()
+    region_name = fields.String()
+    member_id = fields.String()
+    status = fields.String(metadata={"enum": [s for s in MEMBER_STATUSES if s != "erased"]})
+    roles = fields.List(fields.String())
+    email_verified_at = fields.DateTime(allow_none=True)
+
+
+class SignInResultSchema(Schema):
+    email = fields.String(metadata={"description": "the address, normalised as sign-up does"})
+    memberships = fields.List(fields.Nested(MembershipSchema),
+                              metadata={"description": "non-erased memberships, by region; empty if none"})
+
+
+# -- GDPR export ----------------------------------------------------------------------------------
+class MemberExportSchema(Schema):
+    """Everything the members service holds about one membership (GDPR access and portability)."""
+    exported_at = fields.DateTime()
+    member = fields.Nested(MemberSchema)
+    history = fields.List(fields.Nested(EventSchema), metadata={
+        "description": "every event about the membership, oldest first (what changed, when)"})

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime, timezone
 
 from flask import g, request
 from flask_smorest import Blueprint
 
-from hecht.errors import Invalid
+from hecht.auth import Principal
+from hecht.errors import Forbidden, Invalid
 from hecht.web import PageArgsSchema, allow, check_if_match, ctx, etag, paginate, require
 
 from . import domain, handlers
-from .repository import DeliveryRepository, NotificationRepository, SubscriptionRepository
+from .repository import AddressBook, DeliveryRepository, NotificationRepository, SubscriptionRepository
 from .schemas import (DeliveryArgsSchema, DeliveryDetailSchema, DeliveryPageSchema, DeliverySchema,
-                      NotificationArgsSchema, NotificationPageSchema, NotificationSchema, PingResultSchema,
+                      MemberExportSchema, NotificationArgsSchema, NotificationPageSchema, NotificationSchema, PingResultSchema,
                       ReplayResultSchema, ReplaySchema, RotateSecretSchema, SubscriptionPageSchema,
                       SubscriptionSchema, SubscriptionUpdateSchema, SubscriptionWithSecretSchema)
 from .signing import active_secrets
@@ -217,3 +219,33 @@ def list_notifications(args, region_id):
 def get_notification(region_id, notification_id):
     require("region-admin", region=region_id)
     return _notification_out(NotificationRepository(ctx().db).get(region_id, notification_id))
+
+
+# -- members' own data (GDPR) -----------------------------------------------------------------
+members = Blueprint("members", __name__, url_prefix="/v1/regions/<region_id>/members",
+                    description="What notify holds about a member, for the member (GDPR access)")
+
+
+def _admin_or_self(region_id: str, member_id: str) -> Principal:
+    """A region-admin of the region, or the GP whose own membership this is (token claim
+    ``member``): the members service's rule, so both halves of an export answer alike."""
+    p = require("region-admin", "gp", region=region_id)
+    if not (p.has("region-admin") or p.is_platform_admin) and p.member != member_id:
+        raise Forbidden("a GP may only see and change their own membership")
+    return p
+
+
+@members.get("/<member_id>/export")
+@allow("region-admin", "gp")
+@members.response(200, MemberExportSchema)
+def export_member(region_id, member_id):
+    """GDPR access and portability (the GP themself, or a region-admin): the member's address-book
+    entry and the e-mails sent to them (template, status, times), as JSON."""
+    _admin_or_self(region_id, member_id)
+    entry = AddressBook(ctx().db).get(member_id)
+    if entry is not None and entry.get("region") != region_id:
+        entry = None  # ids are unique across regions; another region's entry is not this member's
+    return {"exported_at": datetime.now(timezone.utc), "region_id": region_id, "member_id": member_id,
+            "address_book": entry,
+            "notifications": [_notification_out(d) for d in NotificationRepository(ctx().db).of_member(
+                region_id, member_id)]}

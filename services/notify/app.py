@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hecht.web import create_service_app
 
-from .api import notifications, subscriptions
+from .api import members, notifications, subscriptions
 from .repository import ensure_indexes
 
 
@@ -13,7 +13,7 @@ def create_app(test_config: dict | None = None):
         title="hecht notify",
         description="Webhook subscriptions for integrators (Standard Webhooks signatures, retries, replay) "
                     "and e-mail notifications to GPs in their language.",
-        blueprints=[subscriptions, notifications],
+        blueprints=[subscriptions, notifications, members],
         index_setup=ensure_indexes,
         test_config=test_config,
     )

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from hecht.errors import Invalid
 
@@ -233,6 +233,29 @@ EMAIL_RULES: dict[str, tuple[str, str]] = {
 }
 VOTE_CLOSING = "vote_closing"
 TEMPLATES = tuple(t for t, _ in EMAIL_RULES.values()) + (VOTE_CLOSING,)
+
+# The portal page each e-mail is about (docs/PORTAL.md, "Page URLs"): {r} region, {a} agreement.
+LINKS = {
+    "enrolment_approved": "/r/{r}/membership",
+    "enrolment_rejected": "/r/{r}/membership",
+    "vote_opened": "/r/{r}/votes/{a}",
+    VOTE_CLOSING: "/r/{r}/votes/{a}",
+    "mandate_passed": "/r/{r}/agreements/{a}",
+    "mandate_rejected": "/r/{r}/agreements/{a}",
+    "agreement_activated": "/r/{r}/agreements/{a}",
+    "review_due": "/r/{r}/agreements/{a}",
+}
+
+
+def portal_link(portal_url: str, template: str, region: str | None, agreement: str | None = None) -> str | None:
+    """The absolute URL of the page an e-mail is about; None when the page cannot be named
+    (no portal URL, an unknown template, or an id the page needs is missing). A page that needs
+    a session sends the reader through sign-in and back, so the link works signed out too."""
+    pattern = LINKS.get(template)
+    if not portal_url or pattern is None or not region or ("{a}" in pattern and not agreement):
+        return None
+    path = pattern.format(r=quote(region, safe=""), a=quote(agreement or "", safe=""))
+    return portal_url.rstrip("/") + path
 
 
 def notification_key(cause_event_id: str, member_id: str, template: str) -> str:

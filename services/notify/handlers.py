@@ -322,10 +322,13 @@ def forget_member(event: dict, repos: Repos) -> None:
 
 
 # -- e-mail ---------------------------------------------------------------------------------------
-def _context(event: dict, repos: Repos) -> dict:
-    """What the templates may show: business facts, never personal data."""
+def _context(event: dict, repos: Repos, template: str) -> dict:
+    """What the templates may show: business facts, never personal data; and the portal page
+    the message is about (``link``)."""
     data = event["data"]
     region = data.get("region_id") or event.get("region")
+    is_agreement = ev.short_type(event.get("type") or "").startswith("agreement.")
+    agreement = data.get("agreement_id") or (event.get("subject") if is_agreement else None)
     mandate = data.get("mandate") or {}
     return {
         "region_name": repos.regions.name(region),
@@ -345,7 +348,7 @@ def _context(event: dict, repos: Repos) -> dict:
         "turnout": mandate.get("turnout"),
         "quorum_met": mandate.get("quorum_met"),
         "threshold_met": mandate.get("threshold_met"),
-        "link": None,
+        "link": domain.portal_link(repos.settings.portal_url, template, region, agreement),
     }
 
 
@@ -410,7 +413,7 @@ def send_emails(event: dict, repos: Repos) -> None:
     template, rule = domain.EMAIL_RULES[short]
     region = event["data"].get("region_id") or event.get("region")
     queue_notifications(repos, region=region, template=template, member_ids=_recipients(rule, event, repos),
-                        cause_event_id=event["id"], cause_type=short, context=_context(event, repos))
+                        cause_event_id=event["id"], cause_type=short, context=_context(event, repos, template))
 
 
 def schedule_vote_reminder(event: dict, repos: Repos) -> None:
@@ -425,7 +428,8 @@ def schedule_vote_reminder(event: dict, repos: Repos) -> None:
         "_id": f"{event['id']}:{domain.VOTE_CLOSING}", "agreement_id": data.get("agreement_id") or event["subject"],
         "region": data.get("region_id") or event.get("region"), "cause_event_id": event["id"],
         "electorate": [m for m in data.get("electorate") or [] if isinstance(m, str)],
-        "deadline": deadline, "due_at": due, "status": "scheduled", "context": _context(event, repos),
+        "deadline": deadline, "due_at": due, "status": "scheduled",
+        "context": _context(event, repos, domain.VOTE_CLOSING),
         "created_at": now()})
 
 
@@ -458,7 +462,8 @@ def fire_due_reminders(db: Database, settings: Settings, at: datetime | None = N
 
 
 MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
-                "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated")
+                "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated",
+                "member.email_verified")
 VOTE_ENDING_TYPES = ("agreement.mandated", "agreement.mandate_rejected", "agreement.signed", "agreement.activated",
                      "agreement.revised", "agreement.expired", "agreement.terminated", "agreement.superseded",
                      "agreement.vote_cast")

@@ -97,7 +97,7 @@ def render(template: str, language: str, context: dict) -> tuple[str, str, str]:
     body = "".join(tpl.blocks["body"](tpl.new_context(dict(context, lang=language)))).strip()
     paragraphs = [" ".join(p.split("\n")).strip() for p in body.split("\n\n") if p.strip()]
     link = context.get("link")
-    text = body + (f"\n\n{link}" if link else "") + "\n\n-- \n" + _FOOTER[language] + "\n"
+    text = body + (f"\n\n{_LINK_LABEL[language]}: {link}" if link else "") + "\n\n-- \n" + _FOOTER[language] + "\n"
     html = env.get_template("_layout.html.j2").render(lang=language, subject=subject, paragraphs=paragraphs,
                                                       link=link, link_label=_LINK_LABEL[language],
                                                       footer=_FOOTER[language])

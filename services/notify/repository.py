@@ -73,6 +73,9 @@ def ensure_indexes(db: Database) -> None:
     db.address_book.create_index([("region", ASCENDING), ("status", ASCENDING)])
     db.notifications.create_index([("key", ASCENDING)], unique=True)
     db.notifications.create_index([("region", ASCENDING), ("_id", ASCENDING)])
+    # A member's own notifications (GDPR export), in id order.
+    db.notifications.create_index([("region", ASCENDING), ("member_id", ASCENDING), ("_id", ASCENDING)],
+                                  name="region_member")
     db.notifications.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
     db.reminders.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
     db.reminders.create_index([("agreement_id", ASCENDING)])
@@ -365,6 +368,11 @@ class NotificationRepository:
             if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):
                 raise
             return e.details.get("nInserted", 0)
+
+    def of_member(self, region: str, member_id: str) -> list[dict]:
+        """Every notification to the member, oldest first, without the rendered context."""
+        return list(self.coll.find({"region": region, "member_id": member_id}, {"context": 0})
+                    .sort("_id", ASCENDING))
 
     def get(self, region: str, notification_id: str) -> dict:
         doc = self.coll.find_one({"_id": notification_id, "region": region})

@@ -147,3 +147,37 @@ class NotificationSchema(Schema):
 
 class NotificationPageSchema(PageSchema):
     items = fields.List(fields.Nested(NotificationSchema))
+
+
+# -- GDPR export -----------------------------------------------------------------------------------
+class AddressBookEntrySchema(Schema):
+    """What notify keeps to reach the member, copied from the members service's events."""
+    status = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    language = fields.String(allow_none=True)
+    roles = fields.List(fields.String())
+    updated_at = fields.DateTime(allow_none=True)
+    erased_at = fields.DateTime(allow_none=True)
+
+
+class SentNotificationSchema(Schema):
+    id = fields.String()
+    template = fields.String()
+    channel = fields.String()
+    status = fields.String(metadata={"description": "queued, sent or failed"})
+    language = fields.String(allow_none=True)
+    cause_type = fields.String(metadata={"description": "the event the message was about"})
+    created_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
+class MemberExportSchema(Schema):
+    """Everything notify holds about one member (GDPR access and portability)."""
+    exported_at = fields.DateTime()
+    region_id = fields.String()
+    member_id = fields.String()
+    address_book = fields.Nested(AddressBookEntrySchema, allow_none=True,
+                                 metadata={"description": "null when notify has no entry for the member"})
+    notifications = fields.List(fields.Nested(SentNotificationSchema), metadata={
+        "description": "e-mails to the member, oldest first: template, status and times, not the content"})

@@ -442,3 +442,26 @@ def test_openapi_document_is_valid_and_describes_the_member_api(client):
     assert signup["schema"]["$ref"].endswith("/SignUp")
     assert "registration" in spec["components"]["schemas"]["SignUp"]["properties"]
     assert client.get("/docs").status_code == 200
+
+
+def test_sign_ups_through_the_portal_are_limited_per_person_not_per_portal(hecht_env, monkeypatch):
+    """The portal forwards the person's address; only a portal token makes the header count."""
+    monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "2")
+    monkeypatch.setenv("HECHT_SIGNUP_RATE_WINDOW_S", "3600")
+    from services.members.app import create_app
+    c = create_app().test_client()
+    assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
+    portal = bearer("portal")
+
+    def via_portal(i, person):
+        return c.post("/v1/regions/elz-gent/members", json=form(i),
+                      headers={**portal, "X-Hecht-Client": person}).status_code
+    assert [via_portal(1, "203.0.113.7"), via_portal(2, "203.0.113.7")] == [201, 201]
+    assert via_portal(3, "203.0.113.7") == 429          # that person's budget is spent ...
+    assert via_portal(4, "198.51.100.9") == 201         # ... another person behind the portal has their own
+    # without a portal token the header is ignored: the connection's address counts
+    assert c.post("/v1/regions/elz-gent/members", json=form(5), headers={"X-Hecht-Client": "1"}).status_code == 201
+    assert c.post("/v1/regions/elz-gent/members", json=form(6), headers={"X-Hecht-Client": "2"}).status_code == 201
+    problem(c.post("/v1/regions/elz-gent/members", json=form(7), headers={"X-Hecht-Client": "3"}), 429)
+    gp = bearer("gp", region="elz-gent", member="m_x")
+    problem(c.post("/v1/regions/elz-gent/members", json=form(8), headers={**gp, "X-Hecht-Client": "4"}), 429)

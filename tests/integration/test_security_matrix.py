@@ -1,5 +1,5 @@
 """Every endpoint of every service × {no token, expired, bad signature, unknown role,
-another region's token, a GP acting on another GP}: 401/403/404 as designed,
+another region's token, a GP acting on another GP, the portal}: 401/403/404 as designed,
 never data, never a 5xx, never internals in the body.
 
 Endpoints come from each app's URL map, so a new endpoint is covered the day it
@@ -16,6 +16,13 @@ import pytest
 from tests.conftest import bearer
 
 REGION = "elz-sec"
+# What a ``portal`` token may call (docs/PORTAL.md); everything else answers it 403.
+PORTAL_ALLOWED = {
+    ("members", "GET", "/v1/regions"), ("members", "GET", "/v1/regions/<region_id>"),
+    ("members", "POST", "/v1/sign-ins"),
+    ("agreements", "GET", "/v1/regions/<region_id>/agreements"),
+    ("agreements", "GET", "/v1/regions/<region_id>/agreements/<agreement_id>"),
+}
 
 
 def endpoints(service: str):
@@ -59,6 +66,8 @@ def test_security_matrix(hecht_env, service):
     other_region = bearer("region-admin", "elz-elsewhere")
     nobody = bearer("nobody", REGION)
     other_gp = bearer("gp", REGION, member="m_self")
+    portal = bearer("portal")
+    portal_allowed = 0
     for app, rule, method, is_public in endpoints(service):
         client = app.test_client()
         path = concrete(rule)
@@ -73,6 +82,13 @@ def test_security_matrix(hecht_env, service):
             assert_refused(call(client, method, path, nobody), {403, 404}, f"{ctx} unknown role")
         if "<member_id>" in rule and not is_public:
             assert_refused(call(client, method, path, other_gp), {403, 404}, f"{ctx} GP on another GP")
+        if (service, method, rule) in PORTAL_ALLOWED:
+            r = call(client, method, path, portal)
+            assert r.status_code in (200, 404, 422), f"{ctx} portal: {r.status_code} {r.get_data(as_text=True)[:300]}"
+            portal_allowed += 1
+        elif not is_public:
+            assert_refused(call(client, method, path, portal), {403}, f"{ctx} portal")
         cases += 1
+    assert portal_allowed == sum(1 for s, _, _ in PORTAL_ALLOWED if s == service), "a portal endpoint is gone"
     assert cases >= 3, f"{service}: only {cases} endpoints found"
     print(f"security matrix {service}: {cases} endpoint×method pairs")

@@ -188,6 +188,7 @@ LEGAL = {
     **{(s, "erase"): "erased" for s in ("pending", "active", "suspended", "left", "rejected")},
     **{(s, "set_roles"): s for s in ("active", "suspended")},
     **{(s, a): s for s in ("pending", "active", "suspended") for a in ("set_capacity", "update_profile")},
+    **{(s, "verify_email"): s for s in ("pending", "active", "suspended", "left", "rejected")},
 }
 ALL_CELLS = [(s, a) for s in MEMBER_STATUSES for a in ALLOWED_FROM]
 
@@ -205,7 +206,7 @@ def test_illegal_transitions_name_the_current_state(status, action):
 
 
 def test_the_table_has_exactly_the_documented_lifecycle():
-    assert len(ALL_CELLS) == 6 * 9 and len(LEGAL) == 19
+    assert len(ALL_CELLS) == 6 * 10 and len(LEGAL) == 24
 
 
 def _member(status="pending", **kw) -> Member:
