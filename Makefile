@@ -14,6 +14,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
+	$(VENV)/bin/pybabel -q compile -d services/portal/translations
 	@touch $@
 
 venv: $(STAMP) ## create the virtualenv with the pinned dependencies

@@ -1,0 +1,58 @@
+"""Languages: nl (default), fr, en. The person's own choice (session, then a long-lived
+cookie that survives sign-out), then ``Accept-Language``. Also the date filters."""
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from flask import Flask, request, session
+
+LANGUAGES = ("nl", "fr", "en")
+COOKIE = "hecht_lang"
+
+
+def select_locale() -> str:
+    chosen = session.get("lang") or request.cookies.get(COOKIE)
+    if chosen in LANGUAGES:
+        return chosen
+    return request.accept_languages.best_match(LANGUAGES) or "nl"
+
+
+def _parse(value):
+    if isinstance(value, (date, datetime)) or not value:
+        return value
+    try:
+        if "T" in str(value):
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return date.fromisoformat(str(value))
+    except ValueError:
+        return None
+
+
+def install(app: Flask) -> None:
+    from flask_babel import format_date, format_datetime, get_locale
+
+    from .labels import label
+
+    def day(value):
+        v = _parse(value)
+        if v is None or v == "":
+            return value or ""
+        return format_date(v.date() if isinstance(v, datetime) else v, "long")
+
+    def moment(value):
+        v = _parse(value)
+        if not isinstance(v, datetime):
+            return day(value)
+        return format_datetime(v, "d MMMM y, HH:mm")
+
+    def pct(value):
+        try:
+            return f"{round(float(value) * 100)}%"
+        except (TypeError, ValueError):
+            return ""
+
+    app.jinja_env.filters.update(day=day, moment=moment, pct=pct, label=label)
+
+    @app.context_processor
+    def _languages():
+        return {"languages": LANGUAGES, "current_language": str(get_locale() or "nl")}

@@ -1,0 +1,692 @@
+"""The pages (URLs in docs/PORTAL.md). Views are thin: form → API call(s) → template.
+
+Every signed-in page takes its member id from the session's membership for the region in
+the URL; a region the person has no membership in, or an id the services refuse, is a 404.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import date, datetime, timedelta, timezone
+from functools import wraps
+
+from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
+                   session, url_for)
+from flask_babel import get_locale, gettext as _
+
+from . import fielderrors, mail
+from .client import ApiError, ApiUnavailable
+from .forms import (CapacityForm, ChooseRegionForm, EmailForm, EmptyForm, EraseForm, LanguageForm, LeaveForm,
+                    ProfileForm, SignUpForm, VoteForm, category_choices)
+from .i18n import COOKIE as LANG_COOKIE, LANGUAGES
+
+log = logging.getLogger(__name__)
+bp = Blueprint("portal", __name__)
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
+SCHEMES_BY_COUNTRY = {"NL": ("BIG", "AGB"), "BE": ("RIZIV",)}
+UPCOMING = ("in_consultation", "mandated")
+ENDED = ("expired", "terminated", "superseded", "rejected")
+
+
+def portal():
+    return current_app.extensions["portal"]
+
+
+def settings():
+    return portal()["settings"]
+
+
+def api():
+    return portal()["api"]
+
+
+def store():
+    s = portal()["store"]
+    s.ensure_indexes()
+    return s
+
+
+def lang() -> str:
+    return str(get_locale() or "nl")
+
+
+def check_id(value: str) -> str:
+    if not _ID.fullmatch(value or ""):
+        abort(404)
+    return value
+
+
+def safe_next(raw: str | None, default: str = "/") -> str:
+    """Only a path on this site: never another host (open redirect)."""
+    raw = (raw or "").strip()
+    if (not raw.startswith("/") or raw.startswith("//") or "\\" in raw or len(raw) > 500
+            or any(ord(c) < 32 for c in raw)):
+        return default
+    return raw
+
+
+def client_key() -> str:
+    return request.remote_addr or "unknown"
+
+
+def limited(bucket: str, key: str, limit: int) -> int | None:
+    return store().hit(bucket, key, limit, settings().signin_window_s)
+
+
+# -- the signed-in person -------------------------------------------------------------------
+def signed_in() -> bool:
+    return bool(session.get("email"))
+
+
+def memberships() -> list[dict]:
+    return session.get("memberships") or []
+
+
+def membership(region: str) -> dict:
+    """The session's membership in ``region``; anything else is a 404."""
+    for m in memberships():
+        if m.get("region_id") == region:
+            return m
+    abort(404)
+
+
+def login_required(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if not signed_in():
+            return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
+        if "r" in kwargs:
+            check_id(kwargs["r"])
+            g.membership = membership(kwargs["r"])
+            g.region = kwargs["r"]
+            g.member = g.membership["member_id"]
+            session_region = session.get("region")
+            if session_region != g.region:
+                session["region"] = g.region
+        return view(*args, **kwargs)
+    return wrapper
+
+
+def gp(method: str, service: str, path: str, **kw):
+    """A call as the signed-in GP: a token minted for this request only."""
+    token = api().gp_token(g.region, g.member)
+    return api().call(service, method, path, token=token, request_id=g.get("request_id"), **kw)
+
+
+def public(method: str, service: str, path: str, **kw):
+    return api().call(service, method, path, token=api().portal_token(), request_id=g.get("request_id"), **kw)
+
+
+def member_path(suffix: str = "") -> str:
+    return f"/v1/regions/{g.region}/members/{g.member}{suffix}"
+
+
+@bp.app_context_processor
+def _globals():
+    return {"signed_in": signed_in(), "session_memberships": memberships(),
+            "current_region": session.get("region"), "empty_form": EmptyForm(),
+            "language_form": LanguageForm(lang=lang(), next=request.full_path.rstrip("?")),
+            "today": date.today()}
+
+
+# -- public pages ---------------------------------------------------------------------------
+def _regions() -> list[dict]:
+    items: list[dict] = []
+    params = {"limit": 200}
+    for _page in range(10):
+        reply = public("GET", "members", "/v1/regions", params=params)
+        items.extend(reply.data.get("items") or [])
+        nxt = reply.data.get("next")
+        if not nxt or "after=" not in nxt:
+            break
+        params = {"limit": 200, "after": nxt.split("after=", 1)[1].split("&", 1)[0]}
+    return sorted(items, key=lambda r: str(r.get("name", "")).lower())
+
+
+@bp.get("/")
+def index():
+    regions, unavailable = [], False
+    try:
+        regions = _regions()
+    except (ApiUnavailable, ApiError):
+        unavailable = True  # the start page still works; the list says it is not available
+    return render_template("index.html", regions=regions, unavailable=unavailable)
+
+
+@bp.get("/regions")
+def regions():
+    return render_template("regions.html", regions=_regions())
+
+
+def _region(r: str) -> dict:
+    return public("GET", "members", f"/v1/regions/{check_id(r)}").data
+
+
+def _agreements(r: str, call, statuses: tuple[str, ...] | None = None) -> list[dict]:
+    items: list[dict] = []
+    for status in statuses or (None,):
+        params = {"limit": 200}
+        if status:
+            params["status"] = status
+        items.extend(call("GET", "agreements", f"/v1/regions/{r}/agreements", params=params).data.get("items") or [])
+    return [a for a in items if a.get("status") != "draft"]
+
+
+@bp.get("/regions/<r>")
+def region(r):
+    reg = _region(r)
+    active = _agreements(r, public, ("active",))
+    return render_template("region.html", region=reg, agreements=active)
+
+
+def _signup_form(reg: dict, formdata=None) -> SignUpForm:
+    form = SignUpForm(formdata=formdata)
+    if formdata is None:
+        form.language.data = lang()
+    form.category.choices = category_choices()
+    form.registration_scheme.choices = [(s, s) for s in SCHEMES_BY_COUNTRY.get(reg.get("country"), ("BIG", "AGB", "RIZIV"))]
+    form.practice_municipality.choices = [(m, m) for m in reg.get("municipalities") or []]
+    return form
+
+
+@bp.route("/regions/<r>/sign-up", methods=["GET", "POST"])
+def sign_up(r):
+    reg = _region(r)
+    form = _signup_form(reg, request.form if request.method == "POST" else None)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        wait = limited("sign-up-client", client_key(), settings().signin_limit_client)
+        if wait:
+            return _rate_limited(wait)
+        body = {"given_name": form.given_name.data or "", "family_name": form.family_name.data or "",
+                "email": (form.email.data or "").strip(), "language": form.language.data or lang(),
+                "category": form.category.data or "practice-owner",
+                "registration": {"scheme": form.registration_scheme.data or "",
+                                 "number": form.registration_number.data or ""},
+                "practice": {"name": form.practice_name.data or "", "postcode": form.practice_postcode.data or "",
+                             "municipality": form.practice_municipality.data or ""}}
+        try:
+            public("POST", "members", f"/v1/regions/{r}/members", json=_filled(body), client_address=client_key())
+        except ApiError as e:
+            if e.status == 409 and "email" in e.title.lower():
+                # Already enrolled with this address: say the same as for a new sign-up and
+                # mail a sign-in link instead (the page must not tell who is a member).
+                _send_link(body["email"], f"/r/{r}/membership", body["language"])
+                return redirect(url_for("portal.sign_up_sent"))
+            if e.status in (409, 422):
+                errors = fielderrors.flatten(e.errors) if e.errors else {}
+                for group in ("practice", "registration"):  # the whole group missing: each empty field
+                    if group in errors:
+                        msgs = errors.pop(group)
+                        for name in form.data:
+                            if name.startswith(f"{group}_") and not form.data[name]:
+                                errors.setdefault(name, msgs)
+                if e.status == 409 and not errors:
+                    errors = {"registration_number": [fielderrors.translate("", e.title)]}
+                return render_template("sign_up.html", region=reg, form=form, errors=errors), 422
+            raise
+        _send_confirm(body["email"], r, reg.get("name") or r, body["language"])
+        return redirect(url_for("portal.sign_up_sent"))
+    return render_template("sign_up.html", region=reg, form=form, errors=errors)
+
+
+@bp.get("/sign-up/sent")
+def sign_up_sent():
+    return render_template("message.html", title=_("Check your e-mail"),
+                           lines=[_("We have sent you an e-mail with a link to confirm your address. "
+                                    "The link also signs you in."),
+                                  _("The region checks your sign-up; you will get an e-mail when it has "
+                                    "been approved.")])
+
+
+# -- sign-in --------------------------------------------------------------------------------
+def _link_url(token: str) -> str:
+    return f"{settings().portal_url}/sign-in/{token}"
+
+
+def _deliver(email: str, subject: str, body: str, link: str) -> None:
+    s = settings()
+    if s.development:
+        log.info("sign-in link (development only)", extra={"to": email, "link": link})
+        print(f"[portal] sign-in link for {email}: {link}", flush=True)
+    try:
+        mail.send(s.hecht.smtp_url, s.hecht.smtp_from, email, subject, body)
+    except mail.MailError as e:
+        # The answer stays the same (it must not depend on the address); the log says why.
+        log.error("sign-in mail not sent", extra={"error": str(e)})
+
+
+def _filled(body: dict) -> dict:
+    """Empty fields left out, so the API answers "required" rather than a length rule."""
+    out = {}
+    for k, v in body.items():
+        if isinstance(v, dict):
+            v = _filled(v)
+        if v not in ("", None, {}):
+            out[k] = v
+    return out
+
+
+def _send_link(email: str, next_path: str, language: str) -> None:
+    s = settings()
+    token = store().create_link(email, next_path=next_path, language=language,
+                                valid=timedelta(minutes=s.link_minutes))
+    link = _link_url(token)
+    _deliver(email, *mail.sign_in_message(language, link, s.link_minutes), link)
+
+
+def _send_confirm(email: str, r: str, region_name: str, language: str) -> None:
+    s = settings()
+    token = store().create_link(email, next_path=f"/r/{r}/membership", language=language,
+                                valid=timedelta(hours=s.confirm_link_hours), purpose="confirm")
+    link = _link_url(token)
+    _deliver(email, *mail.confirm_message(language, link, s.confirm_link_hours, region_name), link)
+
+
+def _rate_limited(wait: int):
+    resp = Response(render_template("error.html", kind="rate-limited"), status=429)
+    resp.headers["Retry-After"] = str(wait)
+    return resp
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+def sign_in():
+    form = EmailForm(next=safe_next(request.args.get("next"), "")) if request.method == "GET" else EmailForm()
+    if request.method == "POST":
+        if not form.validate() or not _EMAIL.fullmatch((form.email.data or "").strip()):
+            errors = {"email": [_("Enter your e-mail address, like name@example.org.")]}
+            return render_template("sign_in.html", form=form, errors=errors), 422
+        email = form.email.data.strip()
+        # Per client first (a script trying many addresses), then per address (mail bombing);
+        # both are counted whether or not the address is known.
+        wait = (limited("sign-in-client", client_key(), settings().signin_limit_client)
+                or limited("sign-in-address", email.casefold(), settings().signin_limit_address))
+        if wait:
+            return _rate_limited(wait)
+        _send_link(email, safe_next(form.next.data), lang())
+        return redirect(url_for("portal.sign_in_sent"))
+    return render_template("sign_in.html", form=form, errors={})
+
+
+@bp.get("/sign-in/sent")
+def sign_in_sent():
+    return render_template("message.html", title=_("Check your e-mail"),
+                           lines=[_("If this address is known to us, you will receive an e-mail with a "
+                                    "sign-in link within a few minutes."),
+                                  _("The link works once, for %(minutes)s minutes.",
+                                    minutes=settings().link_minutes)])
+
+
+def _link_invalid():
+    return render_template("message.html", title=_("This link can no longer be used"),
+                           lines=[_("Sign-in links work once, for a limited time. This one has been used "
+                                    "already or has expired."),
+                                  _("Ask for a new link below.")],
+                           action=(url_for("portal.sign_in"), _("Get a new sign-in link"))), 410
+
+
+@bp.get("/sign-in/<token>")
+def sign_in_link(token):
+    # A GET never signs in: mail scanners fetch links before the person clicks.
+    if len(token) > 200 or store().peek_link(token) is None:
+        return _link_invalid()
+    return render_template("sign_in_link.html", form=EmptyForm())
+
+
+@bp.post("/sign-in/<token>")
+def sign_in_consume(token):
+    if len(token) > 200:
+        return _link_invalid()
+    link = store().consume_link(token)
+    if link is None:
+        return _link_invalid()
+    try:
+        return _start_session(link["email"], link.get("next") or "/")
+    except ApiUnavailable:
+        store().db.links.insert_one(link)  # give it back: the person may try again shortly
+        raise
+
+
+def _start_session(email: str, next_path: str):
+    """The address is proven (a link used, or an OIDC provider's verified e-mail): ask the
+    members service who this is, and start a new session (a new id) for them."""
+    reply = public("POST", "members", "/v1/sign-ins", json={"email": email})
+    found = [m for m in (reply.data.get("memberships") or []) if m.get("status") != "erased"]
+    keep_lang = session.get("lang")
+    session.clear()
+    session.rotate()
+    session["email"] = email
+    session["memberships"] = [{k: m.get(k) for k in ("region_id", "region_name", "member_id", "status", "roles")}
+                              for m in found]
+    session["signed_in_at"] = datetime.now(timezone.utc).isoformat()
+    if keep_lang:
+        session["lang"] = keep_lang
+    return redirect(_after_sign_in(next_path))
+
+
+def _after_sign_in(next_path: str) -> str:
+    next_path = safe_next(next_path)
+    mine = memberships()
+    m = re.match(r"^/r/([^/?#]+)", next_path)
+    if m and any(x["region_id"] == m.group(1) for x in mine):
+        session["region"] = m.group(1)
+        return next_path
+    if len(mine) == 1:
+        session["region"] = mine[0]["region_id"]
+        return next_path if next_path not in ("/", "") and not m else f"/r/{mine[0]['region_id']}/membership"
+    return url_for("portal.choose_region", next=next_path if next_path != "/" else None)
+
+
+@bp.post("/sign-out")
+def sign_out():
+    session.end()
+    flash(_("You have signed out."))
+    return redirect(url_for("portal.index"))
+
+
+@bp.route("/choose-region", methods=["GET", "POST"])
+def choose_region():
+    if not signed_in():
+        return redirect(url_for("portal.sign_in", next="/choose-region"))
+    form = ChooseRegionForm()
+    if request.method == "POST" and form.validate():
+        r = check_id(form.region.data or "")
+        membership(r)
+        session["region"] = r
+        nxt = safe_next(form.next.data, f"/r/{r}/membership")
+        return redirect(nxt if nxt.startswith(f"/r/{r}/") else f"/r/{r}/membership")
+    return render_template("choose_region.html", next=safe_next(request.args.get("next"), ""))
+
+
+@bp.post("/language")
+def language():
+    form = LanguageForm()
+    choice = form.lang.data if form.lang.data in LANGUAGES else None
+    resp = redirect(safe_next(form.next.data or request.form.get("next")))
+    if choice:
+        session["lang"] = choice
+        resp.set_cookie(LANG_COOKIE, choice, max_age=365 * 24 * 3600, httponly=True, samesite="Lax",
+                        secure=settings().cookie_secure)
+    return resp
+
+
+# -- my membership --------------------------------------------------------------------------
+def _member() -> tuple[dict, str | None]:
+    reply = gp("GET", "members", member_path())
+    if reply.data.get("id") != g.member:  # never show someone else's record
+        abort(404)
+    return reply.data, reply.etag
+
+
+def _profile_form(member: dict, etag: str | None, formdata=None) -> ProfileForm:
+    form = ProfileForm(formdata=formdata)
+    form.category.choices = category_choices()
+    current = (member.get("practice") or {}).get("municipality")
+    try:
+        towns = list(_region(g.region).get("municipalities") or [])
+    except (ApiError, ApiUnavailable):
+        towns = []  # the page still works: the current municipality stays selectable
+    if current and current not in towns:
+        towns.insert(0, current)
+    form.practice_municipality.choices = [(t, t) for t in towns]
+    if formdata is None:
+        practice = member.get("practice") or {}
+        form.given_name.data = member.get("given_name")
+        form.family_name.data = member.get("family_name")
+        form.language.data = member.get("language")
+        form.category.data = member.get("category")
+        form.practice_name.data = practice.get("name")
+        form.practice_postcode.data = practice.get("postcode")
+        form.practice_municipality.data = practice.get("municipality")
+        form.etag.data = etag or ""
+    return form
+
+
+def _capacity_choices():
+    return [("open", _("Open: accepting new patients")), ("limited", _("Limited: a partial patient stop")),
+            ("closed", _("Closed: a patient stop"))]
+
+
+def _capacity_form(member: dict, etag: str | None, formdata=None) -> CapacityForm:
+    form = CapacityForm(formdata=formdata)
+    form.status.choices = _capacity_choices()
+    if formdata is None:
+        cap = member.get("capacity") or {}
+        form.status.data = cap.get("status")
+        form.note.data = cap.get("note")
+        form.etag.data = etag or ""
+    return form
+
+
+def _membership_page(member, etag, *, profile=None, capacity=None, errors=None, status=200):
+    _refresh_session_membership(member)
+    return render_template("membership.html", member=member,
+                           profile_form=profile or _profile_form(member, etag),
+                           capacity_form=capacity or _capacity_form(member, etag),
+                           errors=errors or {}), status
+
+
+def _refresh_session_membership(member: dict) -> None:
+    mine = memberships()
+    for m in mine:
+        if m["region_id"] == g.region and (m.get("status") != member.get("status")
+                                            or m.get("roles") != member.get("roles")):
+            m["status"], m["roles"] = member.get("status"), member.get("roles")
+            session["memberships"] = mine
+
+
+@bp.get("/r/<r>/membership")
+@login_required
+def my_membership(r):
+    member, etag = _member()
+    return _membership_page(member, etag)
+
+
+@bp.get("/r/<r>/members/<m>")
+@bp.get("/r/<r>/members/<m>/<path:rest>")
+@login_required
+def member_by_id(r, m, rest=""):
+    """A URL naming a member id (typed, or from an old link): only one's own, and it goes to
+    the page that needs no id. Anyone else's id is a 404, as the services would answer."""
+    if m != g.member:
+        abort(404)
+    return redirect(url_for("portal.my_membership", r=r))
+
+
+@bp.post("/r/<r>/membership/capacity")
+@login_required
+def update_capacity(r):
+    member, etag = _member()
+    form = _capacity_form(member, etag, request.form)
+    body = {"status": form.status.data or "", "note": (form.note.data or None)}
+    if form.since.data:
+        body["since"] = form.since.data.isoformat()
+    elif request.form.get("since"):
+        errors = {"capacity_since": [_("Enter a date as YYYY-MM-DD.")]}
+        return _membership_page(member, etag, capacity=form, errors=errors, status=422)
+    try:
+        gp("PUT", "members", member_path("/capacity"), json=body, if_match=form.etag.data or etag)
+    except ApiError as e:
+        if e.status == 412:
+            flash(_("Your membership was changed in the meantime. Please check it and try again."))
+            return redirect(url_for("portal.my_membership", r=r))
+        if e.status == 422:
+            errors = {f"capacity_{k}": v for k, v in fielderrors.flatten(e.errors).items()}
+            return _membership_page(member, etag, capacity=form, errors=errors, status=422)
+        raise
+    flash(_("Your capacity has been saved."))
+    return redirect(url_for("portal.my_membership", r=r))
+
+
+@bp.post("/r/<r>/membership/profile")
+@login_required
+def update_profile(r):
+    member, etag = _member()
+    form = _profile_form(member, etag, request.form)
+    body = {"given_name": form.given_name.data or "", "family_name": form.family_name.data or "",
+            "language": form.language.data or "", "category": form.category.data or "",
+            "practice": {"name": form.practice_name.data or "", "postcode": form.practice_postcode.data or "",
+                         "municipality": form.practice_municipality.data or ""}}
+    try:
+        gp("PATCH", "members", member_path(), json=body, if_match=form.etag.data or etag)
+    except ApiError as e:
+        if e.status == 412:
+            flash(_("Your membership was changed in the meantime. Please check it and try again."))
+            return redirect(url_for("portal.my_membership", r=r))
+        if e.status in (409, 422):
+            errors = fielderrors.flatten(e.errors) if e.errors else {"": [fielderrors.translate("", e.title)]}
+            return _membership_page(member, etag, profile=form, errors=errors, status=422)
+        raise
+    flash(_("Your details have been saved."))
+    return redirect(url_for("portal.my_membership", r=r))
+
+
+# -- votes ----------------------------------------------------------------------------------
+def _agreement(r: str, a: str, call=None) -> dict:
+    data = (call or gp)("GET", "agreements", f"/v1/regions/{r}/agreements/{check_id(a)}").data
+    if data.get("status") == "draft" or data.get("region_id") not in (None, r):
+        abort(404)
+    return data
+
+
+@bp.get("/r/<r>/votes")
+@login_required
+def votes(r):
+    open_votes = [a for a in _agreements(r, gp, ("in_consultation",))
+                  if (a.get("mandate") or {}).get("status") == "open"]
+    return render_template("votes.html", agreements=open_votes)
+
+
+def _ballot(r: str, a: str) -> dict | None:
+    try:
+        return gp("GET", "agreements", f"/v1/regions/{r}/agreements/{a}/mandate/votes/{g.member}").data
+    except ApiError as e:
+        if e.status in (403, 404):
+            return None  # not in the electorate, or no vote opened
+        raise
+
+
+@bp.route("/r/<r>/votes/<a>", methods=["GET", "POST"])
+@login_required
+def ballot(r, a):
+    agreement = _agreement(r, a)
+    form = VoteForm()
+    form.choice.choices = [("for", _("For")), ("against", _("Against")), ("abstain", _("Abstain"))]
+    errors: dict = {}
+    status = 200
+    if request.method == "POST":
+        if form.choice.data not in ("for", "against", "abstain"):
+            errors = {"choice": [_("Choose for, against or abstain.")]}
+            status = 422
+        else:
+            try:
+                gp("PUT", "agreements", f"/v1/regions/{r}/agreements/{a}/mandate/votes/{g.member}",
+                   json={"choice": form.choice.data})
+                flash(_("Your vote has been recorded. You can change it until the deadline."))
+                return redirect(url_for("portal.ballot", r=r, a=a))
+            except ApiError as e:
+                if e.status in (404,):
+                    raise
+                errors = {"": [_("Your vote could not be recorded: the vote is closed or you are not "
+                                 "in its electorate.")]}
+                status = 409
+    ballot_data = _ballot(r, a)
+    mandate = (ballot_data or {}).get("mandate") or agreement.get("mandate")
+    if mandate is None:
+        abort(404)
+    mine = (ballot_data or {}).get("choice")
+    if request.method == "GET" or not form.choice.data:
+        form.choice.data = mine
+    # Only turnout and the person's own vote reach the template: never the counts.
+    shown = {k: mandate.get(k) for k in ("status", "turnout", "electorate_size", "cast", "quorum",
+                                          "deadline", "closed_at", "opened_at")}
+    return render_template("ballot.html", agreement=agreement, mandate=shown, my_vote=mine,
+                           can_vote=ballot_data is not None and shown["status"] == "open",
+                           form=form, errors=errors), status
+
+
+# -- agreements -----------------------------------------------------------------------------
+@bp.get("/r/<r>/agreements")
+@login_required
+def agreements(r):
+    items = _agreements(r, gp)
+    groups = {"active": [a for a in items if a.get("status") == "active"],
+              "upcoming": [a for a in items if a.get("status") in UPCOMING],
+              "ended": [a for a in items if a.get("status") in ENDED]}
+    return render_template("agreements.html", groups=groups)
+
+
+@bp.get("/r/<r>/agreements/<a>")
+@login_required
+def agreement(r, a):
+    return render_template("agreement.html", agreement=_agreement(r, a))
+
+
+# -- my data, leaving, erasure --------------------------------------------------------------
+@bp.get("/r/<r>/my-data")
+@login_required
+def my_data(r):
+    return render_template("my_data.html")
+
+
+@bp.get("/r/<r>/my-data.json")
+@login_required
+def my_data_json(r):
+    members_export = gp("GET", "members", member_path("/export")).data
+    notify_export = gp("GET", "notify", member_path("/export")).data
+    doc = {"exported_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+           "region_id": g.region, "member_id": g.member,
+           "members": members_export, "notify": notify_export,
+           "portal": {"email": session.get("email"), "sessions": store().sessions_of(session.get("email"))}}
+    body = json.dumps(doc, ensure_ascii=False, indent=2, default=_json_default)
+    resp = Response(body, mimetype="application/json")
+    resp.headers["Content-Disposition"] = f'attachment; filename="hecht-{g.region}-{g.member}.json"'
+    return resp
+
+
+def _json_default(o):
+    if isinstance(o, (datetime, date)):
+        return o.isoformat()
+    return str(o)
+
+
+@bp.route("/r/<r>/leave", methods=["GET", "POST"])
+@login_required
+def leave(r):
+    form = LeaveForm()
+    if request.method == "POST" and form.validate():
+        try:
+            gp("POST", "members", member_path("/leave"), json={"reason": form.reason.data or None})
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            flash(_("You cannot leave in your membership's current state."))
+            return redirect(url_for("portal.my_membership", r=r))
+        flash(_("You have left the region."))
+        return redirect(url_for("portal.my_membership", r=r))
+    return render_template("leave.html", form=form)
+
+
+@bp.route("/r/<r>/erase", methods=["GET", "POST"])
+@login_required
+def erase(r):
+    form = EraseForm()
+    errors: dict = {}
+    if request.method == "POST":
+        if not form.validate():
+            errors = {"confirm": [_("Tick the box to confirm.")]}
+            return render_template("erase.html", form=form, errors=errors), 422
+        gp("DELETE", "members", member_path())
+        mine = [m for m in memberships() if m["region_id"] != r]
+        session["memberships"] = mine
+        session.pop("region", None)
+        if not mine:
+            # Nothing left to sign in to: forget the address here too (every device's session).
+            store().forget(session.get("email"))
+            session.end()
+        flash(_("Your personal data in this region has been erased."))
+        return redirect(url_for("portal.index"))
+    return render_template("erase.html", form=form, errors=errors)
