@@ -15,6 +15,13 @@ Spec: ``{"mode", "method", "url" | "urls", "headers", "body" (a JSON string temp
 through several URLs. Each record: ``[due_or_sent_monotonic, latency_s, status, id_or_null]``.
 ``max_backlog`` (rate mode) stops the run early once more requests than that wait for a
 thread: the server cannot sustain the rate (the result's ``aborted_at`` says when).
+
+``sequences`` (instead of ``url``/``urls``): a list of request sequences, each a list of
+``{"method", "url", "headers"}``; request *i* sends sequence ``i % len(sequences)`` step by
+step (one latency for the whole sequence, the status of the first step that is not 2xx, else
+the last one's). So each request can carry its own user's cookie or token, and "the API
+calls a page makes" can be timed as one unit. ``allow_redirects`` (default true) applies to
+every request; set it false to count a redirect (e.g. to a sign-in page) as what it is.
 """
 from __future__ import annotations
 
@@ -45,7 +52,9 @@ def main() -> None:
     spec = json.load(sys.stdin)
     mode = spec.get("mode", "closed")
     method = spec.get("method", "GET").upper()
-    urls = spec.get("urls") or [spec["url"]]
+    sequences = spec.get("sequences")
+    urls = spec.get("urls") or ([spec["url"]] if "url" in spec else [])
+    allow_redirects = bool(spec.get("allow_redirects", True))
     headers = dict(spec.get("headers") or {})
     template = spec.get("body")
     if template is not None:
@@ -65,11 +74,14 @@ def main() -> None:
         return s
 
     def one(i: int, t0: float) -> None:
+        if sequences:
+            return one_sequence(i, t0)
         url = urls[i % len(urls)]
         body = render(template, i, uniq, base)
         rid = None
         try:
-            r = session().request(method, url, data=body, headers=headers, timeout=timeout)
+            r = session().request(method, url, data=body, headers=headers, timeout=timeout,
+                                  allow_redirects=allow_redirects)
             status = r.status_code
             if id_field and r.status_code < 300:
                 try:
@@ -81,6 +93,24 @@ def main() -> None:
         latency = time.monotonic() - t0
         with lock:
             records.append([t0, latency, status, rid])
+
+    def one_sequence(i: int, t0: float) -> None:
+        status = None
+        try:
+            for step in sequences[i % len(sequences)]:
+                session().cookies.clear()   # each step carries its own user's cookie, never another's
+                r = session().request(step.get("method", "GET").upper(), step["url"],
+                                      headers=step.get("headers") or {}, timeout=timeout,
+                                      allow_redirects=allow_redirects)
+                r.content  # noqa: B018 - the whole body, as a browser would read it
+                status = r.status_code
+                if not 200 <= status < 300:
+                    break
+        except Exception as e:  # noqa: BLE001 - a failed request is a result too
+            status = f"error:{type(e).__name__}"
+        latency = time.monotonic() - t0
+        with lock:
+            records.append([t0, latency, status, None])
 
     started = time.monotonic()
     if mode == "rate":

@@ -46,6 +46,8 @@ BENCHMARKS = [
     ("5", "Growth: list/filter at 1k, 10k, 50k(, 100k) members", "bench_growth.py", "bench", True),
     ("4", "End to end: sign-up → webhook at the highest sustained rate", "bench_e2e.py", "bench", True),
     ("12", "MongoDB layout: one SecantusDB server per service vs one shared", "bench_mongo_layout.py", "bench", False),
+    ("13", "Portal: member and ballot pages vs the API calls they make, 20 users", "bench_portal.py", "portal",
+     False),
 ]
 MEMORY_TARGET = "value < 150"
 

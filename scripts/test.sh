@@ -12,6 +12,34 @@ export HECHT_MONGO_PORT=${HECHT_TEST_MONGO_PORT:-27018}
 export HECHT_SMTP_PORT=${HECHT_TEST_SMTP_PORT:-1026}
 STACK=deploy/local/stack.sh
 
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; they never
+# download a browser (no `playwright install`). Installed here when missing, as root.
+needs_browser() {
+  local a
+  for a in "$@"; do
+    case $a in
+      tests|tests/|./tests|./tests/|tests/browser|tests/browser/*|./tests/browser*) return 0 ;;
+    esac
+  done
+  return 1
+}
+if needs_browser "$@"; then
+  export HECHT_CHROMIUM=${HECHT_CHROMIUM:-/usr/bin/chromium}
+  if [ ! -x "$HECHT_CHROMIUM" ]; then
+    if [ "$(id -u)" = 0 ] && [ "$HECHT_CHROMIUM" = /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+      echo "test: installing Debian's chromium for the browser tests (apt-get install -y chromium)" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null \
+        || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium >/dev/null; }
+    fi
+    if [ ! -x "$HECHT_CHROMIUM" ]; then
+      echo "test: error: the browser tests need Chromium at $HECHT_CHROMIUM, and it is not there." >&2
+      echo "test:   install Debian's package as root: apt-get install -y chromium" >&2
+      echo "test:   or point HECHT_CHROMIUM at a Chromium binary, or leave tests/browser out." >&2
+      exit 1
+    fi
+  fi
+fi
+
 started=0
 if ! $STACK status >/dev/null 2>&1; then
   $STACK wipe >/dev/null 2>&1 || true   # a fresh broker: no topics left from earlier runs
