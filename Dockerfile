@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# One image for the three hecht services, their web processes and workers.
+# One image for the three hecht services, their web processes and workers, and
+# the portal (web pages for people).
 #
 #   web:    gunicorn -c deploy/gunicorn.conf.py 'services.members.app:create_app()'
+#           (likewise agreements, notify, portal)
 #   worker: hecht worker members        (likewise agreements, notify)
 #   once:   hecht migrate               (indexes and topics; idempotent)
 #
@@ -21,17 +23,28 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # hecht and exactly the dependency versions of constraints.txt, into a virtual
 # environment that the runtime stage copies.
+#
+# The portal's translations: the catalogues (.po) are in git, the compiled .mo
+# files are not (and .dockerignore keeps local ones out). Babel (the version of
+# constraints.txt) compiles them before hecht is installed, so that the install
+# carries them into the package like the portal's templates and static files.
+# The last step fails the build when a file the portal reads at run time
+# (template, static file, .mo) did not make it into the installed package: its
+# pattern is then missing from [tool.setuptools.package-data] in pyproject.toml.
 COPY pyproject.toml constraints.txt ./
 COPY hecht ./hecht
 COPY services ./services
 RUN python -m venv /opt/hecht \
-    && /opt/hecht/bin/pip install -c constraints.txt .
+    && /opt/hecht/bin/pip install -c constraints.txt babel \
+    && /opt/hecht/bin/pybabel compile --statistics -d services/portal/translations \
+    && /opt/hecht/bin/pip install -c constraints.txt . \
+    && /opt/hecht/bin/python -c "import pathlib, sys, sysconfig; src = pathlib.Path('services/portal'); dst = pathlib.Path(sysconfig.get_paths()['purelib'], 'services', 'portal'); skip = {'.py', '.pyc', '.po', '.pot', '.cfg', '.md'}; missing = sorted(str(p) for p in src.rglob('*') if p.is_file() and p.suffix not in skip and not dst.joinpath(p.relative_to(src)).is_file()); sys.exit('not installed, see [tool.setuptools.package-data]: ' + ' '.join(missing) if missing else 0)"
 
 # ---- runtime ----------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="hecht" \
-      org.opencontainers.image.description="Event backbone for regional GP organisations: members, agreements, notify"
+      org.opencontainers.image.description="Event backbone for regional GP organisations: members, agreements, notify, portal"
 
 ENV PATH=/opt/hecht/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

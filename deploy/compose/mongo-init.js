@@ -2,8 +2,9 @@
 // to mongo-1). Safe to run again: it initiates the replica set only once and
 // updates the service users' passwords if they exist.
 //
-// Every service owns its database and gets a user that can read and write only
-// there (readWrite includes creating indexes, which `hecht migrate` does).
+// Every service (and the portal) owns its database and gets a user that can read
+// and write only there (readWrite includes creating indexes, which `hecht migrate`
+// and the portal on first use do).
 
 const replicaSet = "rs0";
 const hosts = ["mongo-1:27017", "mongo-2:27017", "mongo-3:27017"];
@@ -11,6 +12,7 @@ const serviceDatabases = {
   hecht_members: "MONGO_MEMBERS_PASSWORD",
   hecht_agreements: "MONGO_AGREEMENTS_PASSWORD",
   hecht_notify: "MONGO_NOTIFY_PASSWORD",
+  hecht_portal: "MONGO_PORTAL_PASSWORD",
 };
 
 function replicaSetInitiated() {

@@ -25,6 +25,11 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 # The fixed facts of hecht that the deployment must agree with.
 SERVICES = ("members", "agreements", "notify")
 SERVICE_PORTS = {"agreements": 8001, "members": 8002, "notify": 8003}
+# The portal: web pages over the three APIs; a web process only (no worker, no Kafka).
+PORTAL = "portal"
+PORTAL_PORT = 8000
+WEB_APPS = SERVICES + (PORTAL,)
+WEB_PORTS = {**SERVICE_PORTS, PORTAL: PORTAL_PORT}
 CONSUMER_GROUPS = ("agreements", "notify")  # members consumes nothing
 EXPECTED_TOPICS = (
     "hecht.members",
@@ -249,10 +254,129 @@ def quantity(value) -> float:
     return float(match.group(1)) * _SUFFIXES[match.group(2)]
 
 
+_SELECTOR_OPERATORS = {
+    "In": lambda labels, key, values: key in labels and labels[key] in values,
+    "NotIn": lambda labels, key, values: key not in labels or labels[key] not in values,
+    "Exists": lambda labels, key, values: key in labels,
+    "DoesNotExist": lambda labels, key, values: key not in labels,
+}
+
+
 def labels_match(selector: dict, labels: dict) -> bool:
-    """matchLabels only (the manifests use no matchExpressions; asserted elsewhere)."""
-    assert set(selector) <= {"matchLabels"}, f"unsupported selector {selector}"
-    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    """A LabelSelector: matchLabels and matchExpressions (all must hold; {} selects all)."""
+    assert set(selector) <= {"matchLabels", "matchExpressions"}, f"unsupported selector {selector}"
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        operator, key, values = expression["operator"], expression["key"], expression.get("values", [])
+        assert operator in _SELECTOR_OPERATORS, f"unknown selector operator {operator}"
+        assert bool(values) == (operator in ("In", "NotIn")), f"values and operator disagree: {expression}"
+        if not _SELECTOR_OPERATORS[operator](labels, key, values):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# NetworkPolicy evaluation: may this connection happen?
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a connection: a pod (namespace, labels, named container ports) or
+    an address outside the cluster (``ip``)."""
+    name: str
+    namespace: str | None = None
+    labels: tuple = ()
+    ports: tuple = ()          # (name, number) of the pod's containers
+    ip: str | None = None
+
+    @property
+    def label_map(self) -> dict:
+        return dict(self.labels)
+
+    @property
+    def namespace_labels(self) -> dict:
+        return {"kubernetes.io/metadata.name": self.namespace}
+
+
+def pod_endpoint(name: str, namespace: str, labels: dict, ports: dict | None = None) -> Endpoint:
+    return Endpoint(name=name, namespace=namespace, labels=tuple(sorted(labels.items())),
+                    ports=tuple(sorted((ports or {}).items())))
+
+
+def external_endpoint(name: str, ip: str) -> Endpoint:
+    return Endpoint(name=name, ip=ip)
+
+
+def _peer_matches(peer: dict, other: Endpoint, policy_namespace: str) -> bool:
+    import ipaddress
+
+    if "ipBlock" in peer:
+        # Pod addresses are the CNI's business; the manifests use ipBlock for the outside.
+        if other.ip is None:
+            return False
+        address = ipaddress.ip_address(other.ip)
+        block = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        if address.version != block.version or address not in block:
+            return False
+        return not any(address in ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", [])
+                       if ipaddress.ip_network(e).version == address.version)
+    if other.ip is not None:
+        return False
+    if "namespaceSelector" in peer:
+        if not labels_match(peer["namespaceSelector"], other.namespace_labels):
+            return False
+    elif other.namespace != policy_namespace:
+        return False  # a podSelector alone means the policy's own namespace
+    return labels_match(peer.get("podSelector", {}), other.label_map)
+
+
+def _port_matches(rule_port: dict, port: int, protocol: str, target: Endpoint) -> bool:
+    if rule_port.get("protocol", "TCP") != protocol:
+        return False
+    if "port" not in rule_port:
+        return True
+    wanted = rule_port["port"]
+    if isinstance(wanted, str):  # a named port: the destination pod's container port of that name
+        return dict(target.ports).get(wanted) == port
+    return wanted <= port <= rule_port.get("endPort", wanted)
+
+
+def _side_allows(policies, selected: Endpoint, other: Endpoint, port: int, protocol: str,
+                 direction: str, target: Endpoint) -> bool:
+    """Whether the policies of `selected`'s namespace let it send (Egress) to / receive
+    (Ingress) from `other`. A pod no policy selects for that direction is not isolated."""
+    if selected.ip is not None:
+        return True  # outside the cluster: not ours to judge
+    kind, peers_key = ("Egress", "to") if direction == "Egress" else ("Ingress", "from")
+    isolated = False
+    for policy in policies:
+        namespace = policy["metadata"].get("namespace", selected.namespace)
+        if namespace != selected.namespace:
+            continue
+        spec = policy["spec"]
+        if kind not in spec.get("policyTypes", ["Ingress"]):
+            continue
+        if not labels_match(spec["podSelector"], selected.label_map):
+            continue
+        isolated = True
+        for rule in spec.get(kind.lower(), []):
+            peers = rule.get(peers_key)
+            if peers and not any(_peer_matches(peer, other, namespace) for peer in peers):
+                continue
+            ports = rule.get("ports")
+            if ports and not any(_port_matches(p, port, protocol, target) for p in ports):
+                continue
+            return True
+    return not isolated
+
+
+def connection_allowed(policies, source: Endpoint, target: Endpoint, port: int, protocol: str = "TCP") -> bool:
+    """True when the source's egress and the target's ingress policies both allow it
+    (the NetworkPolicy semantics of networking.k8s.io/v1; policies of every namespace
+    in `policies`, each applying in its own namespace)."""
+    return (_side_allows(policies, source, target, port, protocol, "Egress", target)
+            and _side_allows(policies, target, source, port, protocol, "Ingress", target))
 
 
 # ---------------------------------------------------------------------------

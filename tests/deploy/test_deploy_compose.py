@@ -19,8 +19,11 @@ from .deploy_helpers import (
     COMPOSE_DIR,
     REPO,
     SCHEMAS,
+    PORTAL,
+    PORTAL_PORT,
     SERVICE_PORTS,
     SERVICES,
+    WEB_APPS,
     env_file_keys,
     interpolate,
     interpolate_tree,
@@ -70,7 +73,8 @@ def _env(service) -> dict:
 
 
 def _hecht_services(services):
-    return {name: s for name, s in services.items() if name.split("-")[0] in SERVICES}
+    """The containers of the hecht image: the three services' and the portal."""
+    return {name: s for name, s in services.items() if name.split("-")[0] in WEB_APPS}
 
 
 # ---------------------------------------------------------------------------
@@ -139,7 +143,10 @@ def test_mongodb_replica_set(services):
 def test_each_service_uses_its_own_database_and_user(services, example_env):
     script = (COMPOSE_DIR / "mongo-init.js").read_text(encoding="utf-8")
     created = set(re.findall(r"^\s+(hecht_\w+): \"MONGO_\w+_PASSWORD\",$", script, re.M))
-    assert created == {f"hecht_{s}" for s in SERVICES}
+    assert created == {f"hecht_{s}" for s in WEB_APPS}
+    init_env = _env(services["mongo-init"])
+    for app in WEB_APPS:
+        assert f"${{MONGO_{app.upper()}_PASSWORD:?" in init_env[f"MONGO_{app.upper()}_PASSWORD"]
     for name, service in _hecht_services(services).items():
         owner = name.split("-")[0]
         raw = _env(service)["MONGO_URI"]
@@ -229,13 +236,13 @@ def test_restart_policies(services):
     one_shot = {"mongo-init", "kafka-init"} | {f"{s}-migrate" for s in SERVICES}
     for name, service in services.items():
         assert service["restart"] == ("no" if name in one_shot else "unless-stopped"), name
-    assert set(services) == one_shot | set(MONGO_NODES) | set(KAFKA_BROKERS) | {
+    assert set(services) == one_shot | set(MONGO_NODES) | set(KAFKA_BROKERS) | {PORTAL} | {
         f"{s}-{kind}" for s in SERVICES for kind in ("web", "worker")}
 
 
 def test_hecht_containers_are_hardened_and_share_one_image(services):
     hecht = _hecht_services(services)
-    assert len(hecht) == 9
+    assert len(hecht) == 10
     assert {s["image"] for s in hecht.values()} == {"${HECHT_IMAGE:-hecht:local}"}
     for name, service in hecht.items():
         assert service["build"] == {"context": "../..", "dockerfile": "Dockerfile"}, name
@@ -248,7 +255,8 @@ def test_hecht_containers_are_hardened_and_share_one_image(services):
 
 def test_settings_files_and_smtp_as_a_variable(services):
     for name, service in _hecht_services(services).items():
-        expected = ["hecht.env", "notify.env"] if name.startswith("notify-") else ["hecht.env"]
+        expected = {"notify": ["hecht.env", "notify.env"], PORTAL: ["hecht.env", "portal.env"]}.get(
+            name.split("-")[0], ["hecht.env"])
         assert service["env_file"] == expected, name
     # SMTP is an existing relay, named by a variable: no mail server in the file
     assert not [s for s in services.values() if re.search(r"smtp|mail", str(s.get("image", "")), re.I)]
@@ -257,16 +265,85 @@ def test_settings_files_and_smtp_as_a_variable(services):
     assert urlsplit(notify["HECHT_SMTP_URL"]).scheme == "smtp"
     assert urlsplit(notify["HECHT_SMTP_URL"]).port == 587
     shared = env_file_keys(COMPOSE_DIR / "hecht.env.example")
-    assert shared["HECHT_JWT_ALGORITHMS"] == "RS256"
+    assert shared["HECHT_JWT_ALGORITHMS"] == "RS256,HS256"   # the provider's and the portal's
     assert {"HECHT_JWKS_URL", "HECHT_JWT_ISSUER", "HECHT_JWT_AUDIENCE", "HECHT_LOG_LEVEL"} <= set(shared)
+    # the shared token secret comes from .env, where compose refuses to start without it
+    assert "HECHT_JWT_SECRET" not in shared
+    portal = env_file_keys(COMPOSE_DIR / "portal.env.example")
+    assert set(portal) == {"HECHT_PORTAL_SECRET_KEY", "HECHT_SMTP_URL", "HECHT_SMTP_FROM", "HECHT_PORTAL_SESSION_HOURS"}
+    assert portal["HECHT_PORTAL_SECRET_KEY"] == "", "a secret is never filled in by the example"
+    assert urlsplit(portal["HECHT_SMTP_URL"]).scheme == "smtp"
+    assert urlsplit(portal["HECHT_SMTP_URL"]).port == 587
+    assert int(portal["HECHT_PORTAL_SESSION_HOURS"]) > 0
 
 
 def test_filled_in_settings_stay_out_of_git():
     ignored = (COMPOSE_DIR / ".gitignore").read_text(encoding="utf-8").split()
-    assert {"/.env", "/hecht.env", "/notify.env", "/secrets/*"} <= set(ignored)
+    assert {"/.env", "/hecht.env", "/notify.env", "/portal.env", "/secrets/*"} <= set(ignored)
 
 
 def test_mongo_key_file_is_a_secret_not_an_image_layer(compose):
     assert compose["secrets"] == {"mongo_keyfile": {"file": "./secrets/mongo-keyfile"}}
     for node in MONGO_NODES:
         assert compose["services"][node]["secrets"] == ["mongo_keyfile"]
+
+
+# ---------------------------------------------------------------------------
+# the portal
+
+
+def test_portal_container(services, example_env):
+    portal = services[PORTAL]
+    assert portal["command"] == ["gunicorn", "-c", "deploy/gunicorn.conf.py", "services.portal.app:create_app()"]
+    assert portal["restart"] == "unless-stopped"
+    # published like the services: on HECHT_PUBLISH_ADDR (127.0.0.1), for a TLS proxy in front
+    assert portal["ports"] == [f"${{HECHT_PUBLISH_ADDR:-127.0.0.1}}:{PORTAL_PORT}:8000"]
+    assert interpolate(portal["ports"][0], example_env).startswith("127.0.0.1:")
+    # its database user exists, and the three APIs answer /healthz, before it starts
+    assert portal["depends_on"] == {
+        "mongo-init": {"condition": "service_completed_successfully"},
+        **{f"{s}-web": {"condition": "service_healthy"} for s in SERVICES},
+    }
+    assert "healthcheck" not in portal, "the image's HEALTHCHECK (/healthz) makes it healthy"
+    env = _env(portal)
+    assert env["HECHT_BIND"] == "0.0.0.0:8000"
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert env["WEB_CONCURRENCY"] == "${PORTAL_WEB_CONCURRENCY:-2}"
+    for name in SERVICES:
+        url = urlsplit(env[f"HECHT_{name.upper()}_URL"])
+        assert (url.scheme, url.hostname, url.port) == ("http", f"{name}-web", 8000), url
+        assert f"{name}-web" in services
+    assert env["HECHT_ENV"] not in ("development", "dev", "test"), "the session cookie must stay Secure"
+    assert "KAFKA_BOOTSTRAP_SERVERS" not in env, "the portal uses no Kafka"
+    portal_url = urlsplit(interpolate(env["HECHT_PORTAL_URL"], example_env))
+    assert portal_url.scheme == "https" and portal_url.hostname
+
+
+def test_portal_url_and_token_secret_are_shared_and_required(services, example_env):
+    """notify's e-mails link to the portal; the portal's tokens verify at the APIs."""
+    for name, service in _hecht_services(services).items():
+        env = _env(service)
+        assert env["HECHT_PORTAL_URL"] == "${HECHT_PORTAL_URL:?set HECHT_PORTAL_URL in deploy/compose/.env}", name
+        is_web = name == PORTAL or name.endswith("-web")
+        assert ("HECHT_JWT_SECRET" in env) == is_web, name
+        if is_web:
+            assert env["HECHT_JWT_SECRET"] == "${HECHT_JWT_SECRET:?set HECHT_JWT_SECRET in deploy/compose/.env}"
+    with pytest.raises(KeyError, match="HECHT_JWT_SECRET"):
+        interpolate(_env(services[PORTAL])["HECHT_JWT_SECRET"], {**example_env, "HECHT_JWT_SECRET": ""})
+    # the example leaves every secret empty
+    example = env_file_keys(COMPOSE_DIR / "env.example")
+    assert example["HECHT_JWT_SECRET"] == "" and example["MONGO_PORTAL_PASSWORD"] == ""
+
+
+def test_root_env_example_lists_the_portal_settings():
+    """.env.example (local development, read by honcho) names every variable the
+    portal's settings read, with a comment."""
+    config = (REPO / "services" / "portal" / "config.py").read_text(encoding="utf-8")
+    read = set(re.findall(r"\"(HECHT_[A-Z0-9_]+)\"", config)) | {"HECHT_PORTAL_MONGO_URI"}
+    example = (REPO / ".env.example").read_text(encoding="utf-8")
+    mentioned = set(re.findall(r"^#? ?(HECHT_[A-Z0-9_]+)=", example, re.M))
+    assert read - mentioned == set()
+    values = env_file_keys(REPO / ".env.example")
+    assert values["HECHT_PORTAL_URL"] == "http://127.0.0.1:8000"
+    assert {values[f"HECHT_{s.upper()}_URL"] for s in SERVICES} == {
+        f"http://127.0.0.1:{port}" for port in SERVICE_PORTS.values()}

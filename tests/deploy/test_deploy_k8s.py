@@ -10,8 +10,11 @@ schemas/strimzi-kafkatopic-v1beta2.schema.json.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -24,12 +27,20 @@ from .deploy_helpers import (
     DEPLOY,
     K8S,
     K8S_ROOTS,
+    PORTAL,
+    PORTAL_PORT,
+    REPO,
     SCHEMAS,
     SERVICE_PORTS,
     SERVICES,
+    WEB_APPS,
+    WEB_PORTS,
     KustomizeError,
+    connection_allowed,
     containers_of,
+    external_endpoint,
     labels_match,
+    pod_endpoint,
     pod_spec,
     quantity,
     render,
@@ -157,7 +168,7 @@ def test_strategic_merge_merges_containers_by_name():
 
 
 def test_overlay_patches_took_effect(production):
-    for name in SERVICES:
+    for name in WEB_APPS:
         assert production.find("HorizontalPodAutoscaler", f"{name}-web")["spec"]["minReplicas"] == 3
     worker = pod_spec(production.find("Deployment", "notify-worker"))["containers"][0]
     assert worker["resources"]["limits"] == {"cpu": "500m", "memory": "512Mi"}
@@ -187,6 +198,34 @@ def test_web_and_worker_deployments_per_service(production):
         assert web_env["HECHT_BIND"] == "0.0.0.0:8000"
         # one /metrics for all gunicorn workers; the directory is on the writable /tmp
         assert web_env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+
+
+def test_portal_is_one_web_deployment_from_the_same_image(production):
+    (web,) = pod_spec(production.find("Deployment", "portal-web"))["containers"]
+    assert web["name"] == "web"
+    assert web["command"] == ["gunicorn", "-c", "deploy/gunicorn.conf.py", "services.portal.app:create_app()"]
+    assert {p["name"]: p["containerPort"] for p in web["ports"]} == {"http": PORTAL_PORT}
+    env = {e["name"]: e.get("value") for e in web["env"]}
+    assert env["HECHT_BIND"] == f"0.0.0.0:{PORTAL_PORT}"
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    members = pod_spec(production.find("Deployment", "members-web"))["containers"][0]
+    assert web["image"] == members["image"]
+    # mirrors members-web: rollout, termination, spread, lifecycle, volumes, security
+    portal_deployment, members_deployment = production.find("Deployment", "portal-web"), production.find("Deployment", "members-web")
+    assert portal_deployment["spec"]["strategy"] == members_deployment["spec"]["strategy"]
+    portal_pod, members_pod = pod_spec(portal_deployment), pod_spec(members_deployment)
+    for key in ("terminationGracePeriodSeconds", "securityContext", "volumes", "serviceAccountName"):
+        assert portal_pod[key] == members_pod[key], key
+    assert [c["topologyKey"] for c in portal_pod["topologySpreadConstraints"]] == [
+        "topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for constraint in portal_pod["topologySpreadConstraints"]:
+        assert constraint["labelSelector"] == portal_deployment["spec"]["selector"]
+    for key in ("securityContext", "lifecycle", "volumeMounts", "startupProbe", "livenessProbe",
+                "readinessProbe"):
+        assert web[key] == members[key], key
+    # a web process only: no worker, no worker metrics Service
+    assert [d["metadata"]["name"] for d, labels in _pods(production)
+            if labels["app.kubernetes.io/name"] == PORTAL] == ["portal-web"]
 
 
 def test_probes(production):
@@ -250,7 +289,7 @@ def test_selectors_match_their_pods(production):
 
 
 def test_services_expose_the_documented_ports(production):
-    for name, port in SERVICE_PORTS.items():
+    for name, port in WEB_PORTS.items():
         service = production.find("Service", name)
         assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(port, "http")]
         web_labels = production.find("Deployment", f"{name}-web")["spec"]["template"]["metadata"]["labels"]
@@ -272,7 +311,7 @@ def test_horizontal_pod_autoscalers(production):
         assert "replicas" not in deployment["spec"], f"{ref['name']}: the HPA owns the replica count"
         assert hpa["spec"]["minReplicas"] >= 2
         targets[ref["name"]] = hpa["spec"]
-    for name in SERVICES:
+    for name in WEB_APPS:
         (metric,) = targets[f"{name}-web"]["metrics"]
         assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
         assert metric["resource"]["target"]["type"] == "Utilization"
@@ -288,7 +327,7 @@ def test_horizontal_pod_autoscalers(production):
     # members has no consumer group: a fixed number of relay replicas
     assert "members-worker" not in targets
     assert production.find("Deployment", "members-worker")["spec"]["replicas"] >= 2
-    assert set(targets) == {f"{n}-web" for n in SERVICES} | {f"{g}-worker" for g in CONSUMER_GROUPS}
+    assert set(targets) == {f"{n}-web" for n in WEB_APPS} | {f"{g}-worker" for g in CONSUMER_GROUPS}
 
 
 def test_every_deployment_has_a_pod_disruption_budget(production):
@@ -320,6 +359,10 @@ def test_config_and_secret_references(renderings):
         ("notify-secrets", "MONGO_URI"),
         ("notify-secrets", "HECHT_WEBHOOK_ENCRYPTION_KEY"),
         ("notify-secrets", "HECHT_SMTP_URL"),
+        ("portal-secrets", "MONGO_URI"),
+        ("portal-secrets", "HECHT_PORTAL_SECRET_KEY"),
+        ("portal-secrets", "HECHT_SMTP_URL"),
+        ("hecht-jwt", "HECHT_JWT_SECRET"),
     }
     assert _secrets_documented(readme) == secret_refs, "deploy/README.md's `kubectl create secret` commands"
 
@@ -339,28 +382,126 @@ def test_secret_documentation_parser():
     assert _secrets_documented(text) == {("a-secrets", "K1"), ("a-secrets", "K2")}
 
 
-def test_environment_of_each_container(production):
+def _environment(production, deployment) -> dict[str, str]:
+    """A Deployment's one container's environment: ConfigMaps, then env (Secrets as <secret>)."""
     config_maps = {c["metadata"]["name"]: c["data"] for c in production.of_kind("ConfigMap")}
+    (container,) = pod_spec(deployment)["containers"]
+    values = {}
+    for source in container.get("envFrom", []):
+        values.update(config_maps[source["configMapRef"]["name"]])
+    values.update({e["name"]: e.get("value", "<secret>") for e in container["env"]})
+    return values
+
+
+def test_environment_of_each_container(production):
     common = {"MONGO_URI", "KAFKA_BOOTSTRAP_SERVERS", "HECHT_TOPIC_PREFIX", "HECHT_LOG_LEVEL",
-              "HECHT_JWT_ALGORITHMS", "HECHT_JWKS_URL", "HECHT_JWT_ISSUER", "HECHT_JWT_AUDIENCE"}
-    notify_only = {"HECHT_WEBHOOK_ENCRYPTION_KEY", "HECHT_SMTP_URL", "HECHT_SMTP_FROM", "HECHT_WEBHOOKS_ALLOW_PRIVATE"}
+              "HECHT_JWT_ALGORITHMS", "HECHT_JWKS_URL", "HECHT_JWT_ISSUER", "HECHT_JWT_AUDIENCE",
+              "HECHT_PORTAL_URL"}
+    notify_only = {"HECHT_WEBHOOK_ENCRYPTION_KEY", "HECHT_WEBHOOKS_ALLOW_PRIVATE"}
+    mail = {"HECHT_SMTP_URL", "HECHT_SMTP_FROM"}  # notify's messages, the portal's sign-in links
+    portal_only = {"HECHT_MEMBERS_URL", "HECHT_AGREEMENTS_URL", "HECHT_NOTIFY_URL", "HECHT_PORTAL_SECRET_KEY",
+                   "HECHT_ENV", "HECHT_PORTAL_SESSION_HOURS"}
     for deployment, labels in _pods(production):
-        (container,) = pod_spec(deployment)["containers"]
-        values = {}
-        for source in container.get("envFrom", []):
-            values.update(config_maps[source["configMapRef"]["name"]])
-        values.update({e["name"]: e.get("value", "<secret>") for e in container["env"]})
-        name = labels["app.kubernetes.io/name"]
-        assert common <= set(values), deployment["metadata"]["name"]
+        values = _environment(production, deployment)
+        name, component = labels["app.kubernetes.io/name"], labels["app.kubernetes.io/component"]
+        where = deployment["metadata"]["name"]
+        assert common <= set(values), where
         if name == "notify":
             assert notify_only <= set(values)
             assert values["HECHT_WEBHOOKS_ALLOW_PRIVATE"] == "0"
         else:
-            assert not (notify_only & set(values)), f"{name} gets notify's settings"
+            assert not (notify_only & set(values)), f"{where} gets notify's settings"
+        assert (mail <= set(values)) == (name in ("notify", PORTAL)), where
+        if name not in ("notify", PORTAL):
+            assert not (mail & set(values)), f"{where} gets the SMTP settings"
+        if name == PORTAL:
+            assert portal_only <= set(values)
+        else:
+            assert not (portal_only & set(values)), f"{where} gets the portal's settings"
         assert values["HECHT_TOPIC_PREFIX"] == ""
-        assert values["HECHT_JWT_ALGORITHMS"] == "RS256"
+        # people's and integrators' tokens: the OIDC provider's, verified with its JWKS
+        # (RS256) and the portal's (HS256, shared secret, its own issuer: hecht/auth.py)
+        assert values["HECHT_JWT_ALGORITHMS"] == "RS256,HS256"
         assert values["HECHT_JWKS_URL"].startswith("https://")
-        assert "HECHT_JWT_SECRET" not in values
+        # the portal signs its short-lived tokens with the shared secret and the APIs'
+        # web pods verify them; never a value in a manifest, and not for the workers
+        assert ("HECHT_JWT_SECRET" in values) == (component == "web"), where
+        if "HECHT_JWT_SECRET" in values:
+            assert values["HECHT_JWT_SECRET"] == "<secret>"
+        # e-mails link to the portal's public, TLS address
+        assert urlsplit(values["HECHT_PORTAL_URL"]).scheme == "https"
+
+
+def test_portal_settings(production):
+    values = _environment(production, production.find("Deployment", "portal-web"))
+    # the three APIs through their Services (same namespace), on their documented ports
+    for name in SERVICES:
+        url = urlsplit(values[f"HECHT_{name.upper()}_URL"])
+        assert url.scheme == "http" and url.path in ("", "/"), url
+        assert url.hostname.split(".")[0] == name and url.hostname in (
+            name, f"{name}.hecht", f"{name}.hecht.svc", f"{name}.hecht.svc.cluster.local"), url
+        assert url.port == SERVICE_PORTS[name]
+        assert production.find("Service", name)["spec"]["ports"][0]["port"] == url.port
+    # the development switch (plain-http cookies, links in the log) stays off
+    assert values["HECHT_ENV"].lower() not in ("development", "dev", "test")
+    assert int(values["HECHT_PORTAL_SESSION_HOURS"]) > 0
+    for secret in ("MONGO_URI", "HECHT_PORTAL_SECRET_KEY", "HECHT_SMTP_URL", "HECHT_JWT_SECRET"):
+        assert values[secret] == "<secret>", secret
+    portal_url = urlsplit(values["HECHT_PORTAL_URL"])
+    assert portal_url.scheme == "https" and portal_url.path in ("", "/") and portal_url.hostname
+
+
+def _names_read_by_the_code() -> set[str]:
+    """Upper-case string constants of hecht/, services/ and deploy/gunicorn.conf.py:
+    the environment variables the code can read."""
+    names = set()
+    paths = [*(REPO / "hecht").rglob("*.py"), *(REPO / "services").rglob("*.py"), DEPLOY / "gunicorn.conf.py"]
+    for path in paths:
+        for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and re.fullmatch(r"[A-Z][A-Z0-9_]+", node.value):
+                names.add(node.value)
+    return names
+
+
+def test_every_setting_given_to_a_container_is_read_by_the_code(renderings):
+    """A misspelt or renamed variable would be silently ignored by the process."""
+    read = _names_read_by_the_code()
+    config_maps = {c["metadata"]["name"]: c["data"] for c in renderings[PRODUCTION].of_kind("ConfigMap")}
+    for root in (PRODUCTION, "overlays/production-migrate"):
+        for resource in renderings[root].resources:
+            for container in containers_of(resource):
+                given = {e["name"] for e in container.get("env", [])}
+                for source in container.get("envFrom", []):
+                    given |= set(config_maps[source["configMapRef"]["name"]])
+                unread = given - read
+                assert not unread, f"{resource['metadata']['name']}/{container['name']}: {sorted(unread)}"
+
+
+def test_portal_ingress(renderings, production):
+    (ingress,) = production.of_kind("Ingress")  # only the portal is published here
+    assert ingress["metadata"]["name"] == PORTAL
+    spec = ingress["spec"]
+    hecht_config = production.find("ConfigMap", "hecht-config")["data"]
+    portal_host = urlsplit(hecht_config["HECHT_PORTAL_URL"]).hostname
+    (rule,) = spec["rules"]
+    assert rule["host"] == portal_host, "the Ingress host and HECHT_PORTAL_URL (e-mail links) must agree"
+    assert rule["host"] != renderings["base"].find("Ingress", PORTAL)["spec"]["rules"][0]["host"], \
+        "the production overlay names the host"
+    (tls,) = spec["tls"]
+    assert tls["hosts"] == [portal_host] and tls["secretName"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    service = production.find("Service", backend["name"])
+    assert backend["port"] == {"name": "http"}
+    assert "http" in {p["name"] for p in service["spec"]["ports"]}
+    web_labels = production.find("Deployment", "portal-web")["spec"]["template"]["metadata"]["labels"]
+    assert labels_match({"matchLabels": service["spec"]["selector"]}, web_labels)
+    # the controller class whose namespace the NetworkPolicy hecht-web-ingress admits
+    assert spec["ingressClassName"] == "nginx"
+    admitted = production.find("NetworkPolicy", "hecht-web-ingress")["spec"]["ingress"][0]["from"]
+    assert admitted == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
 
 
 def test_migration_job(renderings):
@@ -418,15 +559,18 @@ def test_network_policies_limit_egress(renderings):
         ports, isolated = _allowed_egress_ports(production, labels)
         assert isolated, f"{name}: egress not restricted"
         assert "any" not in ports, f"{name}: egress to any port"
-        expected = set(infrastructure)
-        if labels["app.kubernetes.io/component"] == "web":
-            expected.add(443)  # the OIDC provider's JWKS
-        if labels["app.kubernetes.io/name"] == "notify":
-            expected |= {443, 587}  # webhooks, SMTP relay
+        if labels["app.kubernetes.io/name"] == PORTAL:
+            expected = {53, 27017, 8000, 587}  # DNS, MongoDB, the three APIs, SMTP relay: no Kafka, no 443
+        else:
+            expected = set(infrastructure)
+            if labels["app.kubernetes.io/component"] == "web":
+                expected.add(443)  # the OIDC provider's JWKS
+            if labels["app.kubernetes.io/name"] == "notify":
+                expected |= {443, 587}  # webhooks, SMTP relay
         assert set(ports) == expected, name
         for peer in ports[27017]:
             assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "mongodb"}}
-        for peer in ports[9092]:
+        for peer in ports.get(9092, []):
             assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "kafka"}}
 
 
@@ -446,3 +590,137 @@ def test_network_policies_limit_ingress(production):
         component = labels["app.kubernetes.io/component"]
         named = {p["name"] for c in containers_of(deployment) for p in c["ports"]}
         assert ports & named == ({"http"} if component == "web" else {"metrics"}), deployment["metadata"]["name"]
+
+
+# --- connections, evaluated peer by peer (both ends' policies must allow them) ---
+
+PROBE_PORTS = (53, 443, 587, 8000, 9092, 9093, 9100, 27017)
+
+
+def _hecht_pod(production, deployment_name):
+    deployment = production.find("Deployment", deployment_name)
+    ports = {p["name"]: p["containerPort"] for c in containers_of(deployment) for p in c.get("ports", [])}
+    return pod_endpoint(deployment_name, "hecht", deployment["spec"]["template"]["metadata"]["labels"], ports)
+
+
+def _world(production):
+    """hecht's pods and what is around them: other namespaces' pods, outside addresses."""
+    pods = {d["metadata"]["name"]: _hecht_pod(production, d["metadata"]["name"]) for d, _ in _pods(production)}
+    others = {
+        "ingress-controller": pod_endpoint("ingress-controller", "ingress-nginx",
+                                           {"app.kubernetes.io/name": "ingress-nginx"}),
+        "prometheus": pod_endpoint("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}),
+        "kube-dns": pod_endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"}),
+        "mongodb": pod_endpoint("mongodb", "mongodb", {"app": "mongo"}),
+        "kafka": pod_endpoint("kafka", "kafka", {"strimzi.io/cluster": "hecht-kafka"}),
+        # a pod elsewhere wearing the portal's labels: podSelector peers are namespace-local
+        "impostor": pod_endpoint("impostor", "default", {"app.kubernetes.io/name": PORTAL,
+                                                          "app.kubernetes.io/component": "web",
+                                                          "app.kubernetes.io/part-of": "hecht"}),
+        "smtp-relay": external_endpoint("smtp-relay", "198.51.100.25"),
+        "internet": external_endpoint("internet", "93.184.215.14"),
+        "private-address": external_endpoint("private-address", "10.20.30.40"),
+    }
+    return pods, others
+
+
+def _reachable(policies, source, targets):
+    """{(target name, port)} the source may open a TCP connection to (53 also over UDP)."""
+    allowed = set()
+    for target in targets:
+        for port in PROBE_PORTS:
+            if connection_allowed(policies, source, target, port) or (
+                    port == 53 and connection_allowed(policies, source, target, port, "UDP")):
+                allowed.add((target.name, port))
+    return allowed
+
+
+def test_portal_egress_is_exactly_the_apis_mongodb_dns_and_smtp(production):
+    policies = production.of_kind("NetworkPolicy")
+    pods, others = _world(production)
+    portal = pods["portal-web"]
+    reachable = _reachable(policies, portal, [*pods.values(), *others.values()])
+    assert reachable == {
+        ("members-web", 8000), ("agreements-web", 8000), ("notify-web", 8000),
+        ("mongodb", 27017), ("kube-dns", 53),
+        # the SMTP relay, wherever it runs (the rule names a port, not a peer)
+        ("smtp-relay", 587), ("internet", 587), ("private-address", 587),
+        ("ingress-controller", 587), ("prometheus", 587), ("kube-dns", 587), ("mongodb", 587),
+        ("kafka", 587), ("impostor", 587),
+    }
+    # in particular: no Kafka, no HTTPS out, not the workers, not itself
+    assert not {("kafka", 9092), ("internet", 443)} & reachable
+    assert not {t for t in reachable if t[0].endswith("-worker") or t[0] == "portal-web"}
+
+
+def test_only_the_ingress_controller_and_prometheus_reach_the_portal(production):
+    policies = production.of_kind("NetworkPolicy")
+    pods, others = _world(production)
+    portal = pods["portal-web"]
+    sources = {name: endpoint for name, endpoint in [*pods.items(), *others.items()] if name != "portal-web"}
+    reaching = {(name, port) for name, source in sources.items() for port in PROBE_PORTS
+                if connection_allowed(policies, source, portal, port)}
+    # Prometheus scrapes /metrics on the web port, as for every hecht pod (hecht-ingress-metrics)
+    assert reaching == {("ingress-controller", PORTAL_PORT), ("prometheus", PORTAL_PORT)}
+
+
+def test_the_apis_web_pods_accept_the_portal_and_nothing_else_new(production):
+    policies = production.of_kind("NetworkPolicy")
+    pods, others = _world(production)
+    for name in SERVICES:
+        web, worker = pods[f"{name}-web"], pods[f"{name}-worker"]
+        sources = {n: e for n, e in [*pods.items(), *others.items()] if n != f"{name}-web"}
+        reaching = {(n, port) for n, source in sources.items() for port in PROBE_PORTS
+                    if connection_allowed(policies, source, web, port)}
+        assert reaching == {("ingress-controller", 8000), ("prometheus", 8000), ("portal-web", 8000)}, name
+        # the portal gets the API, not the workers (their metrics port is Prometheus')
+        assert not any(connection_allowed(policies, pods["portal-web"], worker, port) for port in PROBE_PORTS)
+        # the APIs do not call the portal, nor each other
+        for other in SERVICES:
+            if other != name:
+                assert not connection_allowed(policies, pods[f"{other}-web"], web, 8000)
+
+
+def test_other_pods_keep_their_reach(production):
+    """The portal's policies changed nothing for the three services' pods."""
+    policies = production.of_kind("NetworkPolicy")
+    pods, others = _world(production)
+    for name in SERVICES:
+        for component in ("web", "worker"):
+            source = pods[f"{name}-{component}"]
+            reachable = _reachable(policies, source, [*pods.values(), *others.values()])
+            assert {("kafka", 9092), ("kafka", 9093), ("mongodb", 27017), ("kube-dns", 53)} <= reachable
+            assert not {t for t in reachable if t[0] in pods}, f"{source.name} reaches hecht pods"
+            assert (("internet", 443) in reachable) == (component == "web" or name == "notify")
+            assert (("private-address", 443) in reachable) == (component == "web")  # the JWKS rule, see README
+            assert (("smtp-relay", 587) in reachable) == (name == "notify")
+
+
+def test_network_policy_evaluator():
+    web = {"app.kubernetes.io/name": "a", "app.kubernetes.io/component": "web"}
+    inside = pod_endpoint("a", "ns", web, {"http": 8000})
+    client = pod_endpoint("c", "ns", {"role": "client"})
+    elsewhere = pod_endpoint("c2", "other", {"role": "client"})
+    deny = {"metadata": {"name": "deny", "namespace": "ns"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+    allow_in = {"metadata": {"name": "in", "namespace": "ns"},
+                "spec": {"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
+                                                               "values": ["a"]}]},
+                         "policyTypes": ["Ingress"],
+                         "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                                      "ports": [{"protocol": "TCP", "port": "http"}]}]}}
+    allow_out = {"metadata": {"name": "out", "namespace": "ns"},
+                 "spec": {"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"],
+                          "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": 8000}]},
+                                     {"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}]}]}}
+    policies = [deny, allow_in, allow_out]
+    assert connection_allowed(policies, client, inside, 8000)
+    assert not connection_allowed(policies, client, inside, 8001)       # named port resolves to 8000 only
+    assert not connection_allowed([deny, allow_in], client, inside, 8000)  # egress denied at the source
+    assert not connection_allowed(policies, elsewhere, inside, 8000)    # podSelector: own namespace only
+    assert not connection_allowed(policies, inside, client, 8000)       # the way back is another connection
+    assert connection_allowed(policies, client, external_endpoint("x", "93.184.215.14"), 25)
+    assert not connection_allowed(policies, client, external_endpoint("y", "10.1.2.3"), 25)
+    assert connection_allowed([], client, inside, 1234)                  # no policy: not isolated
+    assert labels_match({"matchExpressions": [{"key": "k", "operator": "NotIn", "values": ["v"]}]}, {})
+    assert not labels_match({"matchExpressions": [{"key": "k", "operator": "Exists"}]}, {"j": "v"})
