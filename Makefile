@@ -14,36 +14,43 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
-	$(VENV)/bin/pybabel -q compile -d services/portal/translations
 	@touch $@
 
-venv: $(STAMP) ## create the virtualenv with the pinned dependencies
+# The portal's catalogues: each .mo is compiled from its .po whenever that changes
+# (the .mo files are not in git). Every target that runs code depends on them.
+PO := $(wildcard services/portal/translations/*/LC_MESSAGES/messages.po)
+MO := $(PO:.po=.mo)
+%.mo: %.po $(STAMP)
+	$(VENV)/bin/pybabel -q compile -i $< -o $@
+READY := $(STAMP) $(MO)
 
-run: $(STAMP) ## fetch what is missing, start Kafka + SecantusDB + SMTP sink, the services and workers
+venv: $(READY) ## create the virtualenv with the pinned dependencies
+
+run: $(READY) ## fetch what is missing, start Kafka + SecantusDB + SMTP sink, the services and workers
 	scripts/run.sh
 
-test: $(STAMP) ## the whole suite against a real local stack on its own ports
+test: $(READY) ## the whole suite against a real local stack on its own ports
 	scripts/test.sh tests
 
-unit: $(STAMP) ## fast tests without I/O
+unit: $(READY) ## fast tests without I/O
 	$(VENV)/bin/python -m pytest tests/unit -q
 
-integration: $(STAMP) ## tests against the real stack (no e2e, no fault injection)
+integration: $(READY) ## tests against the real stack (no e2e, no fault injection)
 	scripts/test.sh tests/unit tests/integration tests/deploy
 
-e2e: $(STAMP) ## the end-to-end story with every part as a real process
+e2e: $(READY) ## the end-to-end story with every part as a real process
 	scripts/test.sh tests/e2e
 
-reliability: $(STAMP) ## fault injection: kill -9 Kafka, the database server, workers
+reliability: $(READY) ## fault injection: kill -9 Kafka, the database server, workers
 	scripts/test.sh tests/reliability
 
-bench: $(STAMP) ## benchmarks, quick profile (results in bench/results/)
+bench: $(READY) ## benchmarks, quick profile (results in bench/results/)
 	scripts/bench.sh quick
 
-bench-full: $(STAMP) ## benchmarks, full profile
+bench-full: $(READY) ## benchmarks, full profile
 	scripts/bench.sh full
 
-stack-start: $(STAMP) ## start only the local stack (dev ports)
+stack-start: $(READY) ## start only the local stack (dev ports)
 	deploy/local/stack.sh start
 
 stack-stop: ## stop the local stack
