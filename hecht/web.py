@@ -7,7 +7,6 @@ HTTP into a handler call and back.
 """
 from __future__ import annotations
 
-import base64
 import http
 import hashlib
 import json
