@@ -166,15 +166,30 @@ def classify(status: int | None) -> str:
 
 
 # -- outbound URLs ----------------------------------------------------------------------------
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")      # RFC 6052: last 32 bits are IPv4
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")      # RFC 8215: a site's own translator
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")               # RFC 4291, deprecated
+IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")     # RFC 2765 (SIIT)
+
+
 def address_is_public(ip: str) -> bool:
     """Only globally routable unicast addresses: no private, loopback, link-local (cloud metadata
-    at 169.254.169.254), CGNAT (100.64/10, e.g. 100.100.100.200), multicast or reserved ranges,
-    also when written as an IPv4-mapped IPv6 address."""
+    at 169.254.169.254), CGNAT (100.64/10, e.g. 100.100.100.200), multicast or reserved ranges.
+
+    An IPv6 address that carries an IPv4 one is judged by what it reaches. Python's ``is_global``
+    calls ``64:ff9b::a9fe:a9fe`` global, yet a NAT64 gateway turns it into 169.254.169.254, so:
+    IPv4-mapped and well-known-prefix NAT64 addresses are unwrapped and their IPv4 judged; the
+    local-use NAT64 prefix, IPv4-compatible and -translated forms (no public use), 6to4 and
+    Teredo (tunnels to an IPv4 endpoint) are refused outright.
+    """
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(addr, ipaddress.IPv6Address):
         if addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-        elif addr.sixtofour is not None or addr.teredo is not None:
+        elif addr in NAT64_WELL_KNOWN:
+            addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+        elif (addr in NAT64_LOCAL_USE or addr in IPV4_COMPATIBLE or addr in IPV4_TRANSLATED
+              or addr.sixtofour is not None or addr.teredo is not None):
             return False
     return addr.is_global and not addr.is_multicast
 
