@@ -49,6 +49,7 @@ class Settings:
     webhook_timeout_s: float = 15.0
     webhook_disable_after_failures: int = 5
     public_base_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()   # CIDRs whose X-Forwarded-For is believed (hecht/proxies.py)
     portal_url: str = "http://127.0.0.1:8000"    # e-mail links point at the portal's pages
     signup_confirm_days: int = 7         # a pending sign-up unconfirmed this long is stale
     portal_confirm_link_hours: int = 72  # lifetime of the portal's "confirm your address" link
@@ -99,6 +100,7 @@ def settings(service: str) -> Settings:
         webhook_timeout_s=float(env.get("HECHT_WEBHOOK_TIMEOUT_S", 15)),
         webhook_disable_after_failures=int(env.get("HECHT_WEBHOOK_DISABLE_AFTER_FAILURES", 5)),
         public_base_url=env.get("HECHT_PUBLIC_BASE_URL", ""),
+        trusted_proxies=tuple(p.strip() for p in env.get("HECHT_TRUSTED_PROXIES", "").split(",") if p.strip()),
         portal_url=(env.get("HECHT_PORTAL_URL") or "http://127.0.0.1:8000").rstrip("/"),
         signup_confirm_days=int(env.get("HECHT_SIGNUP_CONFIRM_DAYS") or 7),
         portal_confirm_link_hours=int(env.get("HECHT_PORTAL_CONFIRM_LINK_HOURS") or 72),

@@ -36,6 +36,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from . import auth, logs, mongo
+from .proxies import TrustedProxies, parse_networks
 from .config import Settings, settings as load_settings
 from .errors import (Conflict, Forbidden, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed,
                      PreconditionRequired, TooManyRequests, Unauthorized, Unavailable)
@@ -571,6 +572,8 @@ def create_service_app(service: str, *, title: str, description: str, blueprints
     )
     app.config.update({k: v for k, v in (test_config or {}).items() if k != "HECHT_SETTINGS"})
     app.extensions["hecht"] = ServiceContext(settings=settings, index_setup=index_setup)
+    # Forwarded headers count only from the proxies named in HECHT_TRUSTED_PROXIES (none by default).
+    app.wsgi_app = TrustedProxies(app.wsgi_app, parse_networks(settings.trusted_proxies))
 
     api = _Api(app)
     for bp in blueprints:
@@ -621,7 +624,8 @@ def _install_hooks(app: Flask, service: str) -> None:
             HTTP_LATENCY.labels(service, route).observe(elapsed)
             if route not in ("/healthz", "/metrics", "/readyz"):
                 log.info("request", extra={"method": request.method, "path": request.path,
-                                           "status": resp.status_code, "ms": round(elapsed * 1000, 1)})
+                                           "status": resp.status_code, "ms": round(elapsed * 1000, 1),
+                                           "client": request.remote_addr})  # forwarded only via a trusted proxy
         return resp
 
 

@@ -465,3 +465,25 @@ def test_sign_ups_through_the_portal_are_limited_per_person_not_per_portal(hecht
     problem(c.post("/v1/regions/elz-gent/members", json=form(7), headers={"X-Hecht-Client": "3"}), 429)
     gp = bearer("gp", region="elz-gent", member="m_x")
     problem(c.post("/v1/regions/elz-gent/members", json=form(8), headers={**gp, "X-Hecht-Client": "4"}), 429)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_sign_up_limit_behind_a_proxy_uses_the_forwarded_address_only_if_trusted(hecht_env, monkeypatch, trusted):
+    """Behind an ingress (peer 10.0.0.5) every request shares the peer's address; only with
+    HECHT_TRUSTED_PROXIES naming it does each forwarded client get its own budget."""
+    monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "1")
+    monkeypatch.setenv("HECHT_SIGNUP_RATE_WINDOW_S", "3600")
+    monkeypatch.setenv("HECHT_TRUSTED_PROXIES", "10.0.0.0/24" if trusted else "")
+    from services.members.app import create_app
+    c = create_app().test_client()
+    assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
+    ingress = {"REMOTE_ADDR": "10.0.0.5"}
+    codes = [c.post("/v1/regions/elz-gent/members", json=form(i), environ_base=ingress,
+                    headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in (1, 2)]
+    assert codes == ([201, 201] if trusted else [201, 429])
+    # a forged header from a client that is not the proxy never buys a fresh budget
+    direct = {"REMOTE_ADDR": "203.0.113.50"}
+    assert c.post("/v1/regions/elz-gent/members", json=form(3), environ_base=direct,
+                  headers={"X-Forwarded-For": "198.51.100.3"}).status_code == 201
+    assert c.post("/v1/regions/elz-gent/members", json=form(4), environ_base=direct,
+                  headers={"X-Forwarded-For": "198.51.100.4"}).status_code == 429
