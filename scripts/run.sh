@@ -17,8 +17,11 @@ stop_all() {
 }
 trap stop_all EXIT
 .venv/bin/hecht migrate >/dev/null
-export PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/prometheus}
-rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+# One prometheus_client multiprocess directory per web service (Procfile): a shared one would
+# show every service's series on each /metrics, and each gunicorn empties its own at start.
+export HECHT_PROMETHEUS_DIR=${HECHT_PROMETHEUS_DIR:-$PWD/var/prometheus}
+unset PROMETHEUS_MULTIPROC_DIR   # the workers serve their own registry on HECHT_METRICS_PORT
+rm -rf "$HECHT_PROMETHEUS_DIR" && mkdir -p "$HECHT_PROMETHEUS_DIR"
 export HECHT_WEBHOOKS_ALLOW_PRIVATE=${HECHT_WEBHOOKS_ALLOW_PRIVATE:-1}
 eval "$($STACK env)"
 unset MONGO_URI   # each service uses its own database (hecht_<service>)
