@@ -31,7 +31,7 @@ from prometheus_client import Counter, Gauge
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from . import events as ev
+from . import events as ev, logs
 from .config import Settings
 from .kafka import consumer as make_consumer, producer as make_producer
 from .topics import dlq_topic
@@ -113,6 +113,11 @@ class ConsumerRunner:
         if last and event["sequence"] > last + 1:
             log.warning("sequence gap: applying anyway", extra={
                 "subject": event["subject"], "sequence": event["sequence"], "last_applied": last})
+        with logs.continued_trace(event.get("traceparent")):
+            return self._apply(record, event, event_id)
+
+    def _apply(self, record, event: dict, event_id: str) -> str:
+        """Handle a new event (retries, then the DLQ), under the producer's trace id."""
         error = None
         for attempt in range(1, self.settings.consumer_max_attempts + 1):
             try:
@@ -133,6 +138,7 @@ class ConsumerRunner:
             outcome = "dead_lettered"
         else:
             outcome = "applied"
+            log.debug("event applied", extra={"event_id": event_id, "type": event.get("type")})
         self._mark(event)
         return self._count(outcome)
 

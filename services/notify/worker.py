@@ -32,6 +32,7 @@ other delivery needs it): TTL indexes remove them after ``HECHT_NOTIFY_RETENTION
 from __future__ import annotations
 
 import json
+import re
 import logging
 import os
 import queue
@@ -52,7 +53,7 @@ from prometheus_client import Counter as PromCounter, Histogram
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from hecht import kafka, topics
+from hecht import kafka, logs, topics
 from hecht.config import Settings
 from hecht.consumer import ConsumerRunner
 from hecht.errors import PreconditionFailed
@@ -272,6 +273,10 @@ class DeliveryEngine:
         if sub is not None and not sub.get("enabled"):
             return None, SKIPPED, None  # disabled since: no attempt, it waits for re-enabling
         body = self._body(d["event_id"])
+        with logs.continued_trace(_traceparent(body)):
+            return self._attempt(d, sub, body)
+
+    def _attempt(self, d: dict, sub: dict | None, body: str | None) -> tuple[dict | None, str, float | None]:
         started = now()
         status, error, snippet, retry_after = None, None, "", None
         t0 = time.perf_counter()
@@ -280,6 +285,9 @@ class DeliveryEngine:
         else:
             try:
                 hdrs = signing.headers(self._secrets_for(sub), d["event_id"], body)
+                child = logs.child_traceparent(_traceparent(body))
+                if child:  # the receiver can continue the event's trace too
+                    hdrs["traceparent"] = child
                 status, snippet, retry_after = self._post(sub["url"], body, hdrs)
             except outbound.BlockedDestination as e:
                 error = f"refused: {e}"
@@ -291,6 +299,9 @@ class DeliveryEngine:
                 error = f"request error: {_short(e)}"
         latency_ms = round((time.perf_counter() - t0) * 1000, 1)
         ATTEMPT_LATENCY.observe(latency_ms / 1000)
+        log.info("webhook attempt", extra={"delivery_id": d["_id"], "subscription_id": d["subscription_id"],
+                                           "event_id": d["event_id"], "status": status, "error": error,
+                                           "latency_ms": latency_ms})
         attempt = {"delivery_id": d["_id"], "subscription_id": d["subscription_id"], "at": started,
                    "n": d.get("attempt_count", 0) + 1, "status": status, "latency_ms": latency_ms,
                    "response": snippet, "error": error}
@@ -501,6 +512,15 @@ class DeliveryEngine:
         except Exception as e:  # noqa: BLE001
             log.warning("outcomes not recorded at shutdown; their leases will run out", extra={"error": repr(e)})
         self.session.close()
+
+
+_TRACE_IN_BODY = re.compile(r'"traceparent":"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"')
+
+
+def _traceparent(body: str | None) -> str | None:
+    """The event's traceparent, read from the serialised copy without parsing it again."""
+    m = _TRACE_IN_BODY.search(body or "")
+    return m.group(1) if m else None
 
 
 def _short(e: Exception) -> str:

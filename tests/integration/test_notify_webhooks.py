@@ -537,3 +537,16 @@ def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(no
                                 headers=integrator()).status_code == 204
     assert _near(db.event_copies.find_one({"_id": drafted["id"]}).get("expires_at"),
                  datetime.now(timezone.utc) + keep)
+
+
+def test_the_delivery_continues_the_requests_trace(notify_client, notify_worker, receiver):
+    """One trace id from the HTTP request that caused the event to the webhook request."""
+    sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
+    notify_worker("deliveries")
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = notify_client.post(f"/v1/regions/{REGION}/subscriptions/{sub['id']}/ping",
+                           headers={**integrator(), "traceparent": f"00-{trace}-00f067aa0ba902b7-01"})
+    assert r.status_code == 202, r.json
+    wait_until(lambda: receiver.count() == 1, message="the ping")
+    sent = receiver.requests[0]["headers"]["traceparent"].split("-")
+    assert sent[1] == trace and sent[2] != "00f067aa0ba902b7"   # same trace, a span of its own

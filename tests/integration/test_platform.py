@@ -423,3 +423,28 @@ def test_the_docs_page_needs_no_other_host(client):
     assert "://" not in "".join(re.findall(r'(?:src|href)="([^"]+)"', page))
     r = client.get("/docs/redoc.standalone.js")
     assert r.status_code == 200 and "javascript" in r.mimetype and len(r.data) > 500_000
+
+
+def test_a_consumer_handles_an_event_under_the_producers_trace(hecht_env):
+    """Log lines written while an event is handled carry the trace id of the request that
+    produced it (W3C traceparent on the event), and the runner's own context is restored."""
+    from types import SimpleNamespace
+
+    from hecht import events as ev, logs
+    from hecht.config import settings as load
+    from hecht.consumer import ConsumerRunner
+    from hecht.mongo import client as mongo_client
+
+    s = load("notify")
+    db = mongo_client(s.mongo_uri).get_database(s.database_name)
+    seen = []
+    runner = ConsumerRunner(s, db, "trace-test", ["hecht.members"], lambda e: seen.append(logs.trace_id.get()))
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    event = ev.build("region.registered", subject="r-trace", sequence=1, region="r-trace", validate_data=False,
+                     data={"region_id": "r-trace"}, traceparent=f"00-{trace}-b7ad6b7169203331-01",
+                     source="/hecht/members")
+    before = logs.trace_id.get()
+    assert runner.process(SimpleNamespace(value=json.dumps(event).encode(), headers=[], topic="t",
+                                          partition=0, offset=0, key=b"r-trace")) == "applied"
+    assert seen == [trace]
+    assert logs.trace_id.get() == before
