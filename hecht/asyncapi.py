@@ -6,15 +6,14 @@ committed file differs from what this renders (run ``hecht asyncapi --write``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 
 from . import events, topics
 
 # Which topic (and producing service) carries an event type, by its first word.
-PRODUCERS = {"region": topics.MEMBERS, "member": topics.MEMBERS, "agreement": topics.AGREEMENTS,
-             "notification": topics.NOTIFY, "subscription": topics.NOTIFY}
+PRODUCERS = {"region": topics.MEMBERS, "member": topics.MEMBERS, "staff": topics.MEMBERS,
+             "agreement": topics.AGREEMENTS, "notification": topics.NOTIFY, "subscription": topics.NOTIFY}
 CONSUMERS = {"agreements": [topics.MEMBERS], "notify": [topics.MEMBERS, topics.AGREEMENTS, topics.NOTIFY]}
 OUTPUT = events.SCHEMAS_DIR / "asyncapi.yaml"
 

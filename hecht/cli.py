@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +71,33 @@ def _purge_unconfirmed(args) -> int:
     return 0
 
 
+def _staff_add(args) -> int:
+    """An active staff account straight in the members database (the first platform admin, before
+    anyone can call the API). Run again with the same address: the account keeps its id and gets
+    exactly these roles, name and language; nothing is duplicated."""
+    from . import mongo
+    from .config import settings
+    from .errors import HechtError
+    from services.members import domain, handlers
+    from services.members.repository import ensure_indexes
+    s = settings("members")
+    db = mongo.database(s.mongo_uri, s.database_name)
+    ensure_indexes(db)
+    data = {"email": args.email, "name": args.name, "language": args.language,
+            "platform_admin": args.platform_admin, "admin_of": args.region or []}
+    try:
+        doc, outcome = handlers.handle(domain.AddStaffDirectly(data), db)
+    except HechtError as e:
+        print(f"staff add: {e.detail}", file=sys.stderr)
+        for field, problems in (e.errors or {}).items():
+            print(f"  {field}: {'; '.join(map(str, problems))}", file=sys.stderr)
+        return 2
+    roles = (["platform-admin"] if doc.get("platform_admin") else []) + \
+        [f"region-admin of {r}" for r in doc.get("admin_of") or []]
+    print(f"{outcome} staff account {doc['_id']} <{doc['email']}> ({doc['status']}): {', '.join(roles)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hecht", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     pu.add_argument("--days", type=int, default=None, help="default: HECHT_SIGNUP_CONFIRM_DAYS (7)")
     pu.add_argument("--dry-run", action="store_true", help="list them, erase nothing")
     pu.set_defaults(fn=_purge_unconfirmed)
+
+    st = sub.add_parser("staff", help="staff accounts in the members database")
+    st_sub = st.add_subparsers(dest="staff_command", required=True)
+    sa = st_sub.add_parser("add", help="create or update an active staff account (idempotent)")
+    sa.add_argument("--email", required=True)
+    sa.add_argument("--name", required=True)
+    sa.add_argument("--language", default="nl", help="nl, fr or en (default nl)")
+    sa.add_argument("--platform-admin", action="store_true", help="may act in every region and on /platform")
+    sa.add_argument("--region", action="append", metavar="REGION",
+                    help="region-admin of this region (repeat for more)")
+    sa.set_defaults(fn=_staff_add)
 
     args = parser.parse_args(argv)
     return args.fn(args)

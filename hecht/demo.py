@@ -12,7 +12,10 @@ What it builds (region ``elz-demo``):
 - agreement "Weekendpermanentie wachtpost Gent" with partners, voted through by the active
   GPs and signed (the agreements scheduler activates it on its start date, today);
 - agreement "Transmurale zorg kwetsbare ouderen" with partners and an **open** mandate vote
-  (one GP has voted, so the ballot page shows some turnout).
+  (one GP has voted, so the ballot page shows some turnout);
+- two staff accounts (``POST /v1/staff``): ``admin@demo.hecht.local`` (platform admin) and
+  ``coordinator@demo.hecht.local`` (region admin of the demo region). They become active at
+  their first sign-in.
 
 The agreements service learns about members from their events (Kafka). Before it opens a
 vote (which freezes the electorate) the demo waits until the agreements service has seen
@@ -118,6 +121,26 @@ def _agreements(today: date) -> tuple[dict, dict]:
     return active, voting
 
 
+@dataclass(frozen=True)
+class StaffMember:
+    key: str
+    name: str
+    email: str
+    language: str
+    platform_admin: bool
+    admin_of: tuple[str, ...]
+
+    @property
+    def role(self) -> str:
+        return "platform admin" if self.platform_admin else "region admin"
+
+
+STAFF = (
+    StaffMember("admin", "Demo Admin", "admin@demo.hecht.local", "nl", True, ()),
+    StaffMember("coordinator", "Demo Coördinator", "coordinator@demo.hecht.local", "nl", False, (REGION,)),
+)
+
+
 class DemoError(RuntimeError):
     pass
 
@@ -176,6 +199,38 @@ class Demo:
         self._call("POST", f"{self.members_url}/v1/regions", ok=(201,), key=f"region:{REGION}",
                    headers=platform, json=REGION_BODY)
         self._did(f"registered region {REGION}")
+
+    def _staff_by_email(self, email: str) -> dict | None:
+        page = self._call("GET", f"{self.members_url}/v1/staff", headers=self._token("platform-admin"),
+                          params={"q": email, "limit": 200}).json()
+        return next((a for a in page["items"] if a["email"].casefold() == email.casefold()), None)
+
+    def staff(self) -> dict[str, dict]:
+        """Each demo staff account invited, with at least its demo roles; returns key → account."""
+        platform = self._token("platform-admin")
+        out = {}
+        for p in STAFF:
+            a = self._staff_by_email(p.email)
+            if a is None:
+                body = {"email": p.email, "name": p.name, "language": p.language,
+                        "platform_admin": p.platform_admin, "admin_of": list(p.admin_of)}
+                r = self._call("POST", f"{self.members_url}/v1/staff", ok=(201, 409), key=f"staff:{p.key}",
+                               headers=platform, json=body)
+                a = r.json() if r.status_code == 201 else self._staff_by_email(p.email)
+                if a is None:
+                    raise DemoError(f"staff account {p.email}: 409 and not listed: {r.text[:300]}")
+                if r.status_code == 201:
+                    self._did(f"invited {p.role} {p.name} ({p.email})")
+            elif a["status"] == "revoked":
+                print(f"demo: note: staff account {p.email} is revoked (left as it is)", file=self.out)
+            elif (p.platform_admin and not a["platform_admin"]) or not set(p.admin_of) <= set(a["admin_of"]):
+                body = {"platform_admin": a["platform_admin"] or p.platform_admin,
+                        "admin_of": a["admin_of"] + [r for r in p.admin_of if r not in a["admin_of"]]}
+                a = self._call("PATCH", f"{self.members_url}/v1/staff/{a['id']}", json=body,
+                               headers={**platform, "If-Match": f'"{a["version"]}"'}).json()
+                self._did(f"gave {p.name} ({p.email}) the demo roles back")
+            out[p.key] = a
+        return out
 
     def _members_by_email(self) -> dict[str, dict]:
         found: dict[str, dict] = {}
@@ -359,10 +414,11 @@ class Demo:
     # -- the whole run -------------------------------------------------------------------------
     def run(self) -> dict:
         self.region()
+        staff = self.staff()
         members = self.members()
         self.wait_for_agreements_view(members)
         agreements = self.agreements(members)
-        return {"region": REGION, "members": members, "agreements": agreements}
+        return {"region": REGION, "members": members, "agreements": agreements, "staff": staff}
 
     def instructions(self, state: dict) -> str:
         maildir = os.environ.get("HECHT_MAILDIR") or "var/stack/mail"
@@ -375,6 +431,11 @@ class Demo:
             cap = (m.get("capacity") or {}).get("status") or "–"
             lines.append(f"  {p.given_name + ' ' + p.family_name:<16} {m.get('status', '?'):<10} {cap:<9} "
                          f"{p.language:<5} {p.email}")
+        for p in STAFF:   # the console: /admin/<region> for the coordinator, /platform for the admin
+            a = (state.get("staff") or {}).get(p.key) or {}
+            where = "/platform" if p.platform_admin else f"/admin/{REGION}"
+            lines.append(f"  {p.name:<16} {a.get('status', '?'):<10} {'–':<9} {p.language:<5} {p.email}"
+                         f"  ({p.role}: {self.portal_url}{where})")
         v = state["agreements"]["voting"]
         lines += ["", f"Open vote: “{v['title']}” → {self.portal_url}/r/{REGION}/votes/{v['id']}",
                   f"Active agreement: “{state['agreements']['active']['title']}”"]

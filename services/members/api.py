@@ -12,11 +12,15 @@ from hecht.web import (PageArgsSchema, allow, conditional_version, ctx, etag, id
                        public, rate_limit, require)
 
 from . import domain, handlers
-from .repository import INTERNAL_FIELDS, MemberRepository, RegionRepository
-from .schemas import (CapacityOverviewSchema, CapacitySchema, HistorySchema, LeaveSchema, MemberExportSchema,
-                      MemberListArgsSchema, MemberPageSchema, MemberSchema, ProfileUpdateSchema, ReasonSchema,
-                      RegionPageSchema, RegionSchema, RegionUpdateSchema, RolesSchema, SignInResultSchema,
-                      SignInSchema, SignUpResultSchema, SignUpSchema)
+from .repository import (INTERNAL_FIELDS, STAFF_INTERNAL_FIELDS, MemberRepository, RegionRepository,
+                         StaffRepository, snapshot_history, take_snapshot)
+from .schemas import (CapacityHistorySchema, CapacityOverviewSchema, CapacitySchema, HistoryArgsSchema, HistorySchema,
+                      LeaveSchema, MemberExportSchema, MemberListArgsSchema, MemberPageSchema, MemberSchema,
+                      ProfileUpdateSchema, ReasonSchema, RegionPageSchema, RegionSchema, RegionStaffCreateSchema,
+                      RegionStaffListArgsSchema, RegionStaffPageSchema, RegionStaffSchema, RegionUpdateSchema,
+                      RolesSchema, SignInResultSchema, SignInSchema, SignUpResultSchema, SignUpSchema,
+                      SnapshotSchema, StaffCreateSchema, StaffListArgsSchema, StaffPageSchema, StaffSchema,
+                      StaffUpdateSchema)
 
 regions = Blueprint("regions", __name__, url_prefix="/v1/regions",
                     description="Regions: the regional GP bodies that own everything else")
@@ -323,6 +327,156 @@ def capacity_overview(region_id):
     return {"region_id": region_id, **domain.capacity_overview(region.municipalities, counts)}
 
 
+@capacity.post("/snapshots")
+@allow("region-admin")
+@capacity.response(201, SnapshotSchema)
+@capacity.alt_response(200, schema=SnapshotSchema, description="today's snapshot existed and was replaced")
+def take_capacity_snapshot(region_id):
+    """Record today's (UTC) capacity snapshot now (region-admin); the worker takes one every day.
+    Idempotent per day: a second one replaces that day's counts (200), never adds a day."""
+    _admin(region_id)
+    snapshot, created = take_snapshot(ctx().db, region_id, datetime.now(timezone.utc).date())
+    return snapshot, 201 if created else 200
+
+
+@capacity.get("/history")
+@allow("region-admin")
+@capacity.arguments(HistoryArgsSchema, location="query")
+@capacity.response(200, CapacityHistorySchema)
+def capacity_history(args, region_id):
+    """Daily snapshots per municipality from ``from`` to ``to``, oldest first (region-admin):
+    default the last 90 days, at most 400."""
+    _admin(region_id)
+    RegionRepository(ctx().db).get_doc(region_id)
+    start, end = domain.history_range(args.get("from_"), args.get("to"), datetime.now(timezone.utc).date())
+    return {"region_id": region_id, "from_": start.isoformat(), "to": end.isoformat(),
+            "days": snapshot_history(ctx().db, region_id, start, end)}
+
+
+# ============================================================================================
+# Staff accounts
+# ============================================================================================
+staff = Blueprint("staff", __name__, url_prefix="/v1/staff",
+                  description="Staff accounts: platform admins and the admins of each region (platform-admin)")
+
+
+def _staff_reply(doc: dict, status: int = 200, **headers):
+    out = {k: v for k, v in doc.items() if k not in STAFF_INTERNAL_FIELDS}
+    out["id"] = out.pop("_id")
+    for key in ("invited_at", "activated_at", "revoked_at"):
+        out.setdefault(key, None)
+    return out, status, {"ETag": etag(doc["version"]), **headers}
+
+
+@staff.post("")
+@allow("platform-admin")
+@staff.arguments(StaffCreateSchema)
+@idempotent
+@staff.response(201, StaffSchema)
+def invite_staff(body):
+    """Invite a staff account (platform-admin); an address already on an account is a 409."""
+    require("platform-admin")
+    doc = handlers.handle(domain.InviteStaff(body), ctx().db, g.traceparent)
+    return _staff_reply(doc, 201, Location=f"/v1/staff/{doc['_id']}")
+
+
+@staff.get("")
+@allow("platform-admin")
+@staff.arguments(StaffListArgsSchema, location="query")
+@staff.response(200, StaffPageSchema)
+def list_staff(args):
+    """Staff accounts, filtered, in a stable order (platform-admin)."""
+    require("platform-admin")
+    query = StaffRepository.list_query(status=args.get("status"), region=args.get("region"), q=args.get("q"))
+    docs, next_url = paginate(ctx().db.staff, query, limit=args["limit"], after=args["after"],
+                              projection=STAFF_INTERNAL_FIELDS)
+    return {"items": [_staff_reply(d)[0] for d in docs], "next": next_url}
+
+
+@staff.get("/<staff_id>")
+@allow("platform-admin")
+@staff.response(200, StaffSchema)
+def get_staff(staff_id):
+    """One staff account (platform-admin)."""
+    require("platform-admin")
+    return _staff_reply(StaffRepository(ctx().db).get_doc(staff_id))
+
+
+@staff.patch("/<staff_id>")
+@allow("platform-admin")
+@staff.arguments(StaffUpdateSchema)
+@staff.response(200, StaffSchema)
+def update_staff(body, staff_id):
+    """Change name, language, ``platform_admin`` or ``admin_of`` (platform-admin); If-Match guards
+    against overwriting someone else's change (412)."""
+    require("platform-admin")
+    version = conditional_version(StaffRepository(ctx().db).get_doc(staff_id)["version"])
+    return _staff_reply(handlers.handle(domain.UpdateStaff(staff_id, version, body), ctx().db, g.traceparent))
+
+
+@staff.post("/<staff_id>/revoke")
+@allow("platform-admin")
+@idempotent
+@staff.response(200, StaffSchema)
+def revoke_staff(staff_id):
+    """Revoke an account (platform-admin): it can no longer sign in to the console."""
+    require("platform-admin")
+    version = conditional_version(StaffRepository(ctx().db).get_doc(staff_id)["version"])
+    return _staff_reply(handlers.handle(domain.RevokeStaff(staff_id, version), ctx().db, g.traceparent))
+
+
+region_staff = Blueprint("region_staff", __name__, url_prefix="/v1/regions/<region_id>/staff",
+                         description="The admins of one region (region-admin of that region)")
+
+
+def _region_staff_out(doc: dict, region_id: str) -> dict:
+    """What a region may know of an account: not the other regions it administers."""
+    return {"id": doc["_id"], "region_id": region_id, "email": doc["email"], "name": doc["name"],
+            "language": doc["language"], "status": doc["status"], "invited_at": doc.get("invited_at"),
+            "activated_at": doc.get("activated_at")}
+
+
+@region_staff.get("")
+@allow("region-admin")
+@region_staff.arguments(RegionStaffListArgsSchema, location="query")
+@region_staff.response(200, RegionStaffPageSchema)
+def list_region_staff(args, region_id):
+    """The region's admins, invited and active (region-admin of the region)."""
+    _admin(region_id)
+    RegionRepository(ctx().db).get_doc(region_id)
+    query = {"admin_of": region_id, "status": args.get("status") or {"$in": ["invited", "active"]}}
+    docs, next_url = paginate(ctx().db.staff, query, limit=args["limit"], after=args["after"],
+                              projection=STAFF_INTERNAL_FIELDS)
+    return {"items": [_region_staff_out(d, region_id) for d in docs], "next": next_url}
+
+
+@region_staff.post("")
+@allow("region-admin")
+@region_staff.arguments(RegionStaffCreateSchema)
+@idempotent
+@region_staff.response(201, RegionStaffSchema)
+@region_staff.alt_response(200, schema=RegionStaffSchema,
+                           description="the address already had an account: it now administers the region too")
+def invite_region_staff(body, region_id):
+    """Invite a region-admin of the region (region-admin of it); an existing account gains the region
+    (200), keeping its name and language."""
+    _admin(region_id)
+    doc, created = handlers.handle(domain.InviteRegionAdmin(region_id, body), ctx().db, g.traceparent)
+    headers = {"Location": f"/v1/regions/{region_id}/staff/{doc['_id']}"}
+    return _region_staff_out(doc, region_id), 201 if created else 200, headers
+
+
+@region_staff.delete("/<staff_id>")
+@allow("region-admin")
+@region_staff.response(204)
+def remove_region_staff(region_id, staff_id):
+    """The account no longer administers the region (region-admin of it); an account left without
+    any role is revoked."""
+    _admin(region_id)
+    handlers.handle(domain.RemoveRegionAdmin(region_id, staff_id), ctx().db, g.traceparent)
+    return "", 204
+
+
 # ============================================================================================
 # Sign-ins (the portal)
 # ============================================================================================
@@ -336,14 +490,19 @@ sign_ins = Blueprint("sign_ins", __name__, url_prefix="/v1/sign-ins",
 @sign_ins.response(200, SignInResultSchema)
 def sign_in(body):
     """A sign-in link sent to this address was used (portal only): every membership with the address
-    that has no ``email_verified_at`` gets it now; the non-erased memberships are returned."""
+    that has no ``email_verified_at`` gets it now; the non-erased memberships are returned, and the
+    non-revoked staff account with the address (an invited one is active from now on)."""
     p = require(PORTAL)
     if not p.is_portal:
         raise Forbidden("only the portal reports sign-ins")
-    email, docs = handlers.handle(domain.SignIn(body["email"]), ctx().db, g.traceparent)
+    email, docs, account = handlers.handle(domain.SignIn(body["email"]), ctx().db, g.traceparent)
     names = {d["_id"]: d.get("name") for d in ctx().db.regions.find(
         {"_id": {"$in": sorted({d["region"] for d in docs})}}, {"name": 1})}
     return {"email": email, "memberships": [
         {"region_id": d["region"], "region_name": names.get(d["region"]) or d["region"], "member_id": d["_id"],
          "status": d["status"], "roles": list(d.get("roles") or []), "email_verified_at": d.get("email_verified_at")}
-        for d in docs]}
+        for d in docs],
+        "staff": None if account is None else {
+            "id": account["_id"], "name": account["name"], "language": account["language"],
+            "platform_admin": bool(account.get("platform_admin")), "admin_of": list(account.get("admin_of") or []),
+            "status": account["status"]}}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from hecht.web import create_service_app
 
-from .api import capacity, members, regions, sign_ins
+from .api import capacity, members, region_staff, regions, sign_ins, staff
 from .repository import ensure_indexes
 
 
@@ -11,8 +11,8 @@ def create_app(test_config: dict | None = None):
     return create_service_app(
         "members",
         title="hecht members",
-        description="Regions, GP enrolment, roles, practice capacity and erasure.",
-        blueprints=[regions, members, capacity, sign_ins],
+        description="Regions, GP enrolment, roles, practice capacity (and its history), erasure and staff accounts.",
+        blueprints=[regions, members, capacity, region_staff, staff, sign_ins],
         index_setup=ensure_indexes,
         test_config=test_config,
     )

@@ -662,8 +662,246 @@ class SignIn:
 
 
 def sign_in_email(raw: str) -> str:
-    """The address as sign-up normalises it, or Invalid (422) naming the field."""
+    """The address as sign-up normalises it, or Invalid (422) naming the field. Staff addresses
+    under ``.local`` (development) pass too; no member can have one."""
     try:
-        return normalise_email(raw)
+        return normalise_staff_email(raw)
     except ValueError as e:
         raise Invalid("the email address is not valid", errors={"email": [str(e)]}) from None
+
+
+# ============================================================================================
+# Staff accounts: the people who run a region (region-admin) or the platform (platform-admin)
+# ============================================================================================
+STAFF_STATUSES = ("invited", "active", "revoked")
+# The pseudo-region of staff events: accounts belong to no region, and the CloudEvents envelope
+# needs one. A region can never have this id (``RESERVED_REGION_IDS``), so no tenant's
+# subscriptions or views ever match a staff event.
+STAFF_EVENT_REGION = "platform"
+RESERVED_REGION_IDS = (STAFF_EVENT_REGION,)
+_DEV_TLD = ".local"
+
+
+def _now_ms() -> datetime:
+    """Now, to the millisecond the database keeps: an answer equals a later read of it."""
+    now = _now()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def normalise_staff_email(raw: str) -> str:
+    """As ``normalise_email``, but also accepting development addresses under ``.local`` (the
+    demo's ``admin@demo.hecht.local``), which the e-mail validator refuses as a special-use
+    name. Their syntax is checked as if the domain ended in ``.org``."""
+    value = (raw or "").strip()
+    local, at, domain = value.rpartition("@")
+    if at and domain.casefold().endswith(_DEV_TLD) and len(domain) > len(_DEV_TLD):
+        stand_in = normalise_email(f"{local}@{domain[:-len(_DEV_TLD)]}.org")
+        return stand_in[:-len(".org")] + _DEV_TLD
+    return normalise_email(value)
+
+
+def staff_roles(platform_admin, admin_of) -> tuple[bool, list[str]]:
+    """Validated roles: a flag and the regions administered (order kept, no repeats). An account
+    must hold at least one role; one without any is revoked instead (422 here)."""
+    if not isinstance(platform_admin, bool):
+        raise Invalid("the roles are not valid", errors={"platform_admin": ["must be true or false"]})
+    regions: list[str] = []
+    for r in admin_of or []:
+        if not isinstance(r, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,62}", r):
+            raise Invalid("the roles are not valid", errors={"admin_of": [f"{r!r} is not a region id"]})
+        if r not in regions:
+            regions.append(r)
+    if not platform_admin and not regions:
+        raise Invalid("an account needs a role",
+                      errors={"admin_of": ["name a region, or make the account platform_admin "
+                                           "(an account without a role is revoked instead)"]})
+    return platform_admin, regions
+
+
+@dataclass
+class Staff:
+    id: str
+    email: str
+    name: str
+    language: str
+    platform_admin: bool
+    admin_of: list[str]
+    status: str
+    invited_at: datetime | None = None
+    activated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def _not_revoked(self, action: str) -> None:
+        if self.status == "revoked":
+            raise InvalidTransition("staff account", self.status, action)
+
+    def activate(self, at: datetime | None = None) -> str | None:
+        """The person used a sign-in link: an invitation becomes an account. Once only (None:
+        already active, nothing to record); a revoked account stays revoked."""
+        self._not_revoked("activate")
+        if self.status == "active":
+            return None
+        self.status, self.activated_at = "active", at or _now_ms()
+        return "staff.activated"
+
+    def revoke(self, at: datetime | None = None) -> str:
+        self._not_revoked("revoke")
+        self.status, self.revoked_at = "revoked", at or _now_ms()
+        return "staff.revoked"
+
+    def update(self, changes: dict) -> str:
+        """Name, language and roles (PATCH semantics); every broken rule in one 422."""
+        self._not_revoked("update")
+        errors: dict = {}
+        name, language = self.name, self.language
+        if "name" in changes:
+            try:
+                name = clean_name(changes["name"])
+            except ValueError as e:
+                errors["name"] = [str(e)]
+        if "language" in changes:
+            if changes["language"] not in LANGUAGES:
+                errors["language"] = [f"one of {', '.join(LANGUAGES)}"]
+            else:
+                language = changes["language"]
+        roles = (self.platform_admin, self.admin_of)
+        try:
+            roles = staff_roles(changes.get("platform_admin", self.platform_admin),
+                                changes.get("admin_of", self.admin_of))
+        except Invalid as e:
+            errors.update(e.errors or {})
+        if errors:
+            raise Invalid("the request has fields that break a rule", errors=errors)
+        self.name, self.language = name, language
+        self.platform_admin, self.admin_of = roles
+        return "staff.updated"
+
+    def make_exactly(self, wanted: "Staff") -> str | None:
+        """``hecht staff add`` on an existing address: active, with ``wanted``'s name, language and
+        roles (None: it already was exactly that). A revoked account comes back."""
+        before = (self.name, self.language, self.platform_admin, list(self.admin_of), self.status)
+        self.name, self.language = wanted.name, wanted.language
+        self.platform_admin, self.admin_of = wanted.platform_admin, list(wanted.admin_of)
+        if (self.name, self.language, self.platform_admin, self.admin_of, "active") == before:
+            return None
+        if self.status != "active":
+            self.status, self.activated_at, self.revoked_at = "active", _now_ms(), None
+            return "staff.activated"
+        return "staff.updated"
+
+    def grant_region(self, region_id: str) -> str | None:
+        """A region-admin invites this address: the account gains the region (None: it had it).
+        A revoked account is invited afresh, with this region only."""
+        if self.status == "revoked":
+            self.status, self.platform_admin, self.admin_of = "invited", False, [region_id]
+            self.invited_at, self.activated_at, self.revoked_at = _now_ms(), None, None
+            return "staff.invited"
+        if region_id in self.admin_of:
+            return None
+        self.admin_of = [*self.admin_of, region_id]
+        return "staff.updated"
+
+    def drop_region(self, region_id: str) -> str:
+        """No longer admin of the region; an account left without any role is revoked."""
+        self._not_revoked("remove from a region")
+        self.admin_of = [r for r in self.admin_of if r != region_id]
+        if not self.admin_of and not self.platform_admin:
+            return self.revoke()
+        return "staff.updated"
+
+    def event_data(self) -> dict:
+        """Roles and status only: never the address or the name (docs/PORTAL.md)."""
+        return {"staff_id": self.id, "platform_admin": self.platform_admin, "admin_of": list(self.admin_of),
+                "status": self.status}
+
+
+def invite_staff(staff_id: str, data: dict, *, active: bool = False) -> Staff:
+    """A new account from an invitation (``active``: created by the CLI, no sign-in needed)."""
+    errors: dict = {}
+    email = name = None
+    try:
+        email = normalise_staff_email(data.get("email", ""))
+    except ValueError as e:
+        errors["email"] = [str(e)]
+    try:
+        name = clean_name(data.get("name", ""))
+    except ValueError as e:
+        errors["name"] = [str(e)]
+    language = data.get("language") or "nl"
+    if language not in LANGUAGES:
+        errors["language"] = [f"one of {', '.join(LANGUAGES)}"]
+    roles = (False, [])
+    try:
+        roles = staff_roles(data.get("platform_admin", False), data.get("admin_of") or [])
+    except Invalid as e:
+        errors.update(e.errors or {})
+    if errors:
+        raise Invalid("the request has fields that break a rule", errors=errors)
+    now = _now_ms()
+    return Staff(id=staff_id, email=email, name=name, language=language, platform_admin=roles[0],
+                 admin_of=roles[1], status="active" if active else "invited", invited_at=now,
+                 activated_at=now if active else None)
+
+
+@dataclass(frozen=True)
+class InviteStaff:
+    data: dict
+
+
+@dataclass(frozen=True)
+class StaffCommand:
+    staff_id: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdateStaff(StaffCommand):
+    changes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RevokeStaff(StaffCommand):
+    pass
+
+
+@dataclass(frozen=True)
+class InviteRegionAdmin:
+    """A region-admin invites someone to administer their region (an existing account gains it)."""
+    region_id: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class RemoveRegionAdmin:
+    region_id: str
+    staff_id: str
+
+
+@dataclass(frozen=True)
+class AddStaffDirectly:
+    """``hecht staff add``: an active account with exactly these roles, created or updated."""
+    data: dict
+
+
+# -- capacity over time -------------------------------------------------------------------------
+HISTORY_DEFAULT_DAYS = 90
+HISTORY_MAX_DAYS = 400
+
+
+def snapshot_rows(municipalities: list[str], counts) -> list[dict]:
+    """One day's counts per municipality (the overview's rows, without derived figures)."""
+    rows = capacity_overview(municipalities, counts)["municipalities"]
+    return [{"municipality": r["municipality"], **{b: r[b] for b in CAPACITY_BUCKETS}} for r in rows]
+
+
+def history_range(start: date | None, end: date | None, today: date) -> tuple[date, date]:
+    """The days a history request covers: default the last 90 days up to today; at most 400
+    days, and ``from`` not after ``to`` (422 otherwise)."""
+    end = end or today
+    start = start or end - timedelta(days=HISTORY_DEFAULT_DAYS - 1)
+    if start > end:
+        raise Invalid("the range is empty", errors={"from": ["must not be after 'to'"]})
+    if (end - start).days + 1 > HISTORY_MAX_DAYS:
+        raise Invalid("the range is too long",
+                      errors={"to": [f"at most {HISTORY_MAX_DAYS} days from 'from' (both included)"]})
+    return start, end

@@ -5,12 +5,12 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from hecht.errors import Conflict, HechtError, InvalidTransition, NotFound, PreconditionFailed
+from hecht.errors import Conflict, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed
 from hecht.outbox import EventDraft
 from hecht.web import new_id
 
 from . import domain
-from .repository import MemberRepository, RegionRepository
+from .repository import MemberRepository, RegionRepository, StaffRepository
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +125,13 @@ def erase_member(cmd: domain.EraseMember, repos: "Repos", trace: str | None) -> 
     return doc
 
 
-def sign_in(cmd: domain.SignIn, repos: "Repos", trace: str | None) -> tuple[str, list[dict]]:
-    """(normalised address, its memberships): each one not yet proven gets ``email_verified_at``
-    now, with its ``member.email_verified`` event; later sign-ins change nothing."""
+def sign_in(cmd: domain.SignIn, repos: "Repos", trace: str | None) -> tuple[str, list[dict], dict | None]:
+    """(normalised address, its memberships, its staff account or None): each membership not
+    yet proven gets ``email_verified_at`` now, with its ``member.email_verified`` event, and an
+    invited staff account becomes active (``staff.activated``); later sign-ins change nothing.
+    A revoked account is not returned: it may no longer sign in to the console."""
     email = domain.sign_in_email(cmd.email)
+    staff = _sign_in_staff(email, repos, trace)
     at = datetime.now(timezone.utc)
     out = []
     for doc in repos.members.with_email(email):
@@ -142,7 +145,22 @@ def sign_in(cmd: domain.SignIn, repos: "Repos", trace: str | None) -> tuple[str,
                 continue  # erased meanwhile: no longer theirs to list
         if doc.get("status") != "erased" and domain.email_key(doc.get("email") or "") == email.casefold():
             out.append(doc)
-    return email, out
+    return email, out, staff
+
+
+def _sign_in_staff(email: str, repos: "Repos", trace: str | None) -> dict | None:
+    doc = repos.staff.with_email(email)
+    if doc is None or doc["status"] == "revoked":
+        return None
+    if doc["status"] == "invited":
+        try:
+            doc = _staff_change(domain.StaffCommand(doc["_id"]), repos, trace,
+                                lambda s: s.activate() or _no_change())
+        except _NoChange:   # activated by a concurrent sign-in
+            doc = repos.staff.get_doc(doc["_id"])
+        except InvalidTransition:   # revoked meanwhile
+            return None
+    return doc if doc["status"] != "revoked" else None
 
 
 class _NoChange(HechtError):
@@ -174,12 +192,100 @@ def purge_unconfirmed(db, now: datetime | None = None, confirm_days: int = 7, *,
     return erased
 
 
+# -- staff accounts ------------------------------------------------------------------------------
+def _check_regions(repos: "Repos", regions: list[str]) -> None:
+    """Every region an account would administer exists (422 naming the unknown ones)."""
+    known = {d["_id"] for d in repos.regions.db.regions.find({"_id": {"$in": list(regions)}}, {"_id": 1})}
+    unknown = [r for r in regions if r not in known]
+    if unknown:
+        raise Invalid("unknown region(s)", errors={"admin_of": [f"no region {r}" for r in unknown]})
+
+
+def _staff_change(cmd: domain.StaffCommand, repos: "Repos", trace: str | None, apply) -> dict:
+    """Load, check the expected version, apply one domain change, save with its event."""
+    def step() -> dict:
+        staff, version = repos.staff.get(cmd.staff_id)
+        if cmd.expected_version is not None and cmd.expected_version != version:
+            raise PreconditionFailed(f"staff account {cmd.staff_id} has changed (current ETag \"{version}\"); "
+                                     "read it again")
+        event_type = apply(staff)
+        return repos.staff.save(staff, version, [EventDraft(event_type, staff.event_data())], trace)
+    return _unless_conditional(cmd, step)
+
+
+def invite_staff(cmd: domain.InviteStaff, repos: "Repos", trace: str | None) -> dict:
+    staff = domain.invite_staff(new_id("stf"), cmd.data)
+    _check_regions(repos, staff.admin_of)
+    return repos.staff.add(staff, [EventDraft("staff.invited", staff.event_data())], trace)
+
+
+def update_staff(cmd: domain.UpdateStaff, repos: "Repos", trace: str | None) -> dict:
+    if "admin_of" in cmd.changes:
+        _check_regions(repos, list(cmd.changes["admin_of"] or []))
+    return _staff_change(cmd, repos, trace, lambda s: s.update(cmd.changes))
+
+
+def revoke_staff(cmd: domain.RevokeStaff, repos: "Repos", trace: str | None) -> dict:
+    return _staff_change(cmd, repos, trace, lambda s: s.revoke())
+
+
+def invite_region_admin(cmd: domain.InviteRegionAdmin, repos: "Repos", trace: str | None) -> tuple[dict, bool]:
+    """(the account, whether it is new). An address already on an account: that account gains
+    the region (a revoked one is invited afresh); the name and language it has are kept."""
+    repos.regions.get_doc(cmd.region_id)
+    data = {**cmd.data, "platform_admin": False, "admin_of": [cmd.region_id]}
+    staff = domain.invite_staff(new_id("stf"), data)   # validates the fields (422) in any case
+    for _ in range(UNCONDITIONAL_ATTEMPTS):
+        existing = repos.staff.with_email(staff.email)
+        if existing is None:
+            try:
+                return repos.staff.add(staff, [EventDraft("staff.invited", staff.event_data())], trace), True
+            except Conflict:
+                continue   # invited concurrently: gain the region on that account
+        try:
+            return _staff_change(domain.StaffCommand(existing["_id"]), repos, trace,
+                                 lambda s: s.grant_region(cmd.region_id) or _no_change()), False
+        except _NoChange:
+            return repos.staff.get_doc(existing["_id"]), False
+    raise Conflict("the address was invited concurrently; retry")
+
+
+def remove_region_admin(cmd: domain.RemoveRegionAdmin, repos: "Repos", trace: str | None) -> dict:
+    """The account no longer administers the region (404 if it did not); revoked when no role is left."""
+    def apply(s: domain.Staff) -> str:
+        if cmd.region_id not in s.admin_of or s.status == "revoked":
+            raise NotFound(f"staff account {cmd.staff_id} not found in region {cmd.region_id}")
+        return s.drop_region(cmd.region_id)
+    try:
+        return _staff_change(domain.StaffCommand(cmd.staff_id), repos, trace, apply)
+    except NotFound:
+        raise NotFound(f"staff account {cmd.staff_id} not found in region {cmd.region_id}") from None
+
+
+def add_staff_directly(cmd: domain.AddStaffDirectly, repos: "Repos", trace: str | None) -> tuple[dict, str]:
+    """``hecht staff add``: (the account, "created" | "updated" | "unchanged"). An address already
+    on an account keeps that account, now active with exactly the roles given."""
+    wanted = domain.invite_staff(new_id("stf"), cmd.data, active=True)
+    _check_regions(repos, wanted.admin_of)
+    existing = repos.staff.with_email(wanted.email)
+    if existing is None:
+        return repos.staff.add(wanted, [EventDraft("staff.activated", wanted.event_data())], trace), "created"
+
+    def apply(s: domain.Staff) -> str:
+        return s.make_exactly(wanted) or _no_change()
+    try:
+        return _staff_change(domain.StaffCommand(existing["_id"]), repos, trace, apply), "updated"
+    except _NoChange:
+        return repos.staff.get_doc(existing["_id"]), "unchanged"
+
+
 class Repos:
     """The repositories one command may use (a unit of work without transactions)."""
 
     def __init__(self, db):
         self.regions = RegionRepository(db)
         self.members = MemberRepository(db)
+        self.staff = StaffRepository(db)
 
 
 COMMAND_HANDLERS = {
@@ -196,6 +302,12 @@ COMMAND_HANDLERS = {
     domain.UpdateProfile: update_profile,
     domain.EraseMember: erase_member,
     domain.SignIn: sign_in,
+    domain.InviteStaff: invite_staff,
+    domain.UpdateStaff: update_staff,
+    domain.RevokeStaff: revoke_staff,
+    domain.InviteRegionAdmin: invite_region_admin,
+    domain.RemoveRegionAdmin: remove_region_admin,
+    domain.AddStaffDirectly: add_staff_directly,
 }
 
 

@@ -4,21 +4,23 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import datetime
+from datetime import date, datetime, timezone
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReplaceOne
 from pymongo.database import Database
 
 from hecht import outbox
 from hecht.errors import Conflict, NotFound
 from hecht.outbox import AggregateStore, EventDraft
 
-from .domain import MEMBER_STATUSES, Capacity, Member, Region, Registration, stale_cutoff
+from .domain import (MEMBER_STATUSES, STAFF_EVENT_REGION, Capacity, Member, Region, Registration, Staff,
+                     snapshot_rows, stale_cutoff)
 
 log = logging.getLogger(__name__)
 
 # Never leave the repository: uniqueness keys.
 INTERNAL_FIELDS = {"email_key": 0, "registration_key": 0, "chair_seat": 0}
+SNAPSHOTS = "capacity_snapshots"   # one document per region and day, ``_id`` = ``{region}:{day}``
 
 
 def ensure_indexes(db: Database) -> None:
@@ -39,6 +41,11 @@ def ensure_indexes(db: Database) -> None:
     db.members.create_index([("email_key", ASCENDING)], name="email_lookup")
     # The purge finds stale sign-ups: pending, by age.
     db.members.create_index([("status", ASCENDING), ("signed_up_at", ASCENDING)], name="status_signed_up")
+    # One account per address across all staff (as members' addresses: case-insensitive).
+    db.staff.create_index([("email_key", ASCENDING)], unique=True, name="one_staff_per_email")
+    db.staff.create_index([("admin_of", ASCENDING), ("_id", ASCENDING)], name="admin_of_id_order")
+    # The daily job asks "which regions have today's snapshot?" (history reads go by _id).
+    db[SNAPSHOTS].create_index([("day", ASCENDING)], name="snapshot_day")
 
 
 VISIBLE_STATUSES = [s for s in MEMBER_STATUSES if s != "erased"]
@@ -298,3 +305,144 @@ def purge_archive(db: Database, member_ids: list[str]) -> int:
         n += coll.update_many({**subjects, "data.capacity.note": {"$exists": True, "$ne": None}},
                               {"$set": {"data.capacity.note": None}}).modified_count
     return n
+
+
+# ============================================================================================
+# Staff accounts
+# ============================================================================================
+STAFF_INTERNAL_FIELDS = {"email_key": 0, "region": 0}
+
+
+class StaffRepository:
+    """Staff documents (collection ``staff``), each write with its ``staff.*`` events."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self.coll = db.staff
+        self.store = AggregateStore(db.staff, source="staff")
+
+    @staticmethod
+    def _fields(s: Staff) -> dict:
+        return {"email": s.email, "email_key": s.email.casefold(), "name": s.name, "language": s.language,
+                "platform_admin": s.platform_admin, "admin_of": list(s.admin_of), "status": s.status,
+                "invited_at": s.invited_at, "activated_at": s.activated_at, "revoked_at": s.revoked_at}
+
+    @staticmethod
+    def to_domain(doc: dict) -> Staff:
+        return Staff(id=doc["_id"], email=doc["email"], name=doc["name"], language=doc["language"],
+                     platform_admin=bool(doc.get("platform_admin")), admin_of=list(doc.get("admin_of") or []),
+                     status=doc["status"], invited_at=doc.get("invited_at"),
+                     activated_at=doc.get("activated_at"), revoked_at=doc.get("revoked_at"))
+
+    def get_doc(self, staff_id: str) -> dict:
+        doc = self.coll.find_one({"_id": staff_id}, STAFF_INTERNAL_FIELDS)
+        if doc is None:
+            raise NotFound(f"staff account {staff_id} not found")
+        return doc
+
+    def get(self, staff_id: str) -> tuple[Staff, int]:
+        doc = self.get_doc(staff_id)
+        return self.to_domain(doc), doc["version"]
+
+    def with_email(self, email: str) -> dict | None:
+        return self.coll.find_one({"email_key": email.casefold()}, STAFF_INTERNAL_FIELDS)
+
+    @staticmethod
+    def list_query(*, status: str | None = None, region: str | None = None, q: str | None = None) -> dict:
+        query: dict = {}
+        if status:
+            query["status"] = status
+        if region:
+            query["admin_of"] = region
+        terms = (q or "").split()
+        if terms:
+            # Every word must occur in the name or the address, case-insensitively.
+            query["$and"] = [{"$or": [{f: {"$regex": re.escape(t), "$options": "i"}} for f in ("name", "email")]}
+                             for t in terms[:5]]
+        return query
+
+    def add(self, s: Staff, events: list[EventDraft], trace: str | None) -> dict:
+        doc = {"_id": s.id, "region": STAFF_EVENT_REGION,
+               **{k: v for k, v in self._fields(s).items() if v is not None}}
+        try:
+            created = self.store.create(doc, events, traceparent=trace)
+        except Conflict:
+            raise self._duplicate(s) from None
+        return {k: v for k, v in created.items() if k not in STAFF_INTERNAL_FIELDS}
+
+    def save(self, s: Staff, expected_version: int, events: list[EventDraft], trace: str | None) -> dict:
+        fields = self._fields(s)
+        try:
+            doc = self.store.update(s.id, expected_version, {k: v for k, v in fields.items() if v is not None},
+                                    events, region=STAFF_EVENT_REGION,
+                                    unset=[k for k, v in fields.items() if v is None], traceparent=trace)
+        except Conflict:
+            raise self._duplicate(s) from None
+        return {k: v for k, v in doc.items() if k not in STAFF_INTERNAL_FIELDS}
+
+    def _duplicate(self, s: Staff) -> Conflict:
+        if self.coll.find_one({"email_key": s.email.casefold(), "_id": {"$ne": s.id}}, {"_id": 1}):
+            return Conflict("a staff account with this email address already exists",
+                            errors={"email": ["already on a staff account"]})
+        return Conflict(f"staff account {s.id} already exists")
+
+    def history(self, staff_id: str) -> list[dict]:
+        self.get_doc(staff_id)
+        return outbox.history(self.db, staff_id)
+
+
+# ============================================================================================
+# Capacity over time: one snapshot per region and day
+# ============================================================================================
+
+def snapshot_id(region_id: str, day: date) -> str:
+    """``{region}:{day}``: writing a day again replaces it (idempotent per day), and a region's
+    days are one contiguous, ordered range of the _id index."""
+    return f"{region_id}:{day.isoformat()}"
+
+
+def write_snapshot(db: Database, region_id: str, day: date, municipalities: list[dict],
+                   taken_at: datetime | None = None) -> bool:
+    """Store a day's counts (``[{municipality, open, limited, closed, unknown}]``), replacing
+    that day's earlier ones; True if the day is new. Also what tests and the bench call to
+    backfill history (see ``write_snapshots``)."""
+    doc = {"region_id": region_id, "day": day.isoformat(), "municipalities": municipalities,
+           "taken_at": taken_at or datetime.now(timezone.utc)}
+    result = db[SNAPSHOTS].replace_one({"_id": snapshot_id(region_id, day)}, doc, upsert=True)
+    return result.upserted_id is not None
+
+
+def write_snapshots(db: Database, region_id: str, days: list[tuple[date, list[dict]]]) -> int:
+    """Backfill many days at once (one bulk write): ``[(day, municipalities), …]``. Days already
+    stored are replaced. Returns how many were written."""
+    now = datetime.now(timezone.utc)
+    ops = [ReplaceOne({"_id": snapshot_id(region_id, day)},
+                      {"region_id": region_id, "day": day.isoformat(), "municipalities": rows, "taken_at": now},
+                      upsert=True) for day, rows in days]
+    for i in range(0, len(ops), 500):
+        db[SNAPSHOTS].bulk_write(ops[i:i + 500], ordered=False)
+    return len(ops)
+
+
+def take_snapshot(db: Database, region_id: str, day: date) -> tuple[dict, bool]:
+    """Count the region's active members per municipality by capacity now, as ``day``'s
+    snapshot; (the snapshot, whether the day is new). NotFound for an unknown region."""
+    region, _ = RegionRepository(db).get(region_id)
+    rows = snapshot_rows(region.municipalities, MemberRepository(db).capacity_counts(region_id))
+    created = write_snapshot(db, region_id, day, rows)
+    return {"region_id": region_id, "day": day.isoformat(), "municipalities": rows}, created
+
+
+def snapshot_history(db: Database, region_id: str, start: date, end: date) -> list[dict]:
+    """The region's snapshots from ``start`` to ``end`` (both included), oldest first; days
+    without a snapshot are absent."""
+    query = {"_id": {"$gte": snapshot_id(region_id, start), "$lte": snapshot_id(region_id, end)},
+             "region_id": region_id}
+    return list(db[SNAPSHOTS].find(query, {"_id": 0, "taken_at": 0}).sort("_id", ASCENDING))
+
+
+def regions_without_snapshot(db: Database, day: date) -> list[str]:
+    """The regions that have no snapshot for ``day`` yet: two small reads, so the daily job may
+    ask as often as it likes."""
+    done = {d["region_id"] for d in db[SNAPSHOTS].find({"day": day.isoformat()}, {"region_id": 1})}
+    return [d["_id"] for d in db.regions.find({}, {"_id": 1}).sort("_id", ASCENDING) if d["_id"] not in done]

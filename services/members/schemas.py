@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 from hecht.web import PageArgsSchema, PageSchema
 
 from .domain import (CAPACITY_STATUSES, CATEGORIES, COUNTRIES, LANGUAGES, MEMBER_ROLES, MEMBER_STATUSES,
-                     REGION_KINDS, SCHEMES)
+                     REGION_KINDS, RESERVED_REGION_IDS, SCHEMES, STAFF_STATUSES)
 
 SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,62}$",
                        error="use 2–63 lowercase letters, digits and dashes, starting with a letter or digit")
@@ -22,7 +22,9 @@ class MandatePolicySchema(Schema):
 
 
 class RegionSchema(Schema):
-    id = fields.String(required=True, validate=SLUG, metadata={"example": "elz-demo"})
+    id = fields.String(required=True, validate=[SLUG, validate.NoneOf(
+        RESERVED_REGION_IDS, error="this id is reserved (staff events carry it as their region)")],
+        metadata={"example": "elz-demo"})
     name = fields.String(required=True, validate=validate.Length(1, 200))
     country = fields.String(required=True, validate=validate.OneOf(COUNTRIES))
     kind = fields.String(required=True, validate=validate.OneOf(REGION_KINDS))
@@ -212,10 +214,126 @@ class MembershipSchema(Schema):
     email_verified_at = fields.DateTime(allow_none=True)
 
 
+class SignInStaffSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+    language = fields.String()
+    platform_admin = fields.Boolean()
+    admin_of = fields.List(fields.String())
+    status = fields.String(metadata={"enum": ["invited", "active"]})
+
+
 class SignInResultSchema(Schema):
     email = fields.String(metadata={"description": "the address, normalised as sign-up does"})
     memberships = fields.List(fields.Nested(MembershipSchema),
                               metadata={"description": "non-erased memberships, by region; empty if none"})
+    staff = fields.Nested(SignInStaffSchema, allow_none=True, metadata={
+        "description": "the non-revoked staff account with this address (an invited one is active from now "
+                       "on), or null"})
+
+
+# -- staff accounts ---------------------------------------------------------------------------------
+REGION_ID = fields.String(validate=SLUG)
+
+
+class StaffSchema(Schema):
+    """A staff account (platform view)."""
+    id = fields.String(metadata={"example": "stf_019a3c5e7f10a1b2c3d4e5f6"})
+    email = fields.String()
+    name = fields.String()
+    language = fields.String(metadata={"enum": list(LANGUAGES)})
+    platform_admin = fields.Boolean()
+    admin_of = fields.List(fields.String(), metadata={"description": "the regions this account administers"})
+    status = fields.String(metadata={"enum": list(STAFF_STATUSES)})
+    invited_at = fields.DateTime(allow_none=True)
+    activated_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+    version = fields.Integer()
+
+
+class StaffPageSchema(PageSchema):
+    items = fields.List(fields.Nested(StaffSchema))
+
+
+class StaffCreateSchema(Schema):
+    """An invitation; the portal mails the sign-in link, the first sign-in activates the account."""
+    email = fields.String(required=True, validate=validate.Length(3, 254))
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    language = fields.String(load_default="nl", validate=validate.OneOf(LANGUAGES))
+    platform_admin = fields.Boolean(load_default=False)
+    admin_of = fields.List(fields.String(validate=SLUG), load_default=list, validate=validate.Length(max=200),
+                           metadata={"description": "existing regions; at least one, unless platform_admin"})
+
+
+class StaffUpdateSchema(Schema):
+    """Fields to change (PATCH semantics); send If-Match with the ETag read."""
+    name = fields.String(validate=validate.Length(1, 200))
+    language = fields.String(validate=validate.OneOf(LANGUAGES))
+    platform_admin = fields.Boolean()
+    admin_of = fields.List(fields.String(validate=SLUG), validate=validate.Length(max=200))
+
+
+class StaffListArgsSchema(PageArgsSchema):
+    status = fields.String(validate=validate.OneOf(STAFF_STATUSES))
+    region = fields.String(validate=SLUG, metadata={"description": "accounts administering this region"})
+    q = fields.String(validate=validate.Length(1, 100),
+                      metadata={"description": "every word must occur in the name or the address"})
+
+
+class RegionStaffSchema(Schema):
+    """A region's admin as that region sees it: not which other regions the account administers."""
+    id = fields.String()
+    region_id = fields.String()
+    email = fields.String()
+    name = fields.String()
+    language = fields.String()
+    status = fields.String(metadata={"enum": ["invited", "active"]})
+    invited_at = fields.DateTime(allow_none=True)
+    activated_at = fields.DateTime(allow_none=True)
+
+
+class RegionStaffPageSchema(PageSchema):
+    items = fields.List(fields.Nested(RegionStaffSchema))
+
+
+class RegionStaffCreateSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(3, 254))
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    language = fields.String(load_default="nl", validate=validate.OneOf(LANGUAGES))
+
+
+class RegionStaffListArgsSchema(PageArgsSchema):
+    status = fields.String(validate=validate.OneOf(("invited", "active")))
+
+
+# -- capacity over time -------------------------------------------------------------------------------
+class SnapshotRowSchema(Schema):
+    municipality = fields.String()
+    open = fields.Integer()
+    limited = fields.Integer()
+    closed = fields.Integer()
+    unknown = fields.Integer(metadata={"description": "active members who had not reported capacity"})
+
+
+class SnapshotSchema(Schema):
+    region_id = fields.String()
+    day = fields.String(metadata={"format": "date", "example": "2026-12-03"})
+    municipalities = fields.List(fields.Nested(SnapshotRowSchema))
+
+
+class HistoryArgsSchema(Schema):
+    from_ = fields.Date(data_key="from", load_default=None,
+                        metadata={"description": "first day (default: 89 days before `to`)"})
+    to = fields.Date(load_default=None, metadata={"description": "last day (default: today, UTC); at most 400 "
+                                                                 "days from `from`, both included"})
+
+
+class CapacityHistorySchema(Schema):
+    region_id = fields.String()
+    from_ = fields.String(data_key="from", metadata={"format": "date"})
+    to = fields.String(metadata={"format": "date"})
+    days = fields.List(fields.Nested(SnapshotSchema), metadata={
+        "description": "the snapshots in the range, oldest first; a day without one is absent"})
 
 
 # -- GDPR export ----------------------------------------------------------------------------------

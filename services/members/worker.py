@@ -1,10 +1,20 @@
-"""Members worker: the outbox relay (members consumes no other service's events)."""
+"""Members worker: the outbox relay (members consumes no other service's events) and the daily
+capacity snapshots."""
 from __future__ import annotations
 
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
 from hecht import kafka, topics
+from hecht.errors import NotFound
 from hecht.outbox import Relay
 
-from .repository import ensure_indexes, purge_archive, without_personal  # noqa: F401
+from .repository import (ensure_indexes, purge_archive, regions_without_snapshot, take_snapshot,  # noqa: F401
+                         without_personal)
+
+log = logging.getLogger(__name__)
 
 
 class MembersRelay(Relay):
@@ -41,5 +51,47 @@ def relay(settings, db) -> MembersRelay:
                         lambda: kafka.producer(settings), service="members", poll_s=settings.relay_poll_s)
 
 
+class CapacitySnapshots:
+    """Once a day, a capacity snapshot of every region (docs/PORTAL.md, capacity over time).
+
+    Each pass asks which regions have no snapshot for today (UTC) and takes theirs, so it is
+    cheap to run often: on a quiet day a pass is two small reads. Several workers may pass at
+    once; a day's snapshot is an upsert by ``{region}:{day}``, so they cannot add a day twice.
+    A region registered during the day gets its first snapshot at the next pass.
+    """
+
+    def __init__(self, db, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *,
+                 poll_s: float = 60.0):
+        self.db = db
+        self.now = now
+        self.poll_s = poll_s
+
+    def run_once(self) -> list[str]:
+        """Take today's missing snapshots; returns the regions snapshotted."""
+        day = self.now().date()
+        done = []
+        for region_id in regions_without_snapshot(self.db, day):
+            try:
+                take_snapshot(self.db, region_id, day)
+            except NotFound:   # gone between the two reads
+                continue
+            done.append(region_id)
+        if done:
+            log.info("capacity snapshots taken", extra={"day": day.isoformat(), "regions": len(done)})
+        return done
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("capacity snapshots started")
+        while not stop.is_set():
+            try:
+                self.run_once()
+                delay = self.poll_s
+            except Exception as e:  # noqa: BLE001 - a database outage must not kill the worker
+                log.warning("capacity snapshot pass failed; retrying", extra={"error": f"{type(e).__name__}: {e}"})
+                delay = min(self.poll_s, 5.0)
+            stop.wait(delay)
+        log.info("capacity snapshots stopped")
+
+
 def components(settings, db):
-    return [("relay", relay(settings, db).run)]
+    return [("relay", relay(settings, db).run), ("capacity-snapshots", CapacitySnapshots(db).run)]

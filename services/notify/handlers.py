@@ -262,14 +262,21 @@ def _meta_from_copy(copy: dict) -> dict:
             "time": copy["time"]}
 
 
+# Staff accounts (``staff.*`` on hecht.members) are the platform's own business: no region's
+# subscriptions see them and nobody is mailed about them, so notify keeps no copy either.
+IGNORED_PREFIXES = ("staff.",)
+
+
 def handle_event(event: dict, db: Database, settings: Settings) -> None:
     """What notify does with every consumed event (idempotent: a redelivery changes nothing).
 
     1. keep a redacted copy (for replays); 2. create a delivery for every enabled
     subscription of the event's region whose patterns match; 3. the type's own handlers.
     """
-    repos = Repos(db, settings)
     short = ev.short_type(event["type"])
+    if short.startswith(IGNORED_PREFIXES):
+        return
+    repos = Repos(db, settings)
     at = domain.parse_datetime(event.get("time")) or now()
     fan_out(repos, domain.redact(event), short, at)
     for fn in EVENT_HANDLERS.get(short, ()):

@@ -29,7 +29,11 @@ def snapshot(urls: dict) -> dict:
                      (m.get("capacity") or {}).get("note"), m.get("version")) for m in page["items"]]
     agreements = requests.get(f"{urls['agreements']}/v1/regions/{demo.REGION}/agreements", headers=admin,
                               params={"limit": 100}, timeout=10).json()["items"]
+    staff = requests.get(f"{urls['members']}/v1/staff", headers=bearer("platform-admin"), params={"limit": 200},
+                         timeout=10).json()["items"]
     out = {"members": sorted(members),
+           "staff": sorted((a["email"], a["id"], a["platform_admin"], tuple(a["admin_of"]), a["status"], a["version"])
+                           for a in staff),
            "agreements": sorted((a["title"], a["id"], a["status"], a["sequence"]) for a in agreements)}
     for a in agreements:
         if a["status"] == "in_consultation":
@@ -61,6 +65,10 @@ def test_demo_twice_gives_the_same_state(hecht_env, tmp_path):
         assert voting["status"] == "in_consultation"
         assert state["agreements"]["active"]["status"] in ("mandated", "active")
         assert state["agreements"]["active"].get("signed_at")
+        # The console's demo staff: invited through POST /v1/staff, with their roles.
+        assert [(a[0], a[2], a[3], a[4]) for a in after_first["staff"]] == [
+            ("admin@demo.hecht.local", True, (), "invited"),
+            ("coordinator@demo.hecht.local", False, (demo.REGION,), "invited")]
 
         # The second run, through the CLI as `make run` calls it: no change, no duplicate.
         env = dict(os.environ, HECHT_MEMBERS_URL=f.urls["members"], HECHT_AGREEMENTS_URL=f.urls["agreements"],
@@ -71,5 +79,7 @@ def test_demo_twice_gives_the_same_state(hecht_env, tmp_path):
         assert "0 change(s)" in r.stdout, r.stdout
         for p in demo.PEOPLE:   # it says how to sign in as each demo person
             assert p.email in r.stdout
+        for p in demo.STAFF:    # and as each demo staff member
+            assert p.email in r.stdout and p.name in r.stdout
         assert f"http://portal.invalid/r/{demo.REGION}/votes/{voting['id']}" in r.stdout
         assert snapshot(f.urls) == after_first

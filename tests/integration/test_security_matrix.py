@@ -92,3 +92,52 @@ def test_security_matrix(hecht_env, service):
     assert portal_allowed == sum(1 for s, _, _ in PORTAL_ALLOWED if s == service), "a portal endpoint is gone"
     assert cases >= 3, f"{service}: only {cases} endpoints found"
     print(f"security matrix {service}: {cases} endpoint×method pairs")
+
+
+# -- docs/PORTAL.md part 2: staff accounts and capacity history, role by role ----------------------
+# (method, rule, who may call it). "platform": platform-admin only; "region": a region-admin of the
+# region (and platform-admin). Every other role, the portal and another region's admin are refused.
+PART2 = [
+    ("POST", "/v1/staff", "platform"), ("GET", "/v1/staff", "platform"),
+    ("GET", "/v1/staff/<staff_id>", "platform"), ("PATCH", "/v1/staff/<staff_id>", "platform"),
+    ("POST", "/v1/staff/<staff_id>/revoke", "platform"),
+    ("GET", "/v1/regions/<region_id>/staff", "region"), ("POST", "/v1/regions/<region_id>/staff", "region"),
+    ("DELETE", "/v1/regions/<region_id>/staff/<staff_id>", "region"),
+    ("POST", "/v1/regions/<region_id>/capacity/snapshots", "region"),
+    ("GET", "/v1/regions/<region_id>/capacity/history", "region"),
+]
+
+
+def test_part2_endpoints_exist():
+    rules = {(m, r) for _, r, m, _ in endpoints("members")}
+    assert {(m, r) for m, r, _ in PART2} <= rules
+
+
+@pytest.mark.parametrize("method, rule, who", PART2, ids=[f"{m} {r}" for m, r, _ in PART2])
+def test_part2_security_matrix(hecht_env, method, rule, who):
+    """Each new endpoint against every role: only the role it names gets past authorisation (a
+    404/422 about the missing region or body, never data), the others get 401/403/404, and a
+    region endpoint answers another region's admin 404 as if the region did not exist."""
+    from services.members.app import create_app
+    client = create_app().test_client()
+    path = concrete(rule)
+    refused = {
+        "no token": ({}, {401}),
+        "expired": (bearer("region-admin", REGION, ttl=-60), {401}),
+        "gp": (bearer("gp", REGION, member="m_self"), {403}),
+        "integrator": (bearer("integrator", REGION), {403}),
+        "portal": (bearer("portal"), {403}),
+        "unknown role": (bearer("nobody", REGION), {403}),
+        "other region's admin": (bearer("region-admin", "elz-elsewhere"), {404} if who == "region" else {403}),
+    }
+    if who == "platform":
+        refused["region-admin"] = (bearer("region-admin", REGION), {403})
+    for name, (headers, statuses) in refused.items():
+        assert_refused(call(client, method, path, headers), statuses, f"{method} {rule} {name}")
+    allowed = [bearer("platform-admin")] + ([bearer("region-admin", REGION)] if who == "region" else [])
+    for headers in allowed:
+        r = call(client, method, path, headers)
+        # Past authorisation: the region / account does not exist, or the empty body is refused.
+        assert r.status_code in (200, 404, 422), f"{method} {rule}: {r.status_code} {r.get_data(as_text=True)[:300]}"
+        if r.status_code >= 400:
+            assert r.mimetype == "application/problem+json"
