@@ -44,11 +44,12 @@ def _tally(m: Mandate | None, your_vote: str | None = None, *, for_gp: bool = Fa
     if m is None:
         return None
     t = m.tally
-    out = {"status": m.status, "electorate_size": m.electorate_size, "for_": t.for_, "against": t.against,
-           "abstain": t.abstain, "cast": t.cast, "turnout": round(t.turnout, 6), "quorum": m.quorum,
-           "approval_threshold": m.approval_threshold, "quorum_met": t.quorum_met,
-           "threshold_met": t.threshold_met, "opened_at": m.opened_at, "deadline": m.deadline,
+    out = {"status": m.status, "electorate_size": m.electorate_size, "cast": t.cast,
+           "turnout": round(t.turnout, 6), "quorum": m.quorum, "approval_threshold": m.approval_threshold,
+           "quorum_met": t.quorum_met, "opened_at": m.opened_at, "deadline": m.deadline,
            "closed_at": m.closed_at, "close_reason": m.close_reason}
+    if not m.secret:  # the counts are revealed when the vote closes, to everyone at once
+        out.update({"for_": t.for_, "against": t.against, "abstain": t.abstain, "threshold_met": t.threshold_met})
     if for_gp:
         out["your_vote"] = your_vote
     return out

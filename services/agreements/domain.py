@@ -259,14 +259,24 @@ class Mandate:
         t = Tally.count(ballots, self.electorate_size, self.quorum, self.approval_threshold)
         return replace(self, for_=t.for_, against=t.against, abstain=t.abstain)
 
+    @property
+    def secret(self) -> bool:
+        """The ballot is secret while the vote is open: only turnout may be seen. With the
+        running for/against, whoever knows in which order colleagues voted (in a small
+        electorate a "just voted" in a chat is enough) learns each choice."""
+        return self.status == "open"
+
     def event_data(self) -> dict:
         t = self.tally
-        return {"status": self.status, "electorate_size": self.electorate_size, "for": t.for_,
-                "against": t.against, "abstain": t.abstain, "turnout": round(t.turnout, 6),
-                "quorum": self.quorum, "approval_threshold": self.approval_threshold,
-                "quorum_met": t.quorum_met, "threshold_met": t.threshold_met,
+        data = {"status": self.status, "electorate_size": self.electorate_size, "cast": t.cast,
+                "turnout": round(t.turnout, 6), "quorum": self.quorum,
+                "approval_threshold": self.approval_threshold, "quorum_met": t.quorum_met,
                 "opened_at": iso(self.opened_at), "deadline": iso(self.deadline),
                 "closed_at": iso(self.closed_at)}
+        if not self.secret:  # revealed when the vote closes
+            data.update({"for": t.for_, "against": t.against, "abstain": t.abstain,
+                         "threshold_met": t.threshold_met})
+        return data
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,9 @@ class VoteBatcher:
                     t.error = e
                     continue
                 change.events += events
-                change.traces += [t.trace] * len(events)
+                # No request trace on a ballot's events: the voter's client chooses it, and it
+                # would tie an event to one person's request (the ballot is secret).
+                change.traces += [None] * len(events)
                 if events:
                     change.ballots.append((t.cmd.member_id, t.cmd.choice))
             return change

@@ -57,7 +57,9 @@ class AgreementChangesSchema(Schema):
 
 
 class TallySchema(Schema):
-    """The state of a mandate vote: counts only, never who chose what."""
+    """The state of a mandate vote: counts only, never who chose what. While the vote is open
+    the ballot is secret: turnout only; ``for``/``against``/``abstain``/``threshold_met`` appear
+    when it closes."""
     status = fields.String(metadata={"description": "open | passed | rejected"})
     electorate_size = fields.Integer()
     for_ = fields.Integer(data_key="for")

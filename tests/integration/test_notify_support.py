@@ -233,12 +233,14 @@ def mandate(status: str = "open", *, electorate_size: int = 2, deadline: datetim
     deadline = deadline or opened_at + timedelta(days=14)
     f, a, ab = votes
     cast = f + a + ab
-    return {"status": status, "electorate_size": electorate_size, "for": f, "against": a, "abstain": ab,
-            "turnout": cast / electorate_size if electorate_size else 0, "quorum": 0.5, "approval_threshold": 0.5,
-            "quorum_met": cast / electorate_size >= 0.5 if electorate_size else False,
-            "threshold_met": (f / cast >= 0.5) if cast else False,
-            "opened_at": _iso(opened_at), "deadline": _iso(deadline),
-            "closed_at": None if status == "open" else _iso(datetime.now(timezone.utc))}
+    out = {"status": status, "electorate_size": electorate_size, "cast": cast,
+           "turnout": cast / electorate_size if electorate_size else 0, "quorum": 0.5, "approval_threshold": 0.5,
+           "quorum_met": cast / electorate_size >= 0.5 if electorate_size else False,
+           "opened_at": _iso(opened_at), "deadline": _iso(deadline),
+           "closed_at": None if status == "open" else _iso(datetime.now(timezone.utc))}
+    if status != "open":  # the counts are published only once the vote has closed (secret ballot)
+        out.update({"for": f, "against": a, "abstain": ab, "threshold_met": (f / cast >= 0.5) if cast else False})
+    return out
 
 
 def agreement_event(short: str, agreement_id: str, sequence: int, **kw) -> dict:

@@ -252,7 +252,31 @@ def test_events_carry_tallies_never_individual_choices():
     for e in events:
         text = json.dumps(e.data)
         assert "m_alice" not in text and "m_bob" not in text and "electorate" not in e.data
-    assert events[-1].data["mandate"]["for"] == 1 and events[-1].data["mandate"]["against"] == 1
+    # the ballot is secret while open: turnout only, the counts come with the close
+    assert [e.data["mandate"]["cast"] for e in events] == [1, 2]
+    closed = a.cast_vote("m_carol", "abstain", NOW)
+    assert [e.type for e in closed] == ["agreement.vote_cast", "agreement.mandated"] or \
+        [e.type for e in closed] == ["agreement.vote_cast", "agreement.mandate_rejected"]
+    final = closed[-1].data["mandate"]
+    assert (final["for"], final["against"], final["abstain"]) == (1, 1, 1)
+
+
+SECRET = ("for", "against", "abstain", "threshold_met")
+
+
+def test_while_open_no_event_lets_anyone_deduce_a_choice():
+    """Successive vote_cast events differ only in cast and turnout, whatever the choices."""
+    runs = []
+    for choices in (("for", "for"), ("against", "abstain"), ("for", "against")):
+        a = voting(("m_a", "m_b", "m_c"))
+        events = [e for m, c in zip(("m_a", "m_b"), choices) for e in a.cast_vote(m, c, NOW)]
+        assert all(not set(SECRET) & set(e.data["mandate"]) for e in events)
+        runs.append([json.dumps(e.data["mandate"], sort_keys=True) for e in events])
+    assert runs[0] == runs[1] == runs[2]
+    a = voting(("m_a", "m_b", "m_c"))
+    a.cast_vote("m_a", "for", NOW)
+    changed = a.cast_vote("m_a", "against", NOW)   # changing one's vote: turnout unchanged
+    assert changed[0].data["mandate"]["cast"] == 1 and not set(SECRET) & set(changed[0].data["mandate"])
 
 
 def test_the_mandate_requested_event_names_the_frozen_electorate():
