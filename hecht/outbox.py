@@ -33,7 +33,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 from prometheus_client import Counter
 
-from . import events as ev
+from . import audit, events as ev
 from .errors import Conflict, PreconditionFailed
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,15 @@ def _abort(session: ClientSession) -> None:
         pass
 
 
-def outbox_entries(envelopes: Iterable[dict]) -> list[dict]:
-    return [dict(e, _id=e["id"]) for e in envelopes]
+def outbox_entries(envelopes: Iterable[dict], actor: dict | None = None) -> list[dict]:
+    """Storage documents for events: keyed by event id, with who made the change beside them."""
+    extra = {"_actor": actor} if actor else {}
+    return [dict(e, _id=e["id"], **extra) for e in envelopes]
 
 
 def envelope(entry: dict) -> dict:
-    """The event itself, without the storage key."""
-    return {k: v for k, v in entry.items() if k != "_id"}
+    """The event itself, as published: without the storage key and the actor."""
+    return {k: v for k, v in entry.items() if not k.startswith("_")}
 
 
 class AggregateStore:
@@ -156,7 +158,7 @@ class AggregateStore:
         def work(s: ClientSession) -> dict:
             self.coll.insert_one(doc, session=s)
             if envelopes:
-                self.outbox.insert_many(outbox_entries(envelopes), session=s)
+                self.outbox.insert_many(outbox_entries(envelopes, audit.current(self.source)), session=s)
             return doc
         try:
             return transaction(self.db, work)
@@ -188,7 +190,7 @@ class AggregateStore:
                 raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                          "read it again and retry")
             if envelopes:
-                self.outbox.insert_many(outbox_entries(envelopes), session=s)
+                self.outbox.insert_many(outbox_entries(envelopes, audit.current(self.source)), session=s)
             if before_commit is not None:
                 before_commit()
             return doc
@@ -206,12 +208,16 @@ def ensure_indexes(db: Database) -> None:
     db[ARCHIVE].create_index([("region", ASCENDING), ("time", ASCENDING)])
 
 
-def history(db: Database, subject: str) -> list[dict]:
-    """Every event of one aggregate in sequence order: published ones plus those still pending."""
+def history(db: Database, subject: str, *, actors: bool = False) -> list[dict]:
+    """Every event of one aggregate in sequence order: published ones plus those still pending,
+    each with who caused it (``actor``) when ``actors`` is set (history endpoints only)."""
     seen: dict[str, dict] = {}
     for coll in (ARCHIVE, OUTBOX):
         for e in db[coll].find({"subject": subject}):
-            seen.setdefault(e["id"], envelope(e))
+            out = envelope(e)
+            if actors:
+                out["actor"] = e.get("_actor")
+            seen.setdefault(e["id"], out)
     return sorted(seen.values(), key=lambda e: e["sequence"])
 
 
@@ -277,7 +283,7 @@ class Relay:
             return 0
         events = [envelope(e) for e in entries]
         self._publish(events)
-        self._archive(events)
+        self._archive(entries)
         self.outbox.delete_many({"_id": {"$in": [e["_id"] for e in entries]}})
         EVENTS_PUBLISHED.labels(self.service).inc(len(entries))
         return len(entries)
@@ -305,9 +311,10 @@ class Relay:
         for f in futures:
             f.get(timeout=15)  # raises if the broker did not acknowledge (acks=all)
 
-    def _archive(self, events: list[dict]) -> None:
+    def _archive(self, entries: list[dict]) -> None:
+        """Keep the published entries (with their actor) for the history endpoints."""
         try:
-            self.db[ARCHIVE].insert_many(outbox_entries(events), ordered=False)
+            self.db[ARCHIVE].insert_many([dict(e, _id=e.get("_id", e["id"])) for e in entries], ordered=False)
         except BulkWriteError as e:
             # Already archived by an earlier (interrupted) pass: only duplicates are fine.
             if any(err.get("code") != 11000 for err in e.details.get("writeErrors", [])):

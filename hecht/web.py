@@ -35,7 +35,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
 
-from . import auth, logs, mongo
+from . import audit, auth, logs, mongo
 from .proxies import TrustedProxies, parse_networks
 from .config import Settings, settings as load_settings
 from .errors import (Conflict, Forbidden, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed,
@@ -606,6 +606,9 @@ def _install_hooks(app: Flask, service: str) -> None:
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthorized("use 'Authorization: Bearer <token>'")
             g.principal = auth.decode(token.strip(), ctx().settings)
+        # Who this request's changes are recorded as (hecht/audit.py); set for every request so
+        # nothing of an earlier one on this thread can leak into it.
+        audit.actor.set(audit.of_request(g.principal, client_address(), ctx().settings.jwt_secret))
         _authenticate_before_parsing()
         if request.method in ("POST", "PUT", "PATCH") and request.content_length:
             if not request.is_json:

@@ -21,7 +21,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from hecht import consumer, events as ev, outbox
+from hecht import audit, consumer, events as ev, outbox
 from hecht.errors import NotFound, PreconditionFailed
 
 from .domain import (Agreement, Event, Mandate, MandatePolicy, OPEN_STATUSES, Terms)
@@ -45,6 +45,9 @@ def ensure_indexes(db: Database) -> None:
     db[AGREEMENTS].create_index([("municipality_keys", ASCENDING)])
     db[MEMBERS_VIEW].create_index([("region_id", ASCENDING), ("status", ASCENDING)])
 
+
+
+ELECTOR = {"sub": "elector", "roles": ["gp"]}  # the recorded actor of every ballot
 
 class VersionConflict(PreconditionFailed):
     """Someone committed a change to this agreement since we read it."""
@@ -165,7 +168,7 @@ class AgreementRepository:
 
     def history(self, agreement_id: str) -> list[dict]:
         """Every event of one agreement in sequence order: published ones plus those still pending."""
-        return outbox.history(self.db, agreement_id)
+        return outbox.history(self.db, agreement_id, actors=True)
 
     # -- writing ----------------------------------------------------------------------------
     def save_electorate(self, electorate_id: str, agreement_id: str, members: list[str]) -> None:
@@ -184,7 +187,11 @@ class AgreementRepository:
         together); ``ballots`` are the (member, choice) changes the events record (the
         whole box is written whenever the agreement carries one).
         Raises VersionConflict when another change took this sequence number.
+
+        A commit of ballots records its actor as an anonymous elector: the history must not
+        say who voted when (one commit may also carry several voters' ballots).
         """
+        actor = ELECTOR if ballots else audit.current("agreements")
         if not events:
             raise ValueError("a commit records at least one event")
         traces = trace if isinstance(trace, list) else [trace] * len(events)
@@ -210,7 +217,7 @@ class AgreementRepository:
                                       "read it again and retry")
             if box is not None:
                 self.boxes.replace_one({"_id": agreement.id}, box, upsert=True, session=s)
-            self.db[outbox.OUTBOX].insert_many(outbox.outbox_entries(envelopes), session=s)
+            self.db[outbox.OUTBOX].insert_many(outbox.outbox_entries(envelopes, actor), session=s)
         try:
             outbox.transaction(self.db, work)
         except DuplicateKeyError:

@@ -103,7 +103,7 @@ class RegionRepository:
 
     def history(self, region_id: str) -> list[dict]:
         self.get_doc(region_id)
-        return outbox.history(self.db, region_id)
+        return outbox.history(self.db, region_id, actors=True)
 
 
 def without_personal(event: dict) -> dict:
@@ -243,7 +243,7 @@ class MemberRepository:
 
     def history(self, region_id: str, member_id: str) -> list[dict]:
         member, _ = self.get(region_id, member_id)
-        events = outbox.history(self.db, member_id)
+        events = outbox.history(self.db, member_id, actors=True)
         return [without_personal(e) for e in events] if member.status == "erased" else events
 
     # -- writes ----------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ class StaffRepository:
 
     def history(self, staff_id: str) -> list[dict]:
         self.get_doc(staff_id)
-        return outbox.history(self.db, staff_id)
+        return outbox.history(self.db, staff_id, actors=True)
 
 
 # ============================================================================================

@@ -62,6 +62,9 @@ class EventSchema(Schema):
     time = fields.String()
     sequence = fields.Integer()
     data = fields.Dict()
+    actor = fields.Dict(allow_none=True, metadata={
+        "description": "who made the change: the token's sub and roles, or for a public call a keyed hash of "
+                       "the client's address (`client`); `system:<service>` for workers. Never in published events"})
 
 
 class HistorySchema(Schema):
