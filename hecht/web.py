@@ -636,6 +636,16 @@ REDOC_SCRIPT_PATH = "/docs/redoc.standalone.js"
 REDOC_DIR = Path(__file__).resolve().parent / "static" / "redoc"
 
 
+def metrics_response() -> Response:
+    """This process's metrics, or with gunicorn (PROMETHEUS_MULTIPROC_DIR) all its workers' summed."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
 def _install_ops_routes(app: Flask, service: str) -> None:
     from flask import Blueprint, send_from_directory
     ops = Blueprint("ops", __name__)
@@ -665,11 +675,6 @@ def _install_ops_routes(app: Flask, service: str) -> None:
 
     @ops.get("/metrics")
     def metrics():
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = REGISTRY
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return metrics_response()
 
     app.register_blueprint(ops)
