@@ -48,6 +48,8 @@ BENCHMARKS = [
     ("12", "MongoDB layout: one SecantusDB server per service vs one shared", "bench_mongo_layout.py", "bench", False),
     ("13", "Portal: member and ballot pages vs the API calls they make, 20 users", "bench_portal.py", "portal",
      False),
+    ("14", "Console: capacity chart of a year of daily history vs the API call it makes, 5 users",
+     "bench_capacity_chart.py", "portal", False),
 ]
 MEMORY_TARGET = "value < 150"
 

@@ -11,13 +11,11 @@ from datetime import timedelta
 from flask import Flask, Response, g, render_template, request
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest,
-                               multiprocess)
 from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from hecht import logs
-from hecht.web import HTTP_LATENCY, HTTP_REQUESTS
+from hecht.web import HTTP_LATENCY, HTTP_REQUESTS, metrics_response
 
 from . import config, i18n
 from .client import Api, ApiError, ApiUnavailable
@@ -57,8 +55,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     Babel(app, locale_selector=i18n.select_locale)
     i18n.install(app)
 
-    from . import oidc, views
+    from . import admin, oidc, platform, views
     app.register_blueprint(views.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(platform.bp)
     oidc.install(app)
     _install_ops(app, store)
     _install_hooks(app)
@@ -108,12 +108,7 @@ def _install_ops(app: Flask, store: Store) -> None:
 
     @app.get("/metrics")
     def metrics():
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = REGISTRY
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return metrics_response()
 
 
 def _page(template: str, status: int, **ctx):

@@ -69,6 +69,13 @@ class Api:
     def gp_token(self, region: str, member: str) -> str:
         return mint(self.settings.hecht, roles=["gp"], region=region, member=member, ttl=300)
 
+    def staff_region_token(self, region: str, staff_id: str) -> str:
+        """A region-admin of ``region`` (the portal checked the session's ``admin_of`` first)."""
+        return mint(self.settings.hecht, roles=["region-admin"], region=region, sub=f"staff:{staff_id}", ttl=300)
+
+    def staff_platform_token(self, staff_id: str) -> str:
+        return mint(self.settings.hecht, roles=["platform-admin"], sub=f"staff:{staff_id}", ttl=300)
+
     def call(self, service: str, method: str, path: str, *, token: str | None = None, json=None,
              params=None, if_match: str | None = None, request_id: str | None = None,
              client_address: str | None = None) -> Reply:

@@ -37,6 +37,7 @@ class PortalSettings:
     signin_limit_client: int        # ... and per client address ...
     signin_window_s: int            # ... per this window
     api_timeout_s: float
+    staff_recheck_s: int            # how often a console session's staff account is looked up again
     proxies: int                    # trusted reverse proxies in front (X-Forwarded-For/-Proto)
     oidc_issuer: str | None
     oidc_client_id: str | None
@@ -71,6 +72,7 @@ def load() -> PortalSettings:
         signin_limit_client=_int("HECHT_PORTAL_SIGNIN_LIMIT_CLIENT", 30),
         signin_window_s=_int("HECHT_PORTAL_SIGNIN_WINDOW_S", 900),
         api_timeout_s=float(env.get("HECHT_PORTAL_API_TIMEOUT_S", "5") or 5),
+        staff_recheck_s=_int("HECHT_PORTAL_STAFF_RECHECK_S", 300),
         proxies=_int("HECHT_PORTAL_PROXIES", 0),
         oidc_issuer=env.get("HECHT_PORTAL_OIDC_ISSUER") or None,
         oidc_client_id=env.get("HECHT_PORTAL_OIDC_CLIENT_ID") or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from flask import Flask, request, session
+from jinja2 import pass_context
 
 LANGUAGES = ("nl", "fr", "en")
 COOKIE = "hecht_lang"
@@ -51,7 +52,13 @@ def install(app: Flask) -> None:
         except (TypeError, ValueError):
             return ""
 
-    app.jinja_env.filters.update(day=day, moment=moment, pct=pct, label=label)
+    @pass_context
+    def label_filter(_ctx, value, kind):
+        # pass_context: Jinja must not fold ``"open"|label("capacity")`` into a constant at
+        # compile time, in the language of whichever request compiled the template first.
+        return label(value, kind)
+
+    app.jinja_env.filters.update(day=day, moment=moment, pct=pct, label=label_filter)
 
     @app.context_processor
     def _languages():

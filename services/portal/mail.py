@@ -82,3 +82,18 @@ def confirm_message(language: str, link: str, hours: int, region_name: str) -> t
             _("Did you not sign up? Then you can ignore this e-mail."),
         ]) + "\n"
     return subject, body
+
+
+def invite_message(language: str, link: str, hours: int, place: str) -> tuple[str, str]:
+    """A staff member invited to a console (``place``: a region's or the platform's name)."""
+    with force_locale(language):
+        subject = _("You have been invited to hecht")
+        body = "\n\n".join([
+            _("Hello,"),
+            _("You have been given access to %(place)s in hecht. Use the link below to sign in; it works "
+              "once, for %(hours)s hours. Later you sign in with your e-mail address on the portal.",
+              place=place, hours=hours),
+            link,
+            _("Did you not expect this? Then you can ignore this e-mail."),
+        ]) + "\n"
+    return subject, body

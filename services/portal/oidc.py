@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 
-from flask import Blueprint, Flask, abort, current_app, redirect, request, session
+from flask import Blueprint, Flask, abort, current_app, request, session
 
 log = logging.getLogger(__name__)
 bp = Blueprint("oidc", __name__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from datetime import date, datetime, timedelta, timezone
 from functools import wraps
 
@@ -126,7 +127,8 @@ def member_path(suffix: str = "") -> str:
 
 @bp.app_context_processor
 def _globals():
-    return {"signed_in": signed_in(), "session_memberships": memberships(),
+    return {"signed_in": signed_in(), "session_memberships": memberships(), "staff": staff_account(),
+            "admin_region": session.get("admin_region"),
             "current_region": session.get("region"), "empty_form": EmptyForm(),
             "language_form": LanguageForm(lang=lang(), next=request.full_path.rstrip("?")),
             "today": date.today()}
@@ -286,6 +288,16 @@ def _send_confirm(email: str, r: str, region_name: str, language: str) -> None:
     _deliver(email, *mail.confirm_message(language, link, s.confirm_link_hours, region_name), link)
 
 
+def send_invite(email: str, next_path: str, language: str, place: str) -> None:
+    """The sign-in link for a newly invited staff member (longer-lived than a plain link)."""
+    s = settings()
+    language = language if language in LANGUAGES else lang()
+    token = store().create_link(email, next_path=next_path, language=language,
+                                valid=timedelta(hours=s.confirm_link_hours), purpose="invite")
+    link = _link_url(token)
+    _deliver(email, *mail.invite_message(language, link, s.confirm_link_hours, place), link)
+
+
 def _rate_limited(wait: int):
     resp = Response(render_template("error.html", kind="rate-limited"), status=429)
     resp.headers["Retry-After"] = str(wait)
@@ -361,15 +373,78 @@ def _start_session(email: str, next_path: str):
     session["email"] = email
     session["memberships"] = [{k: m.get(k) for k in ("region_id", "region_name", "member_id", "status", "roles")}
                               for m in found]
+    _keep_staff(reply.data.get("staff"))
     session["signed_in_at"] = datetime.now(timezone.utc).isoformat()
     if keep_lang:
         session["lang"] = keep_lang
     return redirect(_after_sign_in(next_path))
 
 
+def _keep_staff(staff) -> None:
+    """The account as the members service returned it: the only source of the console's
+    tokens (docs/PORTAL.md, part 2); the services check every call again."""
+    if isinstance(staff, dict) and staff.get("id") and staff.get("status") != "revoked":
+        session["staff"] = {"id": str(staff["id"]), "name": staff.get("name") or "",
+                            "language": staff.get("language"),
+                            "platform_admin": bool(staff.get("platform_admin")),
+                            "admin_of": [str(r) for r in (staff.get("admin_of") or [])],
+                            "checked_at": time.time()}
+    else:
+        session.pop("staff", None)
+        session.pop("admin_region", None)
+
+
+def recheck_staff() -> None:
+    """A console session looks its account up again every HECHT_PORTAL_STAFF_RECHECK_S
+    (default 5 minutes), so a revoked account or a region taken away stops working soon,
+    not when the session ends. The lookup is the sign-in call: the session proved the address."""
+    s = staff_account()
+    if not s or time.time() - float(s.get("checked_at") or 0) < settings().staff_recheck_s:
+        return
+    reply = public("POST", "members", "/v1/sign-ins", json={"email": session.get("email")})
+    _keep_staff(reply.data.get("staff"))
+
+
+def staff_account() -> dict | None:
+    return session.get("staff") or None
+
+
+def may_admin(region: str) -> bool:
+    s = staff_account()
+    return bool(s) and (bool(s.get("platform_admin")) or region in (s.get("admin_of") or []))
+
+
+def _staff_landing(next_path: str) -> str | None:
+    """Where a staff member lands: the page asked for if it is theirs, else their console."""
+    s = staff_account()
+    if not s:
+        return None
+    m = re.match(r"^/admin/([^/?#]+)", next_path)
+    if m and may_admin(m.group(1)):
+        return next_path
+    if re.match(r"^/platform(/|$|\?)", next_path) and s.get("platform_admin"):
+        return next_path
+    if memberships() or (s.get("platform_admin") and s.get("admin_of")) or len(s.get("admin_of") or []) > 1:
+        return None  # several places to go: the person chooses
+    if s.get("platform_admin"):
+        return "/platform"
+    if s.get("admin_of"):
+        return f"/admin/{s['admin_of'][0]}"
+    return None
+
+
 def _after_sign_in(next_path: str) -> str:
     next_path = safe_next(next_path)
     mine = memberships()
+    if staff_account():
+        landing = _staff_landing(next_path)
+        if landing:
+            return landing
+        m = re.match(r"^/r/([^/?#]+)", next_path)
+        if m and any(x["region_id"] == m.group(1) for x in mine):
+            session["region"] = m.group(1)
+            return next_path
+        return url_for("portal.choose_region", next=next_path if next_path != "/" else None)
     m = re.match(r"^/r/([^/?#]+)", next_path)
     if m and any(x["region_id"] == m.group(1) for x in mine):
         session["region"] = m.group(1)
@@ -398,7 +473,17 @@ def choose_region():
         session["region"] = r
         nxt = safe_next(form.next.data, f"/r/{r}/membership")
         return redirect(nxt if nxt.startswith(f"/r/{r}/") else f"/r/{r}/membership")
-    return render_template("choose_region.html", next=safe_next(request.args.get("next"), ""))
+    consoles = []
+    s = staff_account()
+    if s:
+        names = {}
+        try:
+            names = {x.get("id"): x.get("name") for x in _regions()}
+        except (ApiError, ApiUnavailable):
+            pass  # the ids will do
+        consoles = [(r, names.get(r) or r) for r in s.get("admin_of") or []]
+    return render_template("choose_region.html", next=safe_next(request.args.get("next"), ""),
+                           consoles=consoles)
 
 
 @bp.post("/language")

@@ -1,0 +1,812 @@
+"""The region console (``/admin/<r>``, docs/PORTAL.md part 2): pages for region staff.
+
+Every page checks that the session's staff account (as ``POST /v1/sign-ins`` returned it)
+is an admin of ``r`` (or a platform admin), then calls the APIs with a region-admin token
+for ``r`` minted for this request. Anything else is a 404 page; the services check again.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date, datetime, timedelta, timezone
+from functools import wraps
+from urllib.parse import parse_qs, urlsplit
+
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
+
+from . import fielderrors
+from .client import ApiError
+from .views import api, check_id, may_admin, recheck_staff, send_invite, signed_in, staff_account
+
+bp = Blueprint("admin", __name__, url_prefix="/admin/<r>")
+
+MEMBER_STATUSES = ("pending", "active", "suspended", "left", "rejected", "erased")
+MEMBER_ROLES = ("member", "board", "chair", "secretary", "care-pathway-promoter", "cra")
+CAPACITY = ("open", "limited", "closed", "unknown")
+AGREEMENT_STATUSES = ("draft", "in_consultation", "mandated", "rejected", "active", "expired", "terminated",
+                      "superseded")
+THEMES = ("chronic-care", "frail-elderly", "out-of-hours", "mental-health", "data-exchange", "labour-market",
+          "prevention", "medication", "other")
+PARTNER_KINDS = ("hospital", "municipality", "home-nursing", "pharmacy", "mental-health", "social-domain",
+                 "out-of-hours-post", "nursing-home", "other")
+NOTIFICATION_STATUSES = ("queued", "sent", "failed")
+LANGUAGES = ("nl", "fr", "en")
+ROWS = {"partners": ("name", "kind", "identifier"), "commitments": ("party", "text"), "documents": ("title", "url")}
+MIN_ROWS = {"partners": 2, "commitments": 2, "documents": 1}
+MAX_ROWS = 50
+
+
+# -- access -----------------------------------------------------------------------------------
+def staff_required(view):
+    @wraps(view)
+    def wrapper(r, *args, **kwargs):
+        if not signed_in():
+            return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
+        check_id(r)
+        recheck_staff()
+        if not may_admin(r):
+            abort(404)
+        g.region, g.staff = r, staff_account()
+        if session.get("admin_region") != r:
+            session["admin_region"] = r
+        return view(r, *args, **kwargs)
+    return wrapper
+
+
+def call(method: str, service: str, path: str, **kw):
+    """A call as region-admin of ``g.region``: a token minted for this request only."""
+    token = api().staff_region_token(g.region, g.staff["id"])
+    return api().call(service, method, path, token=token, request_id=g.get("request_id"), **kw)
+
+
+def rpath(suffix: str = "") -> str:
+    return f"/v1/regions/{g.region}{suffix}"
+
+
+def after_of(next_url: str | None) -> str | None:
+    """The cursor in an API's ``next`` URL."""
+    if not next_url:
+        return None
+    values = parse_qs(urlsplit(next_url).query).get("after")
+    return values[0] if values else None
+
+
+def _own(doc: dict) -> dict:
+    """Defence in depth: never render another region's record."""
+    if doc.get("region_id") not in (None, g.region):
+        abort(404)
+    return doc
+
+
+def _region() -> tuple[dict, str | None]:
+    reply = call("GET", "members", rpath())
+    if reply.data.get("id") not in (None, g.region):
+        abort(404)
+    return reply.data, reply.etag
+
+
+def api_errors(e: ApiError) -> dict[str, list[str]]:
+    errors = fielderrors.flatten(e.errors) if e.errors else {}
+    for k in ("_schema", "json", "_"):
+        if k in errors:
+            errors.setdefault("", []).extend(errors.pop(k))
+    if not errors:
+        errors = {"": [problem_text(e)]}
+    return errors
+
+
+def problem_text(e: ApiError) -> str:
+    """A conflict or refusal from the API (in English), in the person's language where known."""
+    title = e.title
+    if e.status == 412:
+        return _("This was changed by someone else in the meantime. Nothing has been saved.")
+    if "chair" in title.lower():
+        return _("This region already has a chair. Take the role away from the current chair first.")
+    if title:
+        return _("This is not possible now (%(reason)s).", reason=title)
+    return _("This is not possible now.")
+
+
+def _date(value) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def _moment(value) -> datetime | None:
+    if not value:
+        return None
+    try:
+        v = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+
+
+def time_left(deadline) -> str:
+    d = _moment(deadline)
+    if d is None:
+        return ""
+    left = d - datetime.now(timezone.utc)
+    if left.total_seconds() <= 0:
+        return _("the deadline has passed")
+    days, hours = left.days, left.seconds // 3600
+    if days:
+        return _("%(days)s days and %(hours)s hours left", days=days, hours=hours)
+    return _("%(hours)s hours and %(minutes)s minutes left", hours=hours, minutes=(left.seconds % 3600) // 60)
+
+
+# -- dashboard --------------------------------------------------------------------------------
+def _count(status: str, pages: int = 5) -> tuple[int, bool]:
+    n, params = 0, {"status": status, "limit": 200}
+    for _i in range(pages):
+        reply = call("GET", "members", rpath("/members"), params=params)
+        n += len(reply.data.get("items") or [])
+        cursor = after_of(reply.data.get("next"))
+        if not cursor:
+            return n, False
+        params = dict(params, after=cursor)
+    return n, True
+
+
+def _agreements(**params) -> list[dict]:
+    params.setdefault("limit", 200)
+    items = call("GET", "agreements", rpath("/agreements"), params=params).data.get("items") or []
+    return [_own(a) for a in items]
+
+
+@bp.get("")
+@staff_required
+def dashboard(r):
+    region, _etag = _region()
+    counts = {s: _count(s) for s in ("pending", "active", "suspended")}
+    pending = call("GET", "members", rpath("/members"),
+                   params={"status": "pending", "limit": 10}).data.get("items") or []
+    open_votes = [dict(a, time_left=time_left((a.get("mandate") or {}).get("deadline")))
+                  for a in _agreements(status="in_consultation")
+                  if (a.get("mandate") or {}).get("status") == "open"]
+    soon = date.today() + timedelta(days=60)
+    due = []
+    active = _agreements(status="active")
+    for a in active:
+        review = _date(a.get("review_due_on") or a.get("review_date"))
+        until = _date(a.get("effective_until"))
+        if (review and review <= soon) or (until and until <= soon):
+            due.append(dict(a, review=review, until=until))
+    capacity = call("GET", "members", rpath("/capacity")).data
+    return render_template("admin/dashboard.html", region=region, counts=counts, pending=pending,
+                           open_votes=open_votes, due=due, active=active, capacity=capacity)
+
+
+# -- members ----------------------------------------------------------------------------------
+MEMBER_FILTERS = {"status": MEMBER_STATUSES, "role": MEMBER_ROLES, "capacity": CAPACITY,
+                  "email_verified": ("true", "false")}
+
+
+@bp.get("/members")
+@staff_required
+def members(r):
+    region, _etag = _region()
+    args, errors = {}, {}
+    for name, allowed in MEMBER_FILTERS.items():
+        v = request.args.get(name, "").strip()
+        if v:
+            if v in allowed:
+                args[name] = v
+            else:
+                errors[name] = [_("Choose one of the options.")]
+    town = request.args.get("municipality", "").strip()
+    if town:
+        if town in (region.get("municipalities") or []):
+            args["municipality"] = town
+        else:
+            errors["municipality"] = [_("Choose one of the options.")]
+    q = request.args.get("q", "").strip()
+    if q:
+        if len(q) <= 100:
+            args["q"] = q
+        else:
+            errors["q"] = [_("Use at most %(max)s characters.", max=100)]
+    after = request.args.get("after", "").strip()[:200]
+    limit = request.args.get("limit", "")
+    if limit.isdigit() and 1 <= int(limit) <= 200:
+        args["limit"] = int(limit)  # kept in the paging links
+    params = dict(args)
+    params.setdefault("limit", 50)
+    if after:
+        params["after"] = after
+    try:
+        reply = call("GET", "members", rpath("/members"), params=params)
+    except ApiError as e:
+        if e.status != 422:
+            raise
+        errors.update(api_errors(e))
+        reply = None
+    items = [_own(m) for m in (reply.data.get("items") or [])] if reply else []
+    nxt = after_of(reply.data.get("next")) if reply else None
+    return render_template("admin/members.html", region=region, items=items, args=args, raw=request.args,
+                           errors=errors, next_after=nxt, first_page=not after,
+                           statuses=MEMBER_STATUSES, roles=MEMBER_ROLES, capacities=CAPACITY), \
+        (422 if errors else 200)
+
+
+def _member(m: str) -> tuple[dict, str | None]:
+    reply = call("GET", "members", rpath(f"/members/{check_id(m)}"))
+    if reply.data.get("id") != m:
+        abort(404)
+    return _own(reply.data), reply.etag
+
+
+def _member_page(m: str, *, errors=None, message=None, stale=False, given=None, status=200):
+    member, etag = _member(m)
+    history = call("GET", "members", rpath(f"/members/{m}/history")).data.get("items") or []
+    return render_template("admin/member.html", member=member, etag=etag or "", history=history,
+                           errors=errors or {}, message=message, stale=stale, given=given or {},
+                           roles=MEMBER_ROLES), status
+
+
+@bp.get("/members/<m>")
+@staff_required
+def member(r, m):
+    return _member_page(m)
+
+
+ACTIONS = {"approve": False, "reject": True, "suspend": True, "reinstate": False}
+
+
+def _done_message(action: str) -> str:
+    return {"approve": _("The sign-up has been approved."), "reject": _("The sign-up has been rejected."),
+            "suspend": _("The member has been suspended."), "reinstate": _("The member has been reinstated."),
+            "roles": _("The roles have been saved.")}[action]
+
+
+@bp.post("/members/<m>/<action>")
+@staff_required
+def member_action(r, m, action):
+    check_id(m)
+    if action not in ACTIONS and action != "roles":
+        abort(404)
+    etag = request.form.get("etag", "").strip() or None
+    given: dict = {}
+    kw: dict = {}
+    if action == "roles":
+        chosen = [x for x in request.form.getlist("roles") if x in MEMBER_ROLES]
+        given["roles"] = chosen
+        method, path, kw["json"] = "PUT", rpath(f"/members/{m}/roles"), {"roles": chosen}
+    else:
+        method, path = "POST", rpath(f"/members/{m}/{action}")
+        if ACTIONS[action]:
+            reason = request.form.get("reason", "").strip()
+            given[f"{action}_reason"] = reason
+            if not reason:
+                return _member_page(m, errors={f"{action}_reason": [_("Give a reason.")]}, given=given, status=422)
+            kw["json"] = {"reason": reason}
+    try:
+        call(method, "members", path, if_match=etag, **kw)
+    except ApiError as e:
+        if e.status in (404, 401, 403):
+            raise
+        if e.status == 412:
+            return _member_page(m, stale=True, given=given, status=409)
+        if e.status == 422 and e.errors:
+            errs = {(f"{action}_{k}" if k in ("reason",) else k): v for k, v in api_errors(e).items()}
+            return _member_page(m, errors=errs, given=given, status=422)
+        key = "roles" if action == "roles" else ""
+        return _member_page(m, errors={key: [problem_text(e)]} if key else {"": [problem_text(e)]},
+                            given=given, status=409)
+    flash(_done_message(action))
+    return redirect(url_for("admin.member", r=r, m=m))
+
+
+@bp.route("/members/<m>/erase", methods=["GET", "POST"])
+@staff_required
+def member_erase(r, m):
+    member, etag = _member(m)
+    errors: dict = {}
+    status = 200
+    if request.method == "POST":
+        if request.form.get("confirm") != "y":
+            errors = {"confirm": [_("Tick the box to confirm.")]}
+            status = 422
+        else:
+            try:
+                call("DELETE", "members", rpath(f"/members/{m}"), if_match=request.form.get("etag") or None)
+            except ApiError as e:
+                if e.status in (404, 401, 403):
+                    raise
+                return _member_page(m, stale=e.status == 412,
+                                    errors={} if e.status == 412 else {"": [problem_text(e)]}, status=409)
+            flash(_("The member's personal data has been erased."))
+            return redirect(url_for("admin.members", r=r))
+    return render_template("admin/member_erase.html", member=member, etag=etag or "", errors=errors), status
+
+
+# -- agreements -------------------------------------------------------------------------------
+AGREEMENT_FILTERS = ("status", "theme", "partner", "municipality")
+
+
+@bp.get("/agreements")
+@staff_required
+def agreements(r):
+    region, _etag = _region()
+    args, errors = {}, {}
+    for name in AGREEMENT_FILTERS:
+        v = request.args.get(name, "").strip()
+        if not v:
+            continue
+        allowed = {"status": AGREEMENT_STATUSES, "theme": THEMES,
+                   "municipality": region.get("municipalities") or []}.get(name)
+        if (allowed is not None and v not in allowed) or len(v) > 200:
+            errors[name] = [_("Choose one of the options.")]
+        else:
+            args[name] = v
+    after = request.args.get("after", "").strip()[:200]
+    params = dict(args, limit=50)
+    if after:
+        params["after"] = after
+    reply = call("GET", "agreements", rpath("/agreements"), params=params)
+    items = [_own(a) for a in reply.data.get("items") or []]
+    return render_template("admin/agreements.html", region=region, items=items, args=args, errors=errors,
+                           next_after=after_of(reply.data.get("next")), first_page=not after,
+                           statuses=AGREEMENT_STATUSES, themes=THEMES), (422 if errors else 200)
+
+
+def _rows_from(source: dict | None, group: str, agreement: dict | None = None) -> list[dict]:
+    fields = ROWS[group]
+    if source is not None:
+        idx = set()
+        for key in source.keys():
+            m = re.fullmatch(rf"{group}-(\d{{1,2}})-(\w+)", key)
+            if m and m.group(2) in fields:
+                idx.add(int(m.group(1)))
+        rows = [{f: str(source.get(f"{group}-{i}-{f}", "")).strip() for f in fields} for i in sorted(idx)]
+    else:
+        rows = [{f: str(x.get(f) or "") for f in fields} for x in (agreement or {}).get(group) or []]
+    return [row for row in rows if any(v for f, v in row.items() if f != "kind")][:MAX_ROWS]
+
+
+def _padded(rows: list[dict], group: str, extra: int = 0) -> list[dict]:
+    empty = {f: "" for f in ROWS[group]}
+    want = max(MIN_ROWS[group], len(rows) + 1) + extra
+    return (rows + [dict(empty) for _i in range(want - len(rows))])[:MAX_ROWS]
+
+
+def _editor_values(source=None, agreement: dict | None = None) -> dict:
+    """The editor's values: what was posted (compacted), or the agreement's."""
+    if source is not None:
+        v = {k: str(source.get(k, "")).strip() for k in ("title", "theme", "summary", "effective_from",
+                                                         "effective_until", "review_date")}
+        v["municipalities"] = [x for x in source.getlist("municipalities")]
+    else:
+        a = agreement or {}
+        v = {k: str(a.get(k) or "") for k in ("title", "theme", "summary", "effective_from",
+                                              "effective_until", "review_date")}
+        v["municipalities"] = list(a.get("municipalities") or [])
+    for group in ROWS:
+        v[group] = _rows_from(source, group, agreement)
+    return v
+
+
+def _editor_body(v: dict, *, full: bool) -> dict:
+    body: dict = {}
+    for k in ("title", "theme"):
+        if v[k] or full:
+            body[k] = v[k]
+    body["summary"] = v["summary"]
+    if v["effective_from"]:
+        body["effective_from"] = v["effective_from"]
+    body["effective_until"] = v["effective_until"] or None
+    body["review_date"] = v["review_date"] or None
+    body["municipalities"] = v["municipalities"]
+    body["partners"] = [{k: x for k, x in row.items() if x or k != "identifier"} for row in v["partners"]]
+    body["commitments"] = v["commitments"]
+    body["documents"] = v["documents"]
+    return body
+
+
+def _editor_errors(e: ApiError) -> dict:
+    errors = api_errors(e)
+    for group in ("partners", "commitments", "municipalities", "documents"):
+        if group in errors:  # the list itself (e.g. none given)
+            errors[group] = [_("Add at least one row.") if group in ("partners", "commitments") else m
+                             for m in errors[group]]
+    return errors
+
+
+def _editor(region: dict, values: dict, *, agreement=None, etag="", errors=None, stale=False, current=None,
+            add: str | None = None, status=200, history=None):
+    rows = {g_: _padded(values[g_], g_, 1 if add == g_ else 0) for g_ in ROWS}
+    return render_template("admin/agreement_edit.html", region=region, v=values, rows=rows, agreement=agreement,
+                           etag=etag, errors=errors or {}, stale=stale, current=current, themes=THEMES,
+                           kinds=PARTNER_KINDS, history=history or []), status
+
+
+@bp.route("/agreements/new", methods=["GET", "POST"])
+@staff_required
+def agreement_new(r):
+    region, _etag = _region()
+    if request.method == "GET":
+        return _editor(region, _editor_values(agreement={}))
+    values = _editor_values(request.form)
+    add = request.form.get("add")
+    if add in ROWS:
+        return _editor(region, values, add=add)
+    try:
+        reply = call("POST", "agreements", rpath("/agreements"), json=_editor_body(values, full=False))
+    except ApiError as e:
+        if e.status != 422:
+            raise
+        return _editor(region, values, errors=_editor_errors(e), status=422)
+    flash(_("The draft has been saved."))
+    return redirect(url_for("admin.agreement", r=r, a=reply.data.get("id")))
+
+
+def _agreement(a: str) -> tuple[dict, str | None]:
+    reply = call("GET", "agreements", rpath(f"/agreements/{check_id(a)}"))
+    if reply.data.get("id") != a:
+        abort(404)
+    return _own(reply.data), reply.etag
+
+
+def _history(a: str) -> list[dict]:
+    return call("GET", "agreements", rpath(f"/agreements/{a}/history")).data.get("items") or []
+
+
+def _agreement_page(a: str, *, errors=None, message=None, reason="", status=200):
+    region, _etag = _region()
+    agreement, etag = _agreement(a)
+    if agreement.get("status") == "draft":
+        return _editor(region, _editor_values(agreement=agreement), agreement=agreement, etag=etag or "",
+                       errors=errors, status=status, history=_history(a))
+    mandate = agreement.get("mandate") or None
+    left = time_left(mandate.get("deadline")) if mandate and mandate.get("status") == "open" else ""
+    return render_template("admin/agreement.html", region=region, agreement=agreement, etag=etag or "",
+                           mandate=mandate, time_left=left, history=_history(a), errors=errors or {},
+                           message=message, reason=reason), status
+
+
+@bp.get("/agreements/<a>")
+@staff_required
+def agreement(r, a):
+    return _agreement_page(a)
+
+
+@bp.post("/agreements/<a>")
+@staff_required
+def agreement_save(r, a):
+    region, _etag = _region()
+    values = _editor_values(request.form)
+    add = request.form.get("add")
+    agreement_doc, current_etag = _agreement(a)
+    if agreement_doc.get("status") != "draft":
+        return _agreement_page(a, errors={"": [_("Only a draft can be edited.")]}, status=409)
+    if add in ROWS:
+        return _editor(region, values, agreement=agreement_doc, etag=request.form.get("etag", ""), add=add,
+                       history=_history(a))
+    try:
+        call("PATCH", "agreements", rpath(f"/agreements/{a}"), json=_editor_body(values, full=True),
+             if_match=request.form.get("etag") or "\"-1\"")
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        if e.status in (412, 428):
+            # Someone saved in between: show theirs next to this person's input; save nothing.
+            return _editor(region, values, agreement=agreement_doc, etag=current_etag or "", stale=True,
+                           current=agreement_doc, status=409, history=_history(a))
+        if e.status == 422:
+            return _editor(region, values, agreement=agreement_doc, etag=request.form.get("etag", ""),
+                           errors=_editor_errors(e), status=422, history=_history(a))
+        return _editor(region, values, agreement=agreement_doc, etag=current_etag or "",
+                       errors={"": [problem_text(e)]}, status=409, history=_history(a))
+    flash(_("The draft has been saved."))
+    return redirect(url_for("admin.agreement", r=r, a=a))
+
+
+AGREEMENT_ACTIONS = {"open-vote": ("POST", "/mandate"), "close-vote": ("POST", "/mandate/close"),
+                     "sign": ("POST", "/sign"), "terminate": ("POST", "/terminate"),
+                     "amend": ("POST", "/amendments")}
+
+
+@bp.post("/agreements/<a>/<action>")
+@staff_required
+def agreement_action(r, a, action):
+    check_id(a)
+    if action not in AGREEMENT_ACTIONS:
+        abort(404)
+    method, suffix = AGREEMENT_ACTIONS[action]
+    kw: dict = {}
+    reason = ""
+    if action == "terminate":
+        reason = request.form.get("reason", "").strip()
+        if not reason:
+            return _agreement_page(a, errors={"reason": [_("Give a reason.")]}, status=422)
+        kw["json"] = {"reason": reason}
+    elif action in ("open-vote", "amend"):
+        kw["json"] = {}
+    if action != "amend":
+        kw["if_match"] = request.form.get("etag") or None
+    try:
+        reply = call(method, "agreements", rpath(f"/agreements/{a}{suffix}"), **kw)
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        if e.status == 412:
+            return _agreement_page(a, message=_("This was changed by someone else in the meantime. Nothing has "
+                                                "been done; check the current state below."),
+                                   reason=reason, status=409)
+        errors = {"reason": api_errors(e).get("reason", [problem_text(e)])} if action == "terminate" \
+            else {"": [problem_text(e)]}
+        return _agreement_page(a, errors=errors, reason=reason, status=409)
+    flash({"open-vote": _("The vote has been opened."), "close-vote": _("The vote has been closed."),
+           "sign": _("The agreement has been signed."), "terminate": _("The agreement has been terminated."),
+           "amend": _("An amendment has been drafted: a new version that needs its own vote.")}[action])
+    target = reply.data.get("id") if action == "amend" and reply.data.get("id") else a
+    return redirect(url_for("admin.agreement", r=r, a=target))
+
+
+# -- notifications ----------------------------------------------------------------------------
+@bp.get("/notifications")
+@staff_required
+def notifications(r):
+    region, _etag = _region()
+    params: dict = {"limit": 50}
+    errors = {}
+    status = request.args.get("status", "").strip()
+    if status:
+        if status in NOTIFICATION_STATUSES:
+            params["status"] = status
+        else:
+            errors["status"] = [_("Choose one of the options.")]
+    member_id = request.args.get("member", "").strip()
+    if member_id:
+        params["member"] = member_id[:64]
+    after = request.args.get("after", "").strip()[:200]
+    if after:
+        params["after"] = after
+    try:
+        reply = call("GET", "notify", rpath("/notifications"), params=params)
+        items, nxt = reply.data.get("items") or [], after_of(reply.data.get("next"))
+    except ApiError as e:
+        if e.status != 422:
+            raise
+        errors.update(api_errors(e))
+        items, nxt = [], None
+    return render_template("admin/notifications.html", region=region, items=items, errors=errors,
+                           status=params.get("status", ""), member=params.get("member", ""),
+                           next_after=nxt, first_page=not after, statuses=NOTIFICATION_STATUSES), \
+        (422 if errors else 200)
+
+
+# -- settings ---------------------------------------------------------------------------------
+def _settings_values(source=None, region: dict | None = None) -> dict:
+    if source is not None:
+        return {"name": source.get("name", "").strip(), "municipalities": source.get("municipalities", ""),
+                "quorum": source.get("quorum", "").strip(),
+                "approval_threshold": source.get("approval_threshold", "").strip(),
+                "voting_period_days": source.get("voting_period_days", "").strip()}
+    region = region or {}
+    policy = region.get("mandate_policy") or {}
+    return {"name": region.get("name") or "", "municipalities": "\n".join(region.get("municipalities") or []),
+            "quorum": _num(policy.get("quorum")), "approval_threshold": _num(policy.get("approval_threshold")),
+            "voting_period_days": _num(policy.get("voting_period_days"))}
+
+
+def _num(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v)) if v > 1 else str(v)
+    return str(v)
+
+
+def _settings_page(region, etag, values, *, errors=None, stale=False, status=200):
+    history = call("GET", "members", rpath("/history")).data.get("items") or []
+    return render_template("admin/settings.html", region=region, etag=etag or "", v=values, errors=errors or {},
+                           stale=stale, history=history), status
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@staff_required
+def settings_page(r):
+    region, etag = _region()
+    if request.method == "GET":
+        return _settings_page(region, etag, _settings_values(region=region))
+    values = _settings_values(request.form)
+    errors: dict = {}
+    towns = [t.strip() for t in re.split(r"[\r\n]+", values["municipalities"]) if t.strip()]
+    policy: dict = {}
+    for key, kind in (("quorum", float), ("approval_threshold", float), ("voting_period_days", int)):
+        raw = values[key].replace(",", ".")
+        try:
+            policy[key] = kind(raw)
+        except ValueError:
+            errors[f"mandate_policy_{key}"] = [_("Enter a number.")]
+    if errors:
+        return _settings_page(region, etag, values, errors=errors, status=422)
+    body = {"name": values["name"], "municipalities": towns, "mandate_policy": policy}
+    try:
+        call("PATCH", "members", rpath(), json=body, if_match=request.form.get("etag") or None)
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        if e.status == 412:
+            return _settings_page(region, etag, values, stale=True, status=409)
+        return _settings_page(region, etag, values, errors=api_errors(e), status=422)
+    flash(_("The settings have been saved."))
+    return redirect(url_for("admin.settings_page", r=r))
+
+
+# -- capacity over time -----------------------------------------------------------------------
+def _capacity_range() -> tuple[dict, dict]:
+    params, errors = {}, {}
+    for key in ("from", "to"):
+        raw = request.args.get(key, "").strip()
+        if raw:
+            if _date(raw) and len(raw) == 10:
+                params[key] = raw
+            else:
+                errors[key] = [_("Enter a date as YYYY-MM-DD.")]
+    return params, errors
+
+
+def _capacity_history(params: dict) -> tuple[dict, dict]:
+    try:
+        return call("GET", "members", rpath("/capacity/history"), params=params).data, {}
+    except ApiError as e:
+        if e.status != 422:
+            raise
+        errs = api_errors(e)
+        return {"days": []}, {k if k in ("from", "to") else "": v for k, v in errs.items()}
+
+
+def series(history: dict) -> tuple[list[str], dict[str, list[dict]]]:
+    """Per municipality, one point per day: {day, open, limited, closed, unknown}."""
+    days: list[str] = []
+    towns: dict[str, dict[str, dict]] = {}
+    for snap in history.get("days") or []:
+        day = str(snap.get("day") or "")[:10]
+        if not _date(day):
+            continue
+        days.append(day)
+        for row in snap.get("municipalities") or []:
+            name = str(row.get("municipality") or "")
+            towns.setdefault(name, {})[day] = {k: int(row.get(k) or 0) for k in ("open", "limited", "closed",
+                                                                                  "unknown")}
+    days = sorted(set(days))
+    out = {}
+    for name in sorted(towns, key=str.lower):
+        out[name] = [dict(day=d, **towns[name].get(d, {"open": 0, "limited": 0, "closed": 0, "unknown": 0}))
+                     for d in days]
+    return days, out
+
+
+W, H, LEFT, RIGHT, TOP, BOTTOM = 640, 220, 44, 12, 12, 36
+
+
+def chart(points: list[dict]) -> dict:
+    """Coordinates of the three lines (open, limited, closed) in a W×H box."""
+    n = len(points)
+    top = max([max(p["open"], p["limited"], p["closed"]) for p in points] + [1])
+    iw, ih = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def x(i):
+        return LEFT + (iw * i / (n - 1) if n > 1 else iw / 2)
+
+    def y(v):
+        return TOP + ih - ih * v / top
+
+    lines = {}
+    for key in ("open", "limited", "closed"):
+        lines[key] = " ".join(f"{x(i):.1f},{y(p[key]):.1f}" for i, p in enumerate(points))
+    dots = [(round(x(i), 1), {k: round(y(p[k]), 1) for k in ("open", "limited", "closed")})
+            for i, p in enumerate(points)] if n <= 31 else []
+    ticks = sorted({0, top // 2, top})
+    return {"lines": lines, "dots": dots, "yticks": [(t, round(y(t), 1)) for t in ticks],
+            "first": points[0]["day"] if points else "", "last": points[-1]["day"] if points else "",
+            "last_point": points[-1] if points else None, "w": W, "h": H, "left": LEFT, "right": W - RIGHT,
+            "top": TOP, "bottom": H - BOTTOM}
+
+
+@bp.get("/capacity")
+@staff_required
+def capacity(r):
+    region, _etag = _region()
+    params, errors = _capacity_range()
+    history, api_errs = ({"days": []}, {}) if errors else _capacity_history(params)
+    errors.update(api_errs)
+    days, per_town = series(history)
+    charts = {name: chart(points) for name, points in per_town.items()}
+    return render_template("admin/capacity.html", region=region, history=history, days=days, per_town=per_town,
+                           charts=charts, errors=errors, params=params), (422 if errors else 200)
+
+
+def _csv_cell(value) -> str:
+    s = str(value)
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s  # no formulas in a spreadsheet
+
+
+@bp.get("/capacity.csv")
+@staff_required
+def capacity_csv(r):
+    params, errors = _capacity_range()
+    if errors:
+        abort(400)
+    history, api_errs = _capacity_history(params)
+    if api_errs:
+        abort(400)
+    _days, per_town = series(history)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["day", "municipality", "open", "limited", "closed", "unknown"])
+    rows = sorted(((p["day"], name, p) for name, points in per_town.items() for p in points),
+                  key=lambda t: (t[0], t[1].lower()))
+    for day, name, p in rows:
+        w.writerow([day, _csv_cell(name), p["open"], p["limited"], p["closed"], p["unknown"]])
+    resp = Response(buf.getvalue(), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f'attachment; filename="hecht-{r}-capacity.csv"'
+    return resp
+
+
+# -- the region's admins ----------------------------------------------------------------------
+def _staff_page(region, *, values=None, errors=None, status=200):
+    items = call("GET", "members", rpath("/staff")).data.get("items") or []
+    return render_template("admin/staff.html", region=region, items=items, v=values or {"language": "nl"},
+                           errors=errors or {}, languages=LANGUAGES), status
+
+
+@bp.route("/staff", methods=["GET", "POST"])
+@staff_required
+def staff(r):
+    region, _etag = _region()
+    if request.method == "GET":
+        return _staff_page(region)
+    values = {k: request.form.get(k, "").strip() for k in ("email", "name", "language")}
+    if values["language"] not in LANGUAGES:
+        values["language"] = "nl"
+    try:
+        call("POST", "members", rpath("/staff"), json={k: v for k, v in values.items() if v})
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        errors = api_errors(e)
+        if e.status == 409 and not e.errors:
+            errors = {"email": [problem_text(e)]}
+        return _staff_page(region, values=values, errors=errors, status=422)
+    send_invite(values["email"], f"/admin/{r}", values["language"], region.get("name") or r)
+    flash(_("The invitation has been sent to %(email)s.", email=values["email"]))
+    return redirect(url_for("admin.staff", r=r))
+
+
+@bp.post("/staff/<s>/remove")
+@staff_required
+def staff_remove(r, s):
+    check_id(s)
+    call("DELETE", "members", rpath(f"/staff/{s}"))
+    flash(_("The person is no longer an admin of this region."))
+    return redirect(url_for("admin.staff", r=r))
+
+
+@bp.app_template_filter("pairlabel")
+def pairlabel(value, kind: str) -> tuple[str, str]:
+    from .labels import label
+    return value, label(value, kind)
+
+
+@bp.app_template_filter("pairself")
+def pairself(value) -> tuple[str, str]:
+    return value, value
+
+
+@bp.app_template_filter("event_label")
+def event_label(event_type) -> str:
+    from .labels import LABELS
+    t = str(event_type or "")
+    t = re.sub(r"^(hecht|org\.hecht)\.", "", t)
+    t = re.sub(r"\.v\d+$", "", t)
+    return str(LABELS["event"].get(t, t))
+
