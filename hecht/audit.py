@@ -17,10 +17,15 @@ actor: contextvars.ContextVar[dict | None] = contextvars.ContextVar("actor", def
 
 
 def of_request(principal, client_address: str, secret: str) -> dict:
-    if principal is not None:
+    """The caller; the portal acting for a visitor (a sign-up through its form) is that
+    visitor, known by the keyed hash of the address the portal forwards."""
+    if principal is not None and not principal.is_portal:
         return {"sub": principal.sub, "roles": sorted(principal.roles)}
     digest = hmac.new(b"hecht-audit-client\0" + secret.encode(), client_address.encode(), hashlib.sha256)
-    return {"sub": "anonymous", "roles": [], "client": digest.hexdigest()[:24]}
+    actor = {"sub": "anonymous", "roles": [], "client": digest.hexdigest()[:24]}
+    if principal is not None:
+        actor["via"] = "portal"
+    return actor
 
 
 def current(service: str | None = None) -> dict:

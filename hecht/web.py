@@ -391,7 +391,7 @@ def client_address() -> str:
     p = principal()
     forwarded = (request.headers.get(CLIENT_HEADER) or "").strip()
     if forwarded and p is not None and p.is_portal:
-        return "via-portal:" + forwarded[:64]
+        return forwarded[:64]
     return request.remote_addr or "unknown"
 
 

@@ -45,3 +45,15 @@ def test_history_names_the_actor_of_each_change(client, topic_reader):  # noqa: 
     # and the history still names them once the events are archived
     archived = client.get(f"/v1/regions/elz-gent/members/{m}/history", headers=ADMIN).json["items"]
     assert [e["actor"] for e in archived] == actors
+
+
+def test_a_sign_up_through_the_portal_is_recorded_as_the_visitor(client):  # noqa: F811
+    portal = bearer("portal")
+    m = client.post("/v1/regions/elz-gent/members", json=form(5),
+                    headers={**portal, "X-Hecht-Client": "203.0.113.9"}).json["id"]
+    direct = client.post("/v1/regions/elz-gent/members", json=form(6),
+                         environ_base={"REMOTE_ADDR": "203.0.113.9"}).json["id"]
+    first = [client.get(f"/v1/regions/elz-gent/members/{x}/history", headers=ADMIN).json["items"][0]["actor"]
+             for x in (m, direct)]
+    assert first[0]["sub"] == "anonymous" and first[0]["via"] == "portal"
+    assert first[0]["client"] == first[1]["client"]   # the same visitor, whichever way they came

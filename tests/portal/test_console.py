@@ -84,7 +84,10 @@ def test_staff_sign_in_dashboard_approve_reject_roles_and_stale_edit(portal_flee
     r = b.post(f"{detail}/approve", {"etag": etag}, csrf_from=detail)
     assert r.status_code == 302, re.findall(r'role="alert"[^>]*>([^<]*)', r.text)
     assert hecht.member(region, first)["status"] == "active"
-    assert "goedgekeurd" in b.get(detail).text  # the flash message, in Dutch
+    shown = b.get(detail).text
+    assert "goedgekeurd" in shown  # the flash message, in Dutch
+    # the history names who did what: the public form for the sign-up, this staff member for the approval
+    assert "door het openbare formulier" in shown and f"door staff:{_sid} (region-admin)" in shown
 
     # Reject: the reason is required (next to its field), then it works
     d2 = f"/admin/{region}/members/{second}"
