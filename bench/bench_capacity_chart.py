@@ -32,7 +32,6 @@ environment), or ``scripts/bench.sh quick --only capacity``.
 from __future__ import annotations
 
 import random
-import re
 import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import fleet as fl, lib  # noqa: E402
-from bench.bench_portal import csrf, measure, profile_page  # noqa: E402
+from bench.bench_portal import measure, ok, profile_page, sign_in, start_fleets  # noqa: E402
 
 USERS = 5
 DAYS = 365
@@ -54,12 +53,6 @@ REGION = {"id": R, "name": "Benchmark capaciteit", "country": "BE", "kind": "eer
           "municipalities": MUNICIPALITIES,
           "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.5, "voting_period_days": 14}}
 ADMIN_EMAIL = "coordinator.{tag}@bench.example.org"
-
-
-def ok(r, *status):
-    if r.status_code not in (status or (200,)):
-        raise RuntimeError(f"{r.request.method} {r.url}: {r.status_code} {r.text[:300]}")
-    return r.json() if r.content else {}
 
 
 def history(days: int, today: date) -> list[dict]:
@@ -100,27 +93,6 @@ def backfill(api: fl.Fleet, days: list[dict]) -> str:
     return f"{len(days)} documents of the documented shape inserted into capacity_snapshots"
 
 
-def sign_in_staff(portal_url: str, log_path: Path, email: str) -> str:
-    """The portal's magic-link flow for a staff address; returns the session cookie."""
-    import requests
-    s = requests.Session()
-    page = s.get(f"{portal_url}/sign-in", timeout=30)
-    r = s.post(f"{portal_url}/sign-in", data={"csrf_token": csrf(page.text), "email": email, "next": ""},
-               timeout=30)
-    if r.status_code != 200:
-        raise RuntimeError(f"POST /sign-in for {email}: {r.status_code}")
-    rx = re.compile(rf"sign-in link for {re.escape(email)}: \S+/sign-in/([A-Za-z0-9_\-]+)")
-    token = lib.wait_until(lambda: (rx.findall(log_path.read_text(errors="replace")) or [None])[-1], timeout=30,
-                           what=f"the sign-in link for {email} in the portal's log")
-    link = f"{portal_url}/sign-in/{token}"
-    page = s.get(link, timeout=30)
-    s.post(link, data={"csrf_token": csrf(page.text)}, timeout=30, allow_redirects=False)
-    cookie = s.cookies.get("hecht_session")
-    if not cookie:
-        raise RuntimeError(f"no session cookie after signing in as {email}")
-    return cookie
-
-
 def main() -> None:
     import requests
     profile = lib.profile_arg()
@@ -131,14 +103,7 @@ def main() -> None:
     portal = fl.Fleet(tag=f"{tag}p", prefix=f"bench{tag}p.", log_dir=log_dir)
     notes: list[str] = []
     try:
-        lib.log("bench_capacity_chart: starting members, agreements, notify")
-        api.start()
-        lib.log("bench_capacity_chart: starting the portal")
-        portal.start(services=("portal",), extra_env={
-            "HECHT_MEMBERS_URL": api.urls["members"], "HECHT_AGREEMENTS_URL": api.urls["agreements"],
-            "HECHT_NOTIFY_URL": api.urls["notify"], "HECHT_ENV": "development",   # plain http; links in the log
-            "HECHT_LOG_LEVEL": "INFO", "HECHT_PORTAL_SIGNIN_LIMIT_CLIENT": "100000",
-            "HECHT_PORTAL_SIGNIN_LIMIT_ADDRESS": "1000"})
+        start_fleets(api, portal, "bench_capacity_chart")
         purl, m = portal.urls["portal"], api.urls["members"]
         platform = {"Authorization": f"Bearer {api.token('platform-admin')}"}
         ok(requests.post(f"{m}/v1/regions", headers=platform, json=REGION, timeout=30), 201)
@@ -159,7 +124,7 @@ def main() -> None:
         ok(requests.post(f"{m}/v1/staff", headers=platform, timeout=30,
                          json={"email": email, "name": "Bench Coördinator", "language": "nl",
                                "platform_admin": False, "admin_of": [R]}), 201)
-        cookie = sign_in_staff(purl, log_dir / "portal.log", email)
+        cookie = sign_in(purl, log_dir / "portal.log", email)
         page_path = f"/admin/{R}/capacity?from={frm}&to={to}"
         r = requests.get(f"{purl}{page_path}", cookies={"hecht_session": cookie}, allow_redirects=False, timeout=60)
         if r.status_code != 200:

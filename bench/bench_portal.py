@@ -165,6 +165,19 @@ def profile_page(portal: fl.Fleet, path: str, cookie: str, n: int = 60) -> dict:
             "top_cumulative": out.getvalue()}
 
 
+def start_fleets(api: fl.Fleet, portal: fl.Fleet, name: str) -> None:
+    """The three services, then the portal pointed at them (plain http, links in its log,
+    sign-in limits out of the way of a load test). The caller stops both."""
+    lib.log(f"{name}: starting members, agreements, notify")
+    api.start()
+    lib.log(f"{name}: starting the portal")
+    portal.start(services=("portal",), extra_env={
+        "HECHT_MEMBERS_URL": api.urls["members"], "HECHT_AGREEMENTS_URL": api.urls["agreements"],
+        "HECHT_NOTIFY_URL": api.urls["notify"], "HECHT_ENV": "development",
+        "HECHT_LOG_LEVEL": "INFO", "HECHT_PORTAL_SIGNIN_LIMIT_CLIENT": "100000",
+        "HECHT_PORTAL_SIGNIN_LIMIT_ADDRESS": "1000"})
+
+
 def main() -> None:
     import requests
     profile = lib.profile_arg()
@@ -175,14 +188,7 @@ def main() -> None:
     portal = fl.Fleet(tag=f"{tag}p", prefix=f"bench{tag}p.", log_dir=log_dir)
     notes: list[str] = []
     try:
-        lib.log("bench_portal: starting members, agreements, notify")
-        api.start()
-        lib.log("bench_portal: starting the portal")
-        portal.start(services=("portal",), extra_env={
-            "HECHT_MEMBERS_URL": api.urls["members"], "HECHT_AGREEMENTS_URL": api.urls["agreements"],
-            "HECHT_NOTIFY_URL": api.urls["notify"], "HECHT_ENV": "development",   # plain http; links in the log
-            "HECHT_LOG_LEVEL": "INFO", "HECHT_PORTAL_SIGNIN_LIMIT_CLIENT": "100000",
-            "HECHT_PORTAL_SIGNIN_LIMIT_ADDRESS": "1000"})
+        start_fleets(api, portal, "bench_portal")
         purl = portal.urls["portal"]
         t = lib.Timer()
         gps, aid = seed(api)
