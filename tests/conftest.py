@@ -82,6 +82,10 @@ def hecht_env(stack, monkeypatch):
             client.drop_database(name)
         except Exception:  # noqa: BLE001 - best-effort cleanup
             pass
+    # Each test's databases have their own URIs, hence their own cached MongoClients (with
+    # monitor and pooled connections): closed here, or a whole run's ~900 tests pile up past
+    # SecantusDB's cap of 1,000 connections and the last tests meet refused connections.
+    mongo.close_all()
 
 
 def abort_abandoned_transactions(client) -> None:
