@@ -67,6 +67,32 @@ def render() -> dict:
                            "with dlq-reason, dlq-error-type and dlq-original-* headers.",
             "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
         }
+    channels[_channel_id(topics.MEMBER_CONTACTS)] = {
+        "address": topics.MEMBER_CONTACTS,
+        "description": "INTERNAL, not part of the public contract: compacted, key = member id, the latest "
+                       "contact record of each member, written by members (transactional outbox) and "
+                       "read by notify only (Kafka ACLs). Erasure writes a tombstone (null value), so "
+                       "compaction removes the last copy. Integrators have no access.",
+        "messages": {"memberContact": {"$ref": "#/components/messages/memberContact"},
+                     "memberContactTombstone": {"$ref": "#/components/messages/memberContactTombstone"}},
+    }
+    messages["memberContact"] = {
+        "name": "memberContact", "title": "A member's contact record (internal)",
+        "contentType": "application/json",
+        "payload": {"type": "object", "required": ["member_id", "region_id", "email", "language", "sequence"],
+                    "properties": {"member_id": {"type": "string"}, "region_id": {"type": "string"},
+                                   "email": {"type": "string", "format": "email"},
+                                   "language": {"type": ["string", "null"]},
+                                   "reason": {"type": "string", "maxLength": 500,
+                                              "description": "the rejection reason, while rejected"},
+                                   "sequence": {"type": "integer", "description": "the member's version "
+                                                "it was written with; an older one is ignored"}},
+                    "additionalProperties": False},
+        "bindings": {"kafka": {"key": {"type": "string", "description": "the member id"}}}}
+    messages["memberContactTombstone"] = {
+        "name": "memberContactTombstone", "title": "The member was erased: a null value under the key",
+        "payload": {"type": "null"},
+        "bindings": {"kafka": {"key": {"type": "string", "description": "the member id"}}}}
     messages["deadLetter"] = {"name": "deadLetter", "title": "A record that could not be applied",
                               "payload": {"description": "the original record value, unchanged"}}
     operations: dict = {}
@@ -76,6 +102,17 @@ def render() -> dict:
             "action": "send", "channel": {"$ref": f"#/channels/{cid}"},
             "summary": f"the {cid} service's relay publishes its outbox",
             "messages": [{"$ref": f"#/channels/{cid}/messages/{m}"} for m in by_topic[topic]]}
+    contacts = _channel_id(topics.MEMBER_CONTACTS)
+    contact_messages = [{"$ref": f"#/channels/{contacts}/messages/{m}"}
+                        for m in ("memberContact", "memberContactTombstone")]
+    operations[f"publish-{contacts}"] = {
+        "action": "send", "channel": {"$ref": f"#/channels/{contacts}"},
+        "summary": "the members service's relay publishes the contact records of its outbox",
+        "messages": contact_messages}
+    operations[f"notify-receives-{contacts}"] = {
+        "action": "receive", "channel": {"$ref": f"#/channels/{contacts}"},
+        "summary": f"consumer group '{topics.CONTACTS_GROUP}' (notify's address book)",
+        "messages": contact_messages}
     for group, consumed in CONSUMERS.items():
         for topic in consumed:
             cid = _channel_id(topic)
@@ -93,7 +130,8 @@ def render() -> dict:
                  "description": "The public event contract of hecht: CloudEvents 1.0 in structured mode "
                                 "on Kafka. Additive changes keep a type's version; anything else is a new "
                                 ".vN type published side by side during a deprecation window. Member "
-                                "events' `personal` object is for internal consumers only."},
+                                "events carry no personal data and no free text; hecht.members.contacts "
+                                "is internal (notify only)."},
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka",
                               "description": "the local development broker (make run)"}},

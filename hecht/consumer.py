@@ -249,28 +249,37 @@ class ConsumerRunner:
         self._consumer = self._producer = None
 
     def run(self, stop: threading.Event) -> None:
-        log.info("consumer started", extra={"group": self.group, "topics": self.topics})
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                self.poll_once()
-                delay = 0.5
-            except Exception as e:  # noqa: BLE001 - outages of Kafka or Mongo: back off, keep going
-                log.warning("consumer paused; will resume from the last committed offset",
-                            extra={"group": self.group, "error": f"{type(e).__name__}: {e}",
-                                   "retry_in_s": delay})
-                self.close()  # uncommitted records are re-delivered to the next consumer
-                stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-        self.close()
-        log.info("consumer stopped", extra={"group": self.group})
+        poll_until_stopped(stop, self.poll_once, self.close, "consumer",
+                           {"group": self.group, "topics": self.topics})
+
+
+def poll_until_stopped(stop: threading.Event, poll_once, close, what: str, extra: dict) -> None:
+    """A consumer's loop: poll until stopped. On an outage of Kafka or Mongo it closes the
+    client (uncommitted records are re-delivered to the next one), backs off from 0.5 s
+    doubling to 10 s, and resumes from the last committed offset."""
+    log.info(f"{what} started", extra=extra)
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            poll_once()
+            delay = 0.5
+        except Exception as e:  # noqa: BLE001 - outages of Kafka or Mongo: back off, keep going
+            log.warning(f"{what} paused; will resume from the last committed offset",
+                        extra={**extra, "error": f"{type(e).__name__}: {e}", "retry_in_s": delay})
+            close()
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)
+    close()
+    log.info(f"{what} stopped", extra=extra)
 
 
 def lag(settings: Settings, group: str, topics: list[str]) -> int:
     """Total lag of a consumer group, from its committed offsets (for tests and operators)."""
     from kafka import KafkaConsumer
+
+    from .kafka import security
     probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
-                          group_id=settings.topic_prefix + group, enable_auto_commit=False)
+                          group_id=settings.topic_prefix + group, enable_auto_commit=False, **security())
     try:
         total = 0
         for topic in (settings.topic(t) for t in topics):

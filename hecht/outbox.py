@@ -15,12 +15,21 @@ resume token. At start, with no token or one the server no longer knows, it
 first publishes the backlog through the outbox's ``(subject, sequence)`` index.
 A crash between publishing and deleting publishes those events again:
 at-least-once, and consumers drop duplicates by event id.
+
+Besides events, a write may carry *keyed records* for another topic (a compacted one, e.g.
+``hecht.members.contacts``): the latest state of something under a key, or a tombstone
+(``value`` None) that lets compaction remove it. They share the outbox, its transaction and
+the relay's reading order (subject, sequence), with the same at-least-once guarantee; the
+store puts the write's sequence into a record's value so a reader can drop an older record
+published again after a newer one. They are never archived (the history shows events only).
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Callable, Iterable, TypeVar
 
@@ -33,7 +42,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 from prometheus_client import Counter
 
-from . import audit, events as ev
+from . import audit, events as ev, topics as topic_names
 from .errors import Conflict, PreconditionFailed
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,44 @@ class EventDraft:
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return f"EventDraft({self.type!r})"
+
+
+class RecordDraft:
+    """A keyed record for another topic, written with the change; ``value`` None is a tombstone.
+
+    ``topic`` is the name without the deployment's prefix (the relay adds its own)."""
+
+    __slots__ = ("topic", "key", "value")
+
+    def __init__(self, topic: str, key: str, value: dict | None):
+        self.topic = topic
+        self.key = key
+        self.value = value
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"RecordDraft({self.topic!r}, {self.key!r}, {'tombstone' if self.value is None else 'value'})"
+
+
+# Storage fields of a keyed record (all ``_``-prefixed, so ``envelope`` never shows them).
+RECORD_TOPIC, RECORD_KEY, RECORD_VALUE = "_topic", "_key", "_value"
+NOT_A_RECORD = {RECORD_TOPIC: {"$exists": False}}   # the events of an outbox or an archive
+
+
+def is_record(entry: dict) -> bool:
+    return RECORD_TOPIC in entry
+
+
+def record_entries(subject: str, region: str, sequence: int, records: Iterable[RecordDraft]) -> list[dict]:
+    """Outbox documents for keyed records: ordered with the subject's events (same sequence as
+    the write's last event), the value stamped with that sequence."""
+    return [{"_id": str(uuid.uuid4()), "subject": subject, "sequence": sequence, "region": region,
+             "time": ev.now_iso(), RECORD_TOPIC: r.topic, RECORD_KEY: r.key,
+             RECORD_VALUE: None if r.value is None else dict(r.value, sequence=sequence)}
+            for r in records]
+
+
+def encode_record(value: dict | None) -> bytes | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def transaction(db: Database, work: Callable[[ClientSession], T]) -> T:
@@ -150,15 +197,19 @@ class AggregateStore:
                          traceparent=traceparent)
                 for i, d in enumerate(drafts, start=1)]
 
-    def create(self, doc: dict, drafts: list[EventDraft], traceparent: str | None = None) -> dict:
-        """Insert a new aggregate with its first events; Conflict if the id or a unique key exists."""
+    def create(self, doc: dict, drafts: list[EventDraft], traceparent: str | None = None,
+               records: Iterable[RecordDraft] = ()) -> dict:
+        """Insert a new aggregate with its first events (and keyed records); Conflict if the id
+        or a unique key exists."""
         envelopes = self._envelopes(doc["_id"], doc["region"], 0, drafts, traceparent)
         doc = dict(doc, version=len(envelopes) or 1)
+        entries = record_entries(doc["_id"], doc["region"], doc["version"], records)
 
         def work(s: ClientSession) -> dict:
             self.coll.insert_one(doc, session=s)
-            if envelopes:
-                self.outbox.insert_many(outbox_entries(envelopes, audit.current(self.source)), session=s)
+            if envelopes or entries:
+                self.outbox.insert_many(outbox_entries(envelopes, audit.current(self.source)) + entries,
+                                        session=s)
             return doc
         try:
             return transaction(self.db, work)
@@ -168,7 +219,8 @@ class AggregateStore:
 
     def update(self, doc_id: str, expected_version: int, changes: dict, drafts: list[EventDraft],
                *, region: str, unset: Iterable[str] = (), traceparent: str | None = None,
-               before_commit: Callable[[], None] | None = None) -> dict:
+               before_commit: Callable[[], None] | None = None,
+               records: Iterable[RecordDraft] = ()) -> dict:
         """Apply ``changes`` if the stored version is still ``expected_version``.
 
         The version guard makes every write optimistic: a concurrent writer in
@@ -179,7 +231,9 @@ class AggregateStore:
         is retried, so it must do its work only once.
         """
         envelopes = self._envelopes(doc_id, region, expected_version, drafts, traceparent)
-        update: dict = {"$set": dict(changes, version=expected_version + max(1, len(envelopes)))}
+        version = expected_version + max(1, len(envelopes))
+        entries = record_entries(doc_id, region, version, records)
+        update: dict = {"$set": dict(changes, version=version)}
         if unset:
             update["$unset"] = {f: "" for f in unset}
 
@@ -189,8 +243,9 @@ class AggregateStore:
             if doc is None:
                 raise PreconditionFailed(f"{self.source or 'record'} {doc_id} was changed by someone else; "
                                          "read it again and retry")
-            if envelopes:
-                self.outbox.insert_many(outbox_entries(envelopes, audit.current(self.source)), session=s)
+            if envelopes or entries:
+                self.outbox.insert_many(outbox_entries(envelopes, audit.current(self.source)) + entries,
+                                        session=s)
             if before_commit is not None:
                 before_commit()
             return doc
@@ -213,7 +268,7 @@ def history(db: Database, subject: str, *, actors: bool = False) -> list[dict]:
     each with who caused it (``actor``) when ``actors`` is set (history endpoints only)."""
     seen: dict[str, dict] = {}
     for coll in (ARCHIVE, OUTBOX):
-        for e in db[coll].find({"subject": subject}):
+        for e in db[coll].find({"subject": subject, **NOT_A_RECORD}):
             out = envelope(e)
             if actors:
                 out["actor"] = e.get("_actor")
@@ -223,7 +278,7 @@ def history(db: Database, subject: str, *, actors: bool = False) -> list[dict]:
 
 def pending(db: Database, subject: str | None = None) -> list[dict]:
     """The events still waiting in the outbox (of one subject), in the relay's order."""
-    query = {"subject": subject} if subject else {}
+    query = dict(NOT_A_RECORD, subject=subject) if subject else dict(NOT_A_RECORD)
     return [envelope(e) for e in db[OUTBOX].find(query).sort(SUBJECT_ORDER)]
 
 
@@ -246,10 +301,14 @@ class Relay:
     """
 
     def __init__(self, db: Database, topic: str, producer_factory, service: str,
-                 batch: int = 500, poll_s: float = 0.05):
+                 batch: int = 500, poll_s: float = 0.05, topic_prefix: str | None = None):
         self.db = db
         self.outbox = db[OUTBOX]
         self.topic = topic
+        # Keyed records name their topic without the deployment's prefix: the relay gives them
+        # the prefix its own topic has (``t1.hecht.members`` → ``t1.hecht.members.contacts``).
+        self.topic_prefix = topic_prefix if topic_prefix is not None else next(
+            (topic[:-len(t)] for t in topic_names.EVENT_TOPICS if topic.endswith(t)), "")
         self.producer_factory = producer_factory
         self.service = service
         self.batch = batch
@@ -281,9 +340,14 @@ class Relay:
         """Publish, archive and delete these outbox entries (given in publishing order)."""
         if not entries:
             return 0
-        events = [envelope(e) for e in entries]
-        self._publish(events)
-        self._archive(entries)
+        event_entries = [e for e in entries if not is_record(e)]
+        records = [e for e in entries if is_record(e)]
+        if event_entries:
+            self._publish([envelope(e) for e in event_entries])
+        if records:
+            self._publish_records(records)
+        if event_entries:
+            self._archive(event_entries)
         self.outbox.delete_many({"_id": {"$in": [e["_id"] for e in entries]}})
         EVENTS_PUBLISHED.labels(self.service).inc(len(entries))
         return len(entries)
@@ -310,6 +374,16 @@ class Relay:
         producer.flush(timeout=15)
         for f in futures:
             f.get(timeout=15)  # raises if the broker did not acknowledge (acks=all)
+
+    def _publish_records(self, entries: list[dict]) -> None:
+        """Keyed records, in order, each to its topic (a None value is sent as a tombstone)."""
+        producer = self._get_producer()
+        futures = [producer.send(self.topic_prefix + e[RECORD_TOPIC], key=str(e[RECORD_KEY]).encode(),
+                                 value=encode_record(e[RECORD_VALUE]),
+                                 headers=[("content-type", b"application/json")]) for e in entries]
+        producer.flush(timeout=15)
+        for f in futures:
+            f.get(timeout=15)
 
     def _archive(self, entries: list[dict]) -> None:
         """Keep the published entries (with their actor) for the history endpoints."""

@@ -21,6 +21,8 @@ create() {  # name partitions retention.ms cleanup.policy
 create hecht.members 6 2592000000 delete
 create hecht.agreements 6 2592000000 delete
 create hecht.notify 6 2592000000 delete
+# internal, compacted: members' contact records, read by notify only (see deploy/README.md, ACLs)
+create hecht.members.contacts 6 2592000000 compact
 create hecht.agreements.dlq 3 2592000000 delete
 create hecht.notify.dlq 3 2592000000 delete
 

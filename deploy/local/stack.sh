@@ -395,14 +395,15 @@ sys.path.insert(0, sys.argv[1])
 from kafka import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError
 
-from hecht.topics import ALL_TOPICS, EVENT_TOPICS
+from hecht.topics import ALL_TOPICS, COMPACTED_CONFIG, COMPACTED_TOPICS, EVENT_TOPICS
 
 logging.disable(logging.CRITICAL)
-wanted = {name: 3 if name in EVENT_TOPICS else 1 for name in ALL_TOPICS}
+wanted = {name: 3 if name in EVENT_TOPICS + COMPACTED_TOPICS else 1 for name in ALL_TOPICS}
 admin = KafkaAdminClient(bootstrap_servers=sys.argv[2], client_id="hecht-stack-topics", request_timeout_ms=30000)
 try:
     existing = set(admin.list_topics())
-    missing = {name: {"num_partitions": n, "replication_factor": 1}
+    missing = {name: {"num_partitions": n, "replication_factor": 1,
+                      **({"configs": dict(COMPACTED_CONFIG)} if name in COMPACTED_TOPICS else {})}
                for name, n in wanted.items() if name not in existing}
     if missing:
         result = admin.create_topics(missing, timeout_ms=30000, raise_errors=False)

@@ -19,7 +19,7 @@ from . import domain, handlers
 from .domain import Agreement, Mandate
 from .repository import AgreementRepository, from_head, parse_day
 from .schemas import (AgreementChangesSchema, AgreementPageSchema, AgreementQuerySchema, AgreementSchema,
-                      BallotSchema, HistorySchema, TallySchema, TerminateSchema, VoteSchema)
+                      BallotSchema, HistorySchema, ProxySchema, TallySchema, TerminateSchema, VoteSchema)
 
 agreements = Blueprint("agreements", __name__, url_prefix="/v1/regions/<region_id>/agreements",
                        description="Mandated collaboration agreements, their mandate votes and lifecycle")
@@ -46,10 +46,12 @@ def _tally(m: Mandate | None, your_vote: str | None = None, *, for_gp: bool = Fa
     t = m.tally
     out = {"status": m.status, "electorate_size": m.electorate_size, "cast": t.cast,
            "turnout": round(t.turnout, 6), "quorum": m.quorum, "approval_threshold": m.approval_threshold,
-           "quorum_met": t.quorum_met, "opened_at": m.opened_at, "deadline": m.deadline,
-           "closed_at": m.closed_at, "close_reason": m.close_reason}
-    if not m.secret:  # the counts are revealed when the vote closes, to everyone at once
-        out.update({"for_": t.for_, "against": t.against, "abstain": t.abstain, "threshold_met": t.threshold_met})
+           "quorum_met": m.quorum_met, "opened_at": m.opened_at, "deadline": m.deadline,
+           "closed_at": m.closed_at, "close_reason": m.close_reason, **m.policy_data()}
+    if m.body == "council":
+        out["clusters"] = m.cluster_data()
+    if not m.secret:  # revealed when the vote closes, to everyone at once (or live, by the frozen policy)
+        out.update({"for_": t.for_, "against": t.against, "abstain": t.abstain, "threshold_met": m.threshold_met})
     if for_gp:
         out["your_vote"] = your_vote
     return out
@@ -242,6 +244,29 @@ def get_vote(region_id, agreement_id, member_id):
         raise NotFound(f"no mandate vote has been opened for agreement {agreement_id}")
     return {"member_id": member_id, "choice": a.vote_of(member_id),
             "mandate": _tally(a.mandate, a.vote_of(member_id), for_gp=True)}
+
+
+@agreements.post("/<agreement_id>/mandate/proxies")
+@allow("gp")
+@agreements.arguments(ProxySchema)
+@agreements.response(201, ProxySchema)
+def give_proxy(body, region_id, agreement_id):
+    """Give your proxy to another elector (gp, the giver themself; only where the vote's frozen policy
+    allows proxies, ``max_proxies`` > 0). Revocable until you or the holder votes for your share."""
+    _own_ballot(region_id, body["giver"])
+    a = _run(domain.GiveProxy(region_id, agreement_id, body["giver"], body["holder"]))
+    return {"giver": body["giver"], "holder": body["holder"], "mandate": _tally(a.mandate)}, 201
+
+
+@agreements.delete("/<agreement_id>/mandate/proxies/<member_id>")
+@allow("gp")
+@agreements.response(200, ProxySchema)
+def revoke_proxy(region_id, agreement_id, member_id):
+    """Revoke the proxy you gave (gp, the giver themself), until the share has been cast."""
+    _own_ballot(region_id, member_id)
+    holder = (_repo().get(agreement_id, region_id, ballots=True).proxies or {}).get(member_id)
+    a = _run(domain.RevokeProxy(region_id, agreement_id, member_id))
+    return {"giver": member_id, "holder": holder, "mandate": _tally(a.mandate)}
 
 
 @agreements.post("/<agreement_id>/mandate/close")

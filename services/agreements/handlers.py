@@ -116,14 +116,15 @@ def open_mandate(cmd: domain.OpenMandate, uow: Unit, trace: str | None) -> Agree
     if policy is None:
         raise Conflict(f"region {cmd.region_id} is not known to the agreements service yet "
                        "(no region event has arrived from the members service)", reason="unknown-region")
-    electorate = uow.views.active_members(cmd.region_id)
+    # The body's rule, applied now; the policy and the electorate are frozen into the vote.
+    electorate = uow.views.electorate(cmd.region_id, policy, uow.now)
     electorate_id: list[str] = []
 
     def decide(a: Agreement):
         if not electorate_id:
             electorate_id.append(f"{a.id}:{new_id('e')}")
         events = a.open_mandate(electorate, electorate_id[0], policy, uow.now)
-        uow.agreements.save_electorate(electorate_id[0], a.id, electorate)
+        uow.agreements.save_electorate(electorate_id[0], a.id, list(electorate.members))
         return events
     return _change(uow, cmd.agreement_id, cmd.region_id, decide, expected=cmd.expected_sequence, trace=trace)[0]
 
@@ -230,6 +231,16 @@ def cast_vote(cmd: domain.CastVote, uow: Unit, trace: str | None) -> Agreement:
     return VOTES.submit(cmd, uow, trace)
 
 
+def give_proxy(cmd: domain.GiveProxy, uow: Unit, trace: str | None) -> Agreement:
+    return _change(uow, cmd.agreement_id, cmd.region_id, lambda a: a.give_proxy(cmd.giver, cmd.holder, uow.now),
+                   ballots=True, trace=trace)[0]
+
+
+def revoke_proxy(cmd: domain.RevokeProxy, uow: Unit, trace: str | None) -> Agreement:
+    return _change(uow, cmd.agreement_id, cmd.region_id, lambda a: a.revoke_proxy(cmd.giver, uow.now),
+                   ballots=True, trace=trace)[0]
+
+
 def close_mandate(cmd: domain.CloseMandate, uow: Unit, trace: str | None) -> Agreement:
     def decide(a: Agreement):
         reason = "deadline" if a.vote_overdue(uow.now) else "closed-early"
@@ -312,7 +323,8 @@ def apply_member(event: dict, views: ReadModel) -> None:
 # Every member.* event carries the member's state, so each one keeps the read model current
 # (email_verified changes no status; applying it just moves the sequence on).
 MEMBER_EVENT_TYPES = ("signed_up", "enrolled", "rejected", "suspended", "reinstated", "left", "erased",
-                      "roles_changed", "capacity_changed", "profile_updated", "email_verified")
+                      "roles_changed", "capacity_changed", "profile_updated", "email_verified", "reverified",
+                      "reverification_due")
 
 EVENT_HANDLERS: dict[str, Callable[[dict, ReadModel], None]] = {
     "region.registered": apply_region,
@@ -326,6 +338,8 @@ COMMAND_HANDLERS = {
     domain.AmendAgreement: amend_agreement,
     domain.OpenMandate: open_mandate,
     domain.CastVote: cast_vote,
+    domain.GiveProxy: give_proxy,
+    domain.RevokeProxy: revoke_proxy,
     domain.CloseMandate: close_mandate,
     domain.SignAgreement: sign_agreement,
     domain.TerminateAgreement: terminate_agreement,

@@ -24,7 +24,8 @@ from pymongo.errors import DuplicateKeyError
 from hecht import audit, consumer, events as ev, outbox
 from hecht.errors import NotFound, PreconditionFailed
 
-from .domain import (Agreement, Event, Mandate, MandatePolicy, OPEN_STATUSES, Terms)
+from .domain import (Agreement, ClusterTally, Electorate, Event, Mandate, MandatePolicy, OPEN_STATUSES, Terms,
+                     electorate_for)
 
 AGREEMENTS = "agreements"
 BALLOT_BOXES = "ballot_boxes"
@@ -68,7 +69,13 @@ def _mandate_doc(m: Mandate | None) -> dict | None:
     return {"status": m.status, "electorate_id": m.electorate_id, "electorate_size": m.electorate_size,
             "quorum": m.quorum, "approval_threshold": m.approval_threshold, "opened_at": m.opened_at,
             "deadline": m.deadline, "ballots_since": m.ballots_since, "for": m.for_, "against": m.against,
-            "abstain": m.abstain, "closed_at": m.closed_at, "close_reason": m.close_reason}
+            "abstain": m.abstain, "closed_at": m.closed_at, "close_reason": m.close_reason,
+            "body": m.body, "policy_version": m.policy_version, "live_tally": m.live_tally,
+            "max_proxies": m.max_proxies, "trainees_vote": m.trainees_vote,
+            "seats": [{"member_id": mid, "cluster": c} for mid, c in m.seats],
+            "clusters": [{"cluster": c.cluster, "seats": c.seats, "for": c.for_, "against": c.against,
+                          "abstain": c.abstain} for c in m.clusters],
+            "outside_region": list(m.outside_region), "unverified": list(m.unverified)}
 
 
 def _mandate(doc: dict | None) -> Mandate | None:
@@ -78,7 +85,14 @@ def _mandate(doc: dict | None) -> Mandate | None:
                    quorum=doc["quorum"], approval_threshold=doc["approval_threshold"], opened_at=doc["opened_at"],
                    deadline=doc["deadline"], ballots_since=doc["ballots_since"], for_=doc["for"],
                    against=doc["against"], abstain=doc["abstain"], closed_at=doc.get("closed_at"),
-                   close_reason=doc.get("close_reason"))
+                   close_reason=doc.get("close_reason"), body=doc.get("body") or "assembly",
+                   policy_version=doc.get("policy_version"), live_tally=bool(doc.get("live_tally", False)),
+                   max_proxies=int(doc.get("max_proxies") or 0), trainees_vote=bool(doc.get("trainees_vote", True)),
+                   seats=tuple((x["member_id"], x["cluster"]) for x in doc.get("seats") or ()),
+                   clusters=tuple(ClusterTally(c["cluster"], c["seats"], c["for"], c["against"], c["abstain"])
+                                  for c in doc.get("clusters") or ()),
+                   outside_region=tuple(doc.get("outside_region") or ()),
+                   unverified=tuple(doc.get("unverified") or ()))
 
 
 def to_head(a: Agreement) -> dict:
@@ -139,6 +153,7 @@ class AgreementRepository:
             # A box older than this vote belongs to an earlier one: this vote started empty.
             current = box is not None and box["sequence"] >= agreement.mandate.ballots_since
             agreement.ballots = json.loads(box["ballots"]) if current else {}
+            agreement.proxies = json.loads(box.get("proxies") or "{}") if current else {}
             agreement.electorate = self.electorate(agreement.mandate.electorate_id)
         return agreement
 
@@ -206,7 +221,8 @@ class AgreementRepository:
         box = None
         if agreement.ballots is not None and agreement.mandate is not None:
             box = {"_id": agreement.id, "sequence": agreement.sequence,
-                   "ballots": json.dumps(agreement.ballots, separators=(",", ":"))}
+                   "ballots": json.dumps(agreement.ballots, separators=(",", ":")),
+                   "proxies": json.dumps(agreement.proxies or {}, separators=(",", ":"))}
 
         def work(s: ClientSession) -> None:
             if expected == 0:
@@ -290,23 +306,39 @@ class ReadModel:
         return True
 
     def put_region(self, data: dict, sequence: int) -> bool:
-        policy = data.get("mandate_policy") or {}
+        policy = MandatePolicy.from_dict(data.get("mandate_policy") or {})
         return self._put(self.regions, data["region_id"], {
             "name": data.get("name"), "country": data.get("country"),
             "municipalities": list(data.get("municipalities") or []),
-            "mandate_policy": {"quorum": policy["quorum"], "approval_threshold": policy["approval_threshold"],
-                               "voting_period_days": policy["voting_period_days"]}}, sequence)
+            "mandate_policy": {"quorum": policy.quorum, "approval_threshold": policy.approval_threshold,
+                               "voting_period_days": policy.voting_period_days, "body": policy.body,
+                               "seats": [{"member_id": m, "cluster": c} for m, c in policy.seats],
+                               "live_tally": policy.live_tally, "max_proxies": policy.max_proxies,
+                               "trainees_vote": policy.trainees_vote, "reverify_months": policy.reverify_months,
+                               "unverified_leave_electorate": policy.unverified_leave_electorate,
+                               "version": policy.version}}, sequence)
 
     def put_member(self, data: dict, sequence: int) -> bool:
-        return self._put(self.members, data["member_id"], {"region_id": data["region_id"],
-                                                          "status": data["status"]}, sequence)
+        # What the body's rule needs (never personal contact data): roles, category, municipality,
+        # and when the registration was last verified (None: not known, from an event before issue 16).
+        return self._put(self.members, data["member_id"], {
+            "region_id": data["region_id"], "status": data["status"], "roles": list(data.get("roles") or []),
+            "category": data.get("category"), "municipality": data.get("municipality"),
+            "verified_at": data.get("verified_at")}, sequence)
 
     def region(self, region_id: str) -> dict | None:
         return self.regions.find_one({"_id": region_id})
 
     def policy(self, region_id: str) -> MandatePolicy | None:
         doc = self.region(region_id)
-        return MandatePolicy(**doc["mandate_policy"]) if doc else None
+        return MandatePolicy.from_dict(doc["mandate_policy"]) if doc else None
+
+    def electorate(self, region_id: str, policy: MandatePolicy, now: datetime | None = None) -> Electorate:
+        """The electorate by the body's rule, from this read model, at ``now``."""
+        region = self.region(region_id) or {}
+        rows = self.members.find({"region_id": region_id, "status": "active"},
+                                 {"status": 1, "roles": 1, "category": 1, "municipality": 1, "verified_at": 1})
+        return electorate_for(policy, rows, region.get("municipalities") or [], now)
 
     def active_members(self, region_id: str) -> list[str]:
         return sorted(d["_id"] for d in self.members.find({"region_id": region_id, "status": "active"}, {"_id": 1}))

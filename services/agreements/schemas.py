@@ -5,7 +5,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from hecht.web import PageArgsSchema, PageSchema
 
-from .domain import CHOICES, CLOSE_REASONS, PARTNER_KINDS, STATUSES, THEMES
+from .domain import BODIES, CHOICES, CLOSE_REASONS, PARTNER_KINDS, STATUSES, THEMES
 
 NAME = validate.Length(1, 200)
 MEMBER_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="not a member id")
@@ -56,10 +56,32 @@ class AgreementChangesSchema(Schema):
             raise ValidationError(errors)
 
 
+class ClusterTallySchema(Schema):
+    """One cluster of a care council (``body: council``)."""
+    cluster = fields.String()
+    seats = fields.Integer()
+    cast = fields.Integer()
+    quorum_met = fields.Boolean()
+    for_ = fields.Integer(data_key="for", attribute="for")
+    against = fields.Integer()
+    abstain = fields.Integer()
+    majority = fields.Boolean(metadata={"description": "for > half of the cluster's votes cast, and ≥ the "
+                                                       "approval threshold"})
+
+
 class TallySchema(Schema):
     """The state of a mandate vote: counts only, never who chose what. While the vote is open
     the ballot is secret: turnout only; ``for``/``against``/``abstain``/``threshold_met`` appear
-    when it closes."""
+    when it closes (at once where the frozen policy has ``live_tally``). The policy and body in
+    force when the vote opened are frozen into it and shown here."""
+    body = fields.String(metadata={"description": " | ".join(BODIES) + " (who mandates, frozen at opening)"})
+    policy_version = fields.Integer(allow_none=True, metadata={
+        "description": "the region's mandate policy version frozen into this vote"})
+    live_tally = fields.Boolean(metadata={"description": "running counts shown while open (the region opted in)"})
+    max_proxies = fields.Integer()
+    trainees_vote = fields.Boolean()
+    clusters = fields.List(fields.Nested(ClusterTallySchema), metadata={
+        "description": "council only: per cluster; a vote passes only with quorum and majority in each"})
     status = fields.String(metadata={"description": "open | passed | rejected"})
     electorate_size = fields.Integer()
     for_ = fields.Integer(data_key="for")
@@ -141,6 +163,13 @@ class BallotSchema(Schema):
     member_id = fields.String()
     choice = fields.String(allow_none=True)
     mandate = fields.Nested(TallySchema)
+
+
+class ProxySchema(Schema):
+    """A proxy: ``giver`` (the calling GP) lets ``holder`` vote for their share."""
+    giver = fields.String(required=True, validate=MEMBER_ID)
+    holder = fields.String(required=True, validate=MEMBER_ID)
+    mandate = fields.Nested(TallySchema, dump_only=True)
 
 
 class TerminateSchema(Schema):

@@ -16,8 +16,8 @@ from .repository import (INTERNAL_FIELDS, STAFF_INTERNAL_FIELDS, MemberRepositor
                          StaffRepository, snapshot_history, take_snapshot)
 from .schemas import (CapacityHistorySchema, CapacityOverviewSchema, CapacitySchema, HistoryArgsSchema, HistorySchema,
                       LeaveSchema, MemberExportSchema, MemberListArgsSchema, MemberPageSchema, MemberSchema,
-                      ProfileUpdateSchema, ReasonSchema, RegionPageSchema, RegionSchema, RegionStaffCreateSchema,
-                      RegionStaffListArgsSchema, RegionStaffPageSchema, RegionStaffSchema, RegionUpdateSchema,
+                      ProfileUpdateSchema, ReasonSchema, ReconfirmSchema, RegionPageSchema, RegionSchema,
+                      RegionStaffCreateSchema, RegionStaffListArgsSchema, RegionStaffPageSchema, RegionStaffSchema, RegionUpdateSchema,
                       RolesSchema, SignInResultSchema, SignInSchema, SignUpResultSchema, SignUpSchema,
                       SnapshotSchema, StaffCreateSchema, StaffListArgsSchema, StaffPageSchema, StaffSchema,
                       StaffUpdateSchema)
@@ -71,10 +71,15 @@ def get_region(region_id):
 @regions.arguments(RegionUpdateSchema)
 @regions.response(200, RegionSchema)
 def update_region(body, region_id):
-    """Update a region's name, kind, municipalities or mandate policy (platform-admin or region-admin)."""
+    """Update a region's name, kind, municipalities or mandate policy (platform-admin or region-admin).
+
+    A policy change is a new policy version (votes already open keep theirs). Removing a municipality
+    that members' practices lie in answers 409 listing them unless ``confirm_affected`` is true."""
     require("region-admin", region=region_id)
     version = conditional_version(RegionRepository(ctx().db).get_doc(region_id)["version"])
-    doc = handlers.handle(domain.UpdateRegion(region_id, version, body), ctx().db, g.traceparent)
+    confirm = body.pop("confirm_affected", False)
+    doc = handlers.handle(domain.UpdateRegion(region_id, version, body, confirm_affected=confirm), ctx().db,
+                          g.traceparent)
     return _region_out(doc), 200, {"ETag": etag(doc["version"])}
 
 
@@ -94,13 +99,22 @@ members = Blueprint("members", __name__, url_prefix="/v1/regions/<region_id>/mem
                     description="GP enrolment: public sign-up, approval, roles, capacity, leaving, erasure")
 
 
-def _member_out(doc: dict) -> dict:
-    out = {k: v for k, v in doc.items() if not k.startswith("_") and k not in INTERNAL_FIELDS}
+def _reverify_months(region_id: str) -> int:
+    return RegionRepository(ctx().db).get(region_id)[0].mandate_policy.reverify_months
+
+
+def _member_out(doc: dict, months: int | None = None) -> dict:
+    out = {k: v for k, v in doc.items() if not k.startswith("_") and k not in INTERNAL_FIELDS
+           and k != "reverify_notified_for"}
     out["id"], out["region_id"] = doc["_id"], doc["region"]
     if doc.get("capacity"):
         out["capacity"] = {**doc["capacity"], "since": date.fromisoformat(doc["capacity"]["since"])}
     if doc.get("status") != "erased":
         out.setdefault("email_verified_at", None)  # null until proven, not absent (docs/PORTAL.md)
+        member = MemberRepository.to_domain(doc)
+        months = months if months is not None else _reverify_months(doc["region"])
+        out["verified_at"] = member.effective_verified_at
+        out["reverify_due_at"] = member.reverify_due_at(months)
     return out
 
 
@@ -172,9 +186,19 @@ def list_members(args, region_id):
                                         email_verified=args.get("email_verified"), stale=args.get("stale"),
                                         now=datetime.now(timezone.utc),
                                         confirm_days=ctx().settings.signup_confirm_days)
+    months = _reverify_months(region_id)
+    if args.get("reverify_due") is not None:
+        # The staff list of registrations to re-confirm (issue 16).
+        due = MemberRepository.reverify_due_query(datetime.now(timezone.utc), months, args["reverify_due"])
+        query = {"$and": [query, due]}
+    if args.get("outside_region") is not None:
+        # Flagged to staff, never silently dropped: a practice outside the region's municipalities.
+        inside = RegionRepository(ctx().db).get_doc(region_id)["municipalities"]
+        where = {"$nin" if args["outside_region"] else "$in": inside}
+        query = {"$and": [query, {"practice.municipality": where}]}
     docs, next_url = paginate(ctx().db.members, query, limit=args["limit"], after=args["after"],
                               projection=INTERNAL_FIELDS)
-    return {"items": [_member_out(d) for d in docs], "next": next_url}
+    return {"items": [_member_out(d, months) for d in docs], "next": next_url}
 
 
 @members.get("/<member_id>")
@@ -264,6 +288,19 @@ def leave_region(body, region_id, member_id):
     """End the membership (the GP themself, or a region-admin on their behalf)."""
     _admin_or_self(region_id, member_id)
     return _transition(region_id, member_id, domain.LeaveRegion, reason=body.get("reason"))
+
+
+@members.post("/<member_id>/reconfirm")
+@allow("region-admin", "gp")
+@members.arguments(ReconfirmSchema)
+@idempotent
+@members.response(200, MemberSchema)
+def reconfirm(body, region_id, member_id):
+    """Re-confirm the registration is still valid (the GP themself, or a region-admin), optionally
+    with a corrected registration (the sign-up's checks apply): ``verified_at`` becomes now and
+    ``member.reverified`` is emitted. Active and suspended members only (409 otherwise)."""
+    _admin_or_self(region_id, member_id)
+    return _transition(region_id, member_id, domain.Reconfirm, changes=body)
 
 
 @members.put("/<member_id>/roles")

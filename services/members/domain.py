@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 
 from email_validator import EmailNotValidError, validate_email
@@ -19,13 +19,38 @@ COUNTRIES = ("NL", "BE")
 REGION_KINDS = ("zorggroep", "huisartsenkring", "regio-organisatie", "eerstelijnszone", "other")
 
 
+# Who mandates (the region's statutes; the agreements service applies the rule when a vote opens):
+# ``assembly`` every active member whose practice lies in the region, ``board`` the members
+# holding a board role (board, chair, secretary), ``council`` named seats in clusters, with the
+# quorum and a majority needed in each cluster.
+MANDATE_BODIES = ("assembly", "board", "council")
+MAX_PROXIES = 5
+REVERIFY_MONTHS = (1, 60)   # how often a registration must be re-confirmed: the allowed range
+
+
+@dataclass(frozen=True)
+class Seat:
+    """A care-council seat: the member who holds it and the cluster it belongs to."""
+    member_id: str
+    cluster: str
+
+
 @dataclass(frozen=True)
 class MandatePolicy:
-    quorum: float = 0.5               # share of the electorate that must vote
+    quorum: float = 0.5               # share of the electorate (per cluster in a council) that must vote
     approval_threshold: float = 0.5   # share of votes cast that must be "for"
     voting_period_days: int = 14
+    body: str = "assembly"
+    seats: tuple[Seat, ...] = ()      # council only
+    live_tally: bool = False          # running counts while a vote is open (off: secret ballot)
+    max_proxies: int = 0              # proxies one member may carry; 0: no proxies
+    trainees_vote: bool = True        # members in training (category gp-in-training) are electors
+    reverify_months: int = 12         # a registration is re-confirmed this often (issue 16)
+    unverified_leave_electorate: bool = False   # members past due are left out of votes opened meanwhile
+    version: int = 1                  # +1 on every change; a vote freezes the version it opened under
 
     def __post_init__(self):
+        object.__setattr__(self, "seats", tuple(s if isinstance(s, Seat) else Seat(**s) for s in self.seats))
         errors = {}
         if not 0 <= self.quorum <= 1:
             errors["quorum"] = ["must be between 0 and 1"]
@@ -33,8 +58,34 @@ class MandatePolicy:
             errors["approval_threshold"] = ["must be greater than 0 and at most 1"]
         if not 1 <= self.voting_period_days <= 90:
             errors["voting_period_days"] = ["must be between 1 and 90 days"]
+        if self.body not in MANDATE_BODIES:
+            errors["body"] = [f"one of {', '.join(MANDATE_BODIES)}"]
+        elif self.body == "council" and not self.seats:
+            errors["seats"] = ["a council needs its seats (member_id and cluster of each)"]
+        held = [s.member_id for s in self.seats]
+        if len(set(held)) != len(held):
+            errors["seats"] = ["a member holds at most one seat"]
+        if any(not s.cluster.strip() for s in self.seats):
+            errors["seats"] = ["every seat names its cluster"]
+        if not 0 <= self.max_proxies <= MAX_PROXIES:
+            errors["max_proxies"] = [f"must be between 0 and {MAX_PROXIES}"]
+        if not REVERIFY_MONTHS[0] <= self.reverify_months <= REVERIFY_MONTHS[1]:
+            errors["reverify_months"] = [f"must be between {REVERIFY_MONTHS[0]} and {REVERIFY_MONTHS[1]} months"]
         if errors:
             raise Invalid("the mandate policy is not valid", errors={"mandate_policy": errors})
+
+    def changed(self, changes: dict) -> "MandatePolicy":
+        """The policy with ``changes`` applied: a new version if anything differs."""
+        merged = MandatePolicy(**{**self.__dict__, **changes, "version": self.version})
+        return merged if merged == self else replace(merged, version=self.version + 1)
+
+    def as_dict(self) -> dict:
+        return {"quorum": self.quorum, "approval_threshold": self.approval_threshold,
+                "voting_period_days": self.voting_period_days, "body": self.body,
+                "seats": [{"member_id": s.member_id, "cluster": s.cluster} for s in self.seats],
+                "live_tally": self.live_tally, "max_proxies": self.max_proxies,
+                "trainees_vote": self.trainees_vote, "reverify_months": self.reverify_months,
+                "unverified_leave_electorate": self.unverified_leave_electorate, "version": self.version}
 
 
 @dataclass
@@ -61,7 +112,12 @@ class Region:
 
     def event_data(self) -> dict:
         return {"region_id": self.id, "name": self.name, "country": self.country, "kind": self.kind,
-                "municipalities": list(self.municipalities), "mandate_policy": asdict(self.mandate_policy)}
+                "municipalities": list(self.municipalities), "mandate_policy": self.mandate_policy.as_dict()}
+
+    def removed_municipalities(self, wanted: list[str]) -> list[str]:
+        """The region's municipalities (its spelling) that ``wanted`` no longer lists."""
+        keep = {m.strip().casefold() for m in wanted}
+        return [m for m in self.municipalities if m.casefold() not in keep]
 
 
 def _unique(items: list[str]) -> list[str]:
@@ -85,6 +141,7 @@ class UpdateRegion:
     region_id: str
     expected_version: int | None
     changes: dict
+    confirm_affected: bool = False  # removing municipalities that members' practices lie in
 
 
 # ============================================================================================
@@ -290,6 +347,11 @@ class Capacity:
 
 
 # -- the state machine ----------------------------------------------------------------------
+# Periodic re-verification (issue 16) concerns the members whose registration counts, active and
+# suspended; a sign-up is verified by its approval. Kept apart from the lifecycle table below:
+# it changes no status.
+REVERIFY_STATUSES = ("active", "suspended")
+
 # action → the statuses it is allowed from. One table: the tests walk every cell of it.
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
     "approve": ("pending",),
@@ -312,7 +374,14 @@ RESULT_STATUS = {"approve": "active", "reject": "rejected", "suspend": "suspende
 EVENT_TYPE = {"approve": "member.enrolled", "reject": "member.rejected", "suspend": "member.suspended",
               "reinstate": "member.reinstated", "leave": "member.left", "erase": "member.erased",
               "set_roles": "member.roles_changed", "set_capacity": "member.capacity_changed",
-              "update_profile": "member.profile_updated", "verify_email": "member.email_verified"}
+              "update_profile": "member.profile_updated", "verify_email": "member.email_verified",
+              "reconfirm": "member.reverified", "reverification_due": "member.reverification_due"}
+
+
+def check_reverifiable(status: str, action: str) -> None:
+    """Re-verification applies to active and suspended members (InvalidTransition, 409, otherwise)."""
+    if status not in REVERIFY_STATUSES:
+        raise InvalidTransition("member", status, action.replace("_", " "))
 
 
 def next_status(current: str, action: str) -> str:
@@ -349,6 +418,11 @@ class Member:
     signed_up_at: datetime | None = None
     updated_at: datetime | None = None
     email_verified_at: datetime | None = None
+    # When the registration was last confirmed valid: approval, a registration correction, a
+    # re-confirmation. None on documents from before issue 16: see ``effective_verified_at``.
+    verified_at: datetime | None = None
+    # The due moment the worker's sweep last announced (``member.reverification_due``): once per period.
+    reverify_notified_for: datetime | None = None
 
     # -- transitions: each returns the event type to record -----------------------------------
     def _apply(self, action: str, reason: str | None = None) -> str:
@@ -361,6 +435,7 @@ class Member:
     def approve(self) -> str:
         event = self._apply("approve")
         self.roles = ["member"]
+        self.verified_at = self.updated_at   # the region checked the registration to approve it
         return event
 
     def reject(self, reason: str) -> str:
@@ -389,7 +464,17 @@ class Member:
 
     def update_profile(self, changes: dict, region: Region) -> str:
         merged = profile_fields(changes, region, partial=True)
+        registration = None
+        if "registration" in changes:
+            # A correction (a new RIZIV competence code, a renewed BIG number) passes the sign-up's
+            # checks; the region's uniqueness of registrations is enforced when it is stored.
+            reg = changes["registration"] or {}
+            registration = validate_registration(reg.get("scheme", ""), reg.get("number", ""), region.country)
         event = self._apply("update_profile")
+        if registration is not None:
+            self.registration = registration
+            if self.status in REVERIFY_STATUSES:
+                self.verified_at = self.updated_at   # a corrected registration is a confirmed one
         if "email" in merged and email_key(merged["email"]) != email_key(self.email or ""):
             self.email_verified_at = None  # a new address is not proven by the old one's sign-in
         for key in ("given_name", "family_name", "email", "language", "category"):
@@ -399,13 +484,48 @@ class Member:
             self.practice = {**(self.practice or {}), **merged["practice"]}
         return event
 
+    def reconfirm(self, changes: dict, region: Region) -> str:
+        """The GP (or staff) confirms the registration is still valid, optionally correcting it
+        (the correction's checks apply): verified from now on."""
+        check_reverifiable(self.status, "reconfirm")
+        if "registration" in changes:
+            reg = changes["registration"] or {}
+            self.registration = validate_registration(reg.get("scheme", ""), reg.get("number", ""),
+                                                      region.country)
+        self.updated_at = self.verified_at = _now()
+        return EVENT_TYPE["reconfirm"]
+
+    @property
+    def effective_verified_at(self) -> datetime | None:
+        """``verified_at``, or for a member approved before it was recorded (no migration) the
+        sign-up time: the approval time is not stored on those documents, and the sign-up, earlier,
+        errs towards asking sooner. None for a member never approved (pending, rejected)."""
+        if self.verified_at is not None:
+            return self.verified_at
+        return self.signed_up_at if self.status in ("active", "suspended", "left") else None
+
+    def reverify_due_at(self, months: int) -> datetime | None:
+        """When the registration must be re-confirmed (None: not a member it applies to)."""
+        if self.status not in REVERIFY_STATUSES:
+            return None
+        return reverify_due_at(self.effective_verified_at, months)
+
+    def mark_reverification_due(self, due_at: datetime) -> str | None:
+        """The sweep found the member past ``due_at``: announce it once per period (None: this
+        period was announced already)."""
+        check_reverifiable(self.status, "reverification_due")
+        if self.reverify_notified_for is not None and _aware(self.reverify_notified_for) == due_at:
+            return None
+        self.reverify_notified_for, self.updated_at = due_at, _now()
+        return EVENT_TYPE["reverification_due"]
+
     def erase(self) -> str:
         """GDPR erasure: keep a tombstone (id, region, status) and nothing personal."""
         event = self._apply("erase")
         self.category = self.given_name = self.family_name = self.email = self.language = None
         self.registration = self.practice = self.capacity = None
         self.roles = []
-        self.signed_up_at = self.email_verified_at = None
+        self.signed_up_at = self.email_verified_at = self.verified_at = self.reverify_notified_for = None
         return event
 
     def verify_email(self, at: datetime | None = None) -> str | None:
@@ -430,22 +550,84 @@ class Member:
         return (self.practice or {}).get("municipality")
 
     def event_data(self) -> dict:
-        """The member's state after the change, exactly per docs/CONTRACTS.md."""
-        data = {"member_id": self.id, "region_id": self.region, "status": self.status,
-                "category": self.category, "roles": list(self.roles), "language": self.language,
-                "municipality": self.municipality,
-                "capacity": self.capacity.to_dict() if self.capacity else None}
-        if self.reason and self.status in ("rejected", "suspended", "left"):
+        """The member's state after the change, as ``hecht.members`` carries it (integrators may
+        read that topic): ids, status, category, roles, municipality and capacity status only.
+        Nothing personal and no free text (names, address, language, reasons, capacity notes):
+        what notify needs of those travels on the internal contacts topic (``contact_data``)."""
+        return {"member_id": self.id, "region_id": self.region, "status": self.status,
+                "category": self.category, "roles": list(self.roles), "municipality": self.municipality,
+                "capacity": {"status": self.capacity.status, "since": self.capacity.since.isoformat()}
+                if self.capacity else None,
+                # when the registration was last confirmed: agreements leaves members past due out
+                # of a vote where the region says so (issue 16). A moment, nothing personal.
+                "verified_at": _iso(self.effective_verified_at)}
+
+    def contact_data(self) -> dict | None:
+        """The record of ``hecht.members.contacts`` (key = member id; only notify reads it): how
+        to reach the member, and the rejection reason their e-mail quotes. None once erased
+        (the relay then publishes a tombstone)."""
+        if self.status == "erased":
+            return None
+        data = {"member_id": self.id, "region_id": self.region, "email": self.email, "language": self.language}
+        if self.status == "rejected" and self.reason:
             data["reason"] = self.reason
-        if self.status != "erased":
-            data["personal"] = {"given_name": self.given_name, "family_name": self.family_name,
-                                "email": self.email}
         return data
 
     def verified_event_data(self) -> dict:
         """``member.email_verified``: the state, plus when the address was proven."""
         at = self.email_verified_at
         return {**self.event_data(), "email_verified_at": at.isoformat().replace("+00:00", "Z") if at else None}
+
+
+def _aware(moment: datetime) -> datetime:
+    """Mongo returns naive UTC datetimes; compare them as aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return _aware(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+
+
+# -- periodic re-verification (issue 16) ------------------------------------------------------
+def add_months(day: date, months: int) -> date:
+    """``day`` plus calendar months; a day the target month lacks becomes its last day
+    (31 January + 1 month = 28 or 29 February)."""
+    total = day.year * 12 + day.month - 1 + months
+    year, month = divmod(total, 12)
+    month += 1
+    return date(year, month, min(day.day, _month_days(year, month)))
+
+
+def _month_days(year: int, month: int) -> int:
+    nxt = date(year + month // 12, month % 12 + 1, 1)
+    return (nxt - timedelta(days=1)).day
+
+
+def reverify_due_at(verified_at: datetime | None, months: int) -> datetime | None:
+    """The start (00:00 UTC) of the day ``months`` calendar months after the verification day:
+    verified on 3 December 2025, due from 3 December 2026 (12 months). Whole UTC days keep the
+    rule monotonic (a later verification is never due earlier), so a list can query it."""
+    if verified_at is None:
+        return None
+    day = add_months(_aware(verified_at).date(), months)
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def is_reverify_due(verified_at: datetime | None, months: int, now: datetime) -> bool:
+    due = reverify_due_at(verified_at, months)
+    return due is not None and due <= _aware(now)
+
+
+def reverify_cutoff(now: datetime, months: int) -> datetime:
+    """Registrations verified before this moment are due at ``now``: the inverse of
+    ``reverify_due_at`` (a query bound). ``now`` on the last day of a month also catches the
+    days of the earlier month that it lacks (30 and 31 January are due on 28 February)."""
+    today = _aware(now).date()
+    back = add_months(today, -months)
+    if today.day == _month_days(today.year, today.month):
+        back = back.replace(day=_month_days(back.year, back.month))
+    nxt = back + timedelta(days=1)
+    return datetime(nxt.year, nxt.month, nxt.day, tzinfo=timezone.utc)
 
 
 def stale_cutoff(now: datetime, confirm_days: int) -> datetime:
@@ -653,6 +835,12 @@ class EraseMember(MemberCommand):
     """``only_if_stale``: (now, confirm days) — erase only a sign-up still stale on fresh state
     (the purge: a GP who confirms meanwhile is kept)."""
     only_if_stale: tuple[datetime, int] | None = None
+
+
+@dataclass(frozen=True)
+class Reconfirm(MemberCommand):
+    """The registration is still valid (optionally corrected: ``changes['registration']``)."""
+    changes: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from hecht.errors import Conflict, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed
-from hecht.outbox import EventDraft
+from hecht import topics
+from hecht.outbox import EventDraft, RecordDraft
 from hecht.web import new_id
 
 from . import domain
@@ -45,18 +46,67 @@ def update_region(cmd: domain.UpdateRegion, repos: "Repos", trace: str | None) -
             raise PreconditionFailed(f"region {cmd.region_id} has changed (current ETag \"{version}\")")
         changes = dict(cmd.changes)
         if "mandate_policy" in changes:
-            changes["mandate_policy"] = domain.MandatePolicy(**{**region.mandate_policy.__dict__,
-                                                                **changes["mandate_policy"]})
+            # Every change is a new policy version; votes already open keep the one they froze.
+            policy = region.mandate_policy.changed(changes["mandate_policy"])
+            if "seats" in changes["mandate_policy"]:   # checked when set: a later departure must not block edits
+                _check_seats(repos, cmd.region_id, policy)
+            changes["mandate_policy"] = policy
+        if "municipalities" in changes:
+            _check_affected(repos, region, changes["municipalities"], cmd.confirm_affected)
         updated = replace(region, **changes)
         return repos.regions.save(updated, version, [EventDraft("region.updated", updated.event_data())], trace)
     return _unless_conditional(cmd, step)
+
+
+def _check_seats(repos: "Repos", region_id: str, policy: domain.MandatePolicy) -> None:
+    """A council seat is held by a member of the region (422 naming the others)."""
+    wanted = [s.member_id for s in policy.seats]
+    if not wanted:
+        return
+    known = {d["_id"] for d in repos.members.coll.find(
+        {"_id": {"$in": wanted}, "region": region_id, "status": {"$in": ["pending", "active", "suspended"]}},
+        {"_id": 1})}
+    unknown = [m for m in wanted if m not in known]
+    if unknown:
+        raise Invalid("council seats must be held by members of the region",
+                      errors={"mandate_policy": {"seats": [f"no member {m} in region {region_id}" for m in unknown]}})
+
+
+AFFECTED_STATUSES = ("pending", "active", "suspended")
+
+
+def _check_affected(repos: "Repos", region: domain.Region, wanted: list[str], confirmed: bool) -> None:
+    """Removing a municipality strands the members practising there (they leave the assembly's
+    electorate): 409 listing them unless the change is confirmed (``confirm_affected``)."""
+    removed = region.removed_municipalities(wanted)
+    if not removed:
+        return
+    affected = [{"member_id": d["_id"], "municipality": d["practice"]["municipality"], "status": d["status"]}
+                for d in repos.members.coll.find(
+                    {"region": region.id, "status": {"$in": list(AFFECTED_STATUSES)},
+                     "practice.municipality": {"$in": removed}},
+                    {"_id": 1, "status": 1, "practice.municipality": 1}).sort("_id", 1)]
+    if affected and not confirmed:
+        raise Conflict(f"removing {', '.join(removed)} affects {len(affected)} member(s) whose practice lies "
+                       "there; they would leave the electorate. Send the change again with "
+                       "confirm_affected: true to confirm", reason="members-affected", affected=affected)
 
 
 # -- members --------------------------------------------------------------------------------
 def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict:
     region = repos.regions.get_recent(cmd.region_id)
     member = domain.sign_up(new_id("m"), region, cmd.data)
-    return repos.members.add(member, [EventDraft("member.signed_up", member.event_data())], trace)
+    return repos.members.add(member, [EventDraft("member.signed_up", member.event_data())], trace,
+                             records=_contact_records(None, member))
+
+
+def _contact_records(before: dict | None, member: domain.Member) -> list[RecordDraft]:
+    """The member's contact record for ``hecht.members.contacts`` when it changed, written with
+    the change (outbox); a tombstone when the member was erased."""
+    after = member.contact_data()
+    if after == before:
+        return []
+    return [RecordDraft(topics.MEMBER_CONTACTS, member.id, after)]
 
 
 def _change(cmd: domain.MemberCommand, repos: "Repos", trace: str | None, apply) -> dict:
@@ -66,9 +116,11 @@ def _change(cmd: domain.MemberCommand, repos: "Repos", trace: str | None, apply)
         if cmd.expected_version is not None and cmd.expected_version != version:
             raise PreconditionFailed(f"member {cmd.member_id} has changed (current ETag \"{version}\"); "
                                      "read it again")
+        before = member.contact_data()
         event_type = apply(member)
         data = member.verified_event_data() if event_type == "member.email_verified" else member.event_data()
-        return repos.members.save(member, version, [EventDraft(event_type, data)], trace)
+        return repos.members.save(member, version, [EventDraft(event_type, data)], trace,
+                                  records=_contact_records(before, member))
     return _unless_conditional(cmd, step)
 
 
@@ -111,6 +163,36 @@ def set_capacity(cmd: domain.SetCapacity, repos: "Repos", trace: str | None) -> 
 def update_profile(cmd: domain.UpdateProfile, repos: "Repos", trace: str | None) -> dict:
     region, _ = repos.regions.get(cmd.region_id)
     return _change(cmd, repos, trace, lambda m: m.update_profile(cmd.changes, region))
+
+
+def reconfirm(cmd: domain.Reconfirm, repos: "Repos", trace: str | None) -> dict:
+    region, _ = repos.regions.get(cmd.region_id)
+    return _change(cmd, repos, trace, lambda m: m.reconfirm(cmd.changes, region))
+
+
+def announce_reverification_due(db, now: datetime | None = None, *, trace: str | None = None) -> list[str]:
+    """``member.reverification_due`` for every member past their re-confirmation, once per due
+    period: the period announced is stored on the member with the event (outbox, version-guarded),
+    so a second pass, a restarted worker or a concurrent one finds it done. Returns the ids announced."""
+    now = now or datetime.now(timezone.utc)
+    repos = Repos(db)
+    announced = []
+    for region_doc in db.regions.find({}, {"_id": 1, "mandate_policy": 1}).sort("_id", 1):
+        months = domain.MandatePolicy(**region_doc["mandate_policy"]).reverify_months
+        for member_id in repos.members.reverify_due_ids(region_doc["_id"], now, months):
+            def apply(m: domain.Member) -> str:
+                due = m.reverify_due_at(months)
+                if due is None or due > now:   # re-confirmed or gone since the query
+                    return _no_change()
+                return m.mark_reverification_due(due) or _no_change()
+            try:
+                _change(domain.MemberCommand(region_doc["_id"], member_id), repos, trace, apply)
+            except (_NoChange, InvalidTransition, NotFound):
+                continue
+            announced.append(member_id)
+    if announced:
+        log.info("re-verification due announced", extra={"members": len(announced)})
+    return announced
 
 
 def erase_member(cmd: domain.EraseMember, repos: "Repos", trace: str | None) -> dict:
@@ -301,6 +383,7 @@ COMMAND_HANDLERS = {
     domain.SetCapacity: set_capacity,
     domain.UpdateProfile: update_profile,
     domain.EraseMember: erase_member,
+    domain.Reconfirm: reconfirm,
     domain.SignIn: sign_in,
     domain.InviteStaff: invite_staff,
     domain.UpdateStaff: update_staff,

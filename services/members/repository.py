@@ -11,10 +11,10 @@ from pymongo.database import Database
 
 from hecht import outbox
 from hecht.errors import Conflict, NotFound
-from hecht.outbox import AggregateStore, EventDraft
+from hecht.outbox import AggregateStore, EventDraft, RecordDraft
 
-from .domain import (MEMBER_STATUSES, STAFF_EVENT_REGION, Capacity, Member, Region, Registration, Staff,
-                     snapshot_rows, stale_cutoff)
+from .domain import (MEMBER_STATUSES, REVERIFY_STATUSES, STAFF_EVENT_REGION, Capacity, Member, Region,
+                     Registration, Staff, reverify_cutoff, snapshot_rows, stale_cutoff)
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,17 @@ class RegionRepository:
         return outbox.history(self.db, region_id, actors=True)
 
 
+# Member event fields that events written before issue 17 carried and erasure removes: the
+# ``personal`` block, the language and the free text (a reason; the capacity note, below).
+PERSONAL_EVENT_FIELDS = ("personal", "language", "reason")
+
+
 def without_personal(event: dict) -> dict:
-    """A copy of a member event without personal data: no ``personal`` block, and the free-text
-    capacity note (which may name people) emptied."""
-    data = {k: v for k, v in (event.get("data") or {}).items() if k != "personal"}
-    if isinstance(data.get("capacity"), dict) and data["capacity"].get("note") is not None:
-        data["capacity"] = {**data["capacity"], "note": None}
+    """A copy of a member event without personal data or free text. Events written now carry
+    none (``Member.event_data``); archived ones from before may, and erasure strips them."""
+    data = {k: v for k, v in (event.get("data") or {}).items() if k not in PERSONAL_EVENT_FIELDS}
+    if isinstance(data.get("capacity"), dict) and "note" in data["capacity"]:
+        data["capacity"] = {k: v for k, v in data["capacity"].items() if k != "note"}
     return {**event, "data": data}
 
 
@@ -146,7 +151,8 @@ class MemberRepository:
             "practice": m.practice, "capacity": m.capacity.to_dict() if m.capacity else None,
             "roles": list(m.roles), "reason": m.reason,
             "signed_up_at": m.signed_up_at, "updated_at": m.updated_at,
-            "email_verified_at": m.email_verified_at,
+            "email_verified_at": m.email_verified_at, "verified_at": m.verified_at,
+            "reverify_notified_for": m.reverify_notified_for,
             **cls._keys(m),
         }
 
@@ -160,7 +166,8 @@ class MemberRepository:
                       practice=doc.get("practice"), capacity=Capacity.from_dict(doc.get("capacity")),
                       roles=list(doc.get("roles") or []), reason=doc.get("reason"),
                       signed_up_at=doc.get("signed_up_at"), updated_at=doc.get("updated_at"),
-                      email_verified_at=doc.get("email_verified_at"))
+                      email_verified_at=doc.get("email_verified_at"), verified_at=doc.get("verified_at"),
+                      reverify_notified_for=doc.get("reverify_notified_for"))
 
     # -- reads -----------------------------------------------------------------------------------
     def get_doc(self, region_id: str, member_id: str) -> dict:
@@ -223,6 +230,23 @@ class MemberRepository:
                 query = {"$and": [query, MemberRepository.fresh_query(cutoff)]}
         return query
 
+    @staticmethod
+    def reverify_due_query(now: datetime, months: int, due: bool = True) -> dict:
+        """Members whose registration is past its re-confirmation (see ``domain.reverify_due_at``;
+        no ``verified_at``: the sign-up time stands in), or with ``due`` false the others."""
+        cutoff = reverify_cutoff(now, months)
+        past = {"status": {"$in": list(REVERIFY_STATUSES)},
+                "$or": [{"verified_at": {"$lt": cutoff}},
+                        {"verified_at": None, "signed_up_at": {"$lt": cutoff}}]}
+        return past if due else {"$nor": [past]}
+
+    def reverify_due_ids(self, region_id: str, now: datetime, months: int,
+                         limit: int = 10_000) -> list[str]:
+        """The region's members past due whose period the sweep has not announced yet (a cheap
+        pre-filter: the domain decides again on the fresh document)."""
+        query = {"$and": [{"region": region_id}, self.reverify_due_query(now, months)]}
+        return [d["_id"] for d in self.coll.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)]
+
     def with_email(self, email: str) -> list[dict]:
         """Every membership, in every region, with this address (erased ones have none)."""
         return list(self.coll.find({"email_key": email.casefold()}, INTERNAL_FIELDS).sort("region", ASCENDING))
@@ -247,20 +271,22 @@ class MemberRepository:
         return [without_personal(e) for e in events] if member.status == "erased" else events
 
     # -- writes ----------------------------------------------------------------------------------
-    def add(self, member: Member, events: list[EventDraft], trace: str | None) -> dict:
+    def add(self, member: Member, events: list[EventDraft], trace: str | None,
+            records: list[RecordDraft] = ()) -> dict:
         doc = {"_id": member.id, **{k: v for k, v in self._fields(member).items() if v is not None}}
         try:
-            return self.store.create(doc, events, traceparent=trace)
+            return self.store.create(doc, events, traceparent=trace, records=records)
         except Conflict:
             raise self._which_duplicate(member) from None
 
-    def save(self, member: Member, expected_version: int, events: list[EventDraft], trace: str | None) -> dict:
+    def save(self, member: Member, expected_version: int, events: list[EventDraft], trace: str | None,
+             records: list[RecordDraft] = ()) -> dict:
         fields = self._fields(member)
         changes = {k: v for k, v in fields.items() if v is not None}
         unset = [k for k, v in fields.items() if v is None]
         try:
             return self.store.update(member.id, expected_version, changes, events, region=member.region,
-                                     unset=unset, traceparent=trace)
+                                     unset=unset, traceparent=trace, records=records)
         except Conflict:
             raise self._which_duplicate(member) from None
 
@@ -284,26 +310,30 @@ class MemberRepository:
     def purge_personal(self, member_id: str, request_path_prefix: str) -> None:
         """After erasure: personal data out of every copy this database holds.
 
-        The member document itself was stripped by the erasure write. Left are events that
-        still carry ``personal``: those waiting in the outbox, those archived for the history,
-        and responses kept for Idempotency-Key replays. (Copies already on the Kafka topic
-        age out with its retention.) A relay publishing concurrently is covered by
-        ``worker.MembersRelay``, which redacts and re-purges after its own archive write.
+        The member document itself was stripped by the erasure write, which also queued a
+        tombstone for ``hecht.members.contacts``. Left are contact records still waiting in the
+        outbox (dropped: the tombstone supersedes them), events that carry personal data or free
+        text (written before issue 17), pending or archived, and responses kept for
+        Idempotency-Key replays. A relay publishing concurrently is covered by
+        ``worker.MembersRelay``, which redacts, tombstones again and re-purges after its writes.
         """
         purge_archive(self.db, [member_id])
         self.db.idempotency.delete_many({"path": {"$regex": f"^{re.escape(request_path_prefix)}(/|$)"}})
 
 
 def purge_archive(db: Database, member_ids: list[str]) -> int:
-    """Personal data out of these members' events, pending (outbox) and archived (see
-    ``without_personal``)."""
+    """Personal data and free text out of these members' events, pending (outbox) and archived
+    (see ``without_personal``), and their pending contact records (not the tombstones) out of
+    the outbox."""
     subjects = {"subject": {"$in": member_ids}}
-    n = 0
+    n = db[outbox.OUTBOX].delete_many({**subjects, outbox.RECORD_TOPIC: {"$exists": True},
+                                       outbox.RECORD_VALUE: {"$ne": None}}).deleted_count
     for coll in (db[outbox.OUTBOX], db[outbox.ARCHIVE]):
-        n += coll.update_many({**subjects, "data.personal": {"$exists": True}},
-                              {"$unset": {"data.personal": ""}}).modified_count
-        n += coll.update_many({**subjects, "data.capacity.note": {"$exists": True, "$ne": None}},
-                              {"$set": {"data.capacity.note": None}}).modified_count
+        for field in PERSONAL_EVENT_FIELDS:
+            n += coll.update_many({**subjects, f"data.{field}": {"$exists": True}},
+                                  {"$unset": {f"data.{field}": ""}}).modified_count
+        n += coll.update_many({**subjects, "data.capacity.note": {"$exists": True}},
+                              {"$unset": {"data.capacity.note": ""}}).modified_count
     return n
 
 

@@ -5,20 +5,56 @@ from marshmallow import Schema, fields, validate
 
 from hecht.web import PageArgsSchema, PageSchema
 
-from .domain import (CAPACITY_STATUSES, CATEGORIES, COUNTRIES, LANGUAGES, MEMBER_ROLES, MEMBER_STATUSES,
-                     REGION_KINDS, RESERVED_REGION_IDS, SCHEMES, STAFF_STATUSES)
+from .domain import (CAPACITY_STATUSES, CATEGORIES, COUNTRIES, LANGUAGES, MANDATE_BODIES, MAX_PROXIES,
+                     MEMBER_ROLES, MEMBER_STATUSES, REGION_KINDS, RESERVED_REGION_IDS, REVERIFY_MONTHS, SCHEMES,
+                     STAFF_STATUSES)
 
 SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,62}$",
                        error="use 2–63 lowercase letters, digits and dashes, starting with a letter or digit")
 
 
+class SeatSchema(Schema):
+    member_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$",
+                                                                      error="not a member id"))
+    cluster = fields.String(required=True, validate=validate.Length(1, 100),
+                            metadata={"example": "care providers"})
+
+
+_BODY_HELP = ("who mandates: `assembly` (default) every active member whose practice lies in one of the "
+              "region's municipalities; `board` the active members holding the board, chair or secretary "
+              "role; `council` the named seats, with the quorum and a majority (more than half of the votes "
+              "cast, and at least approval_threshold) needed in each cluster")
+
+
+_REVERIFY_HELP = ("how often (calendar months, 1–60, default 12) a member re-confirms their registration; "
+                  "due from the same day that many months after it was last verified")
+_UNVERIFIED_HELP = ("true: members past their re-confirmation are left out of votes opened meanwhile (listed "
+                    "as `unverified` in agreement.mandate_requested) until they re-confirm; default false")
+
+
 class MandatePolicySchema(Schema):
     quorum = fields.Float(load_default=0.5, allow_nan=False, validate=validate.Range(0, 1),
-                          metadata={"description": "share of the electorate that must vote (0–1)"})
+                          metadata={"description": "share of the electorate that must vote (0–1); "
+                                                   "in a council, of each cluster's seats"})
     approval_threshold = fields.Float(
         load_default=0.5, allow_nan=False, validate=validate.Range(0, 1, min_inclusive=False),
         metadata={"description": "share of votes cast that must be 'for' (above 0, at most 1)"})
     voting_period_days = fields.Integer(load_default=14, validate=validate.Range(1, 90))
+    body = fields.String(load_default="assembly", validate=validate.OneOf(MANDATE_BODIES),
+                         metadata={"description": _BODY_HELP})
+    seats = fields.List(fields.Nested(SeatSchema), load_default=list, validate=validate.Length(0, 500),
+                        metadata={"description": "council seats: the member holding each and its cluster"})
+    live_tally = fields.Boolean(load_default=False, metadata={
+        "description": "show running counts while a vote is open (default false: a secret ballot)"})
+    max_proxies = fields.Integer(load_default=0, validate=validate.Range(0, MAX_PROXIES), metadata={
+        "description": "proxies one member may carry (0: no proxies)"})
+    trainees_vote = fields.Boolean(load_default=True, metadata={
+        "description": "members in training (category gp-in-training) are electors"})
+    reverify_months = fields.Integer(load_default=12, validate=validate.Range(*REVERIFY_MONTHS), metadata={
+        "description": _REVERIFY_HELP})
+    unverified_leave_electorate = fields.Boolean(load_default=False, metadata={"description": _UNVERIFIED_HELP})
+    version = fields.Integer(dump_only=True, metadata={
+        "description": "+1 on every change; a vote keeps the version in force when it opened"})
 
 
 class RegionSchema(Schema):
@@ -35,10 +71,18 @@ class RegionSchema(Schema):
 
 
 class MandatePolicyUpdateSchema(Schema):
-    """The policy fields to change; the others keep their value."""
+    """The policy fields to change; the others keep their value. Any change is a new version,
+    applied to votes opened later only."""
     quorum = fields.Float(allow_nan=False, validate=validate.Range(0, 1))
     approval_threshold = fields.Float(allow_nan=False, validate=validate.Range(0, 1, min_inclusive=False))
     voting_period_days = fields.Integer(validate=validate.Range(1, 90))
+    body = fields.String(validate=validate.OneOf(MANDATE_BODIES), metadata={"description": _BODY_HELP})
+    seats = fields.List(fields.Nested(SeatSchema), validate=validate.Length(0, 500))
+    live_tally = fields.Boolean()
+    max_proxies = fields.Integer(validate=validate.Range(0, MAX_PROXIES))
+    trainees_vote = fields.Boolean()
+    reverify_months = fields.Integer(validate=validate.Range(*REVERIFY_MONTHS), metadata={"description": _REVERIFY_HELP})
+    unverified_leave_electorate = fields.Boolean(metadata={"description": _UNVERIFIED_HELP})
 
 
 class RegionUpdateSchema(Schema):
@@ -47,6 +91,9 @@ class RegionUpdateSchema(Schema):
     kind = fields.String(validate=validate.OneOf(REGION_KINDS))
     municipalities = fields.List(fields.String(validate=validate.Length(1, 100)), validate=validate.Length(1, 1000))
     mandate_policy = fields.Nested("MandatePolicyUpdateSchema")
+    confirm_affected = fields.Boolean(load_only=True, load_default=False, metadata={
+        "description": "removing a municipality that members' practices lie in answers 409 listing them "
+                       "(`affected`) unless this is true"})
 
 
 class RegionPageSchema(PageSchema):
@@ -130,6 +177,12 @@ class MemberSchema(Schema):
     updated_at = fields.DateTime(allow_none=True)
     email_verified_at = fields.DateTime(allow_none=True, metadata={
         "description": "when a sign-in link sent to the address was first used; null until then"})
+    verified_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when the registration was last confirmed valid (approval, a registration correction, "
+                       "a re-confirmation); for members approved before this was recorded, the sign-up time"})
+    reverify_due_at = fields.DateTime(allow_none=True, metadata={
+        "description": "from when the registration must be re-confirmed (the region's reverify_months after "
+                       "verified_at, 00:00 UTC); null for members it does not apply to (pending, left, ...)"})
     version = fields.Integer()
 
 
@@ -150,6 +203,19 @@ class MemberListArgsSchema(PageArgsSchema):
     stale = fields.Boolean(load_default=False, metadata={
         "description": "pending sign-ups whose address is still unconfirmed after HECHT_SIGNUP_CONFIRM_DAYS "
                        "are left out; true lists only them"})
+    reverify_due = fields.Boolean(metadata={
+        "description": "true: only active and suspended members past their re-confirmation (reverify_due_at "
+                       "reached); false: only the others"})
+    outside_region = fields.Boolean(metadata={
+        "description": "true: only members whose practice lies outside the region's municipalities (e.g. after "
+                       "a municipality was removed; they are not in an assembly's electorate); false: only inside"})
+
+
+class ReconfirmSchema(Schema):
+    """The registration is still valid; a correction may come with it (the sign-up's checks apply)."""
+    registration = fields.Nested(RegistrationSchema, metadata={
+        "description": "optional: the corrected registration (e.g. a new RIZIV competence code); it must still "
+                       "be unique in the region"})
 
 
 class ReasonSchema(Schema):
@@ -180,6 +246,9 @@ class ProfileUpdateSchema(Schema):
     language = fields.String(validate=validate.OneOf(LANGUAGES))
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     practice = fields.Nested(PracticeUpdateSchema)
+    registration = fields.Nested(RegistrationSchema, metadata={
+        "description": "a correction (e.g. a new RIZIV competence code, a renewed BIG number): the sign-up's "
+                       "checks apply, and it must still be unique in the region"})
 
 
 class CapacityTotalsSchema(Schema):

@@ -1,5 +1,5 @@
-"""Members worker: the outbox relay (members consumes no other service's events) and the daily
-capacity snapshots."""
+"""Members worker: the outbox relay (members consumes no other service's events), the daily
+capacity snapshots and the re-verification sweep."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +9,9 @@ from typing import Callable
 
 from hecht import kafka, topics
 from hecht.errors import NotFound
-from hecht.outbox import Relay
+from hecht.outbox import RECORD_VALUE, Relay
+
+from .handlers import announce_reverification_due
 
 from .repository import (ensure_indexes, purge_archive, regions_without_snapshot, take_snapshot,  # noqa: F401
                          without_personal)
@@ -21,18 +23,33 @@ class MembersRelay(Relay):
     """The platform relay, plus one duty of erasure: nothing personal about an erased member
     leaves the database again.
 
-    Erasure strips the member's pending events and archived copies right away, but a relay
-    pass may have read the outbox just before. So events of erased members are published
-    without ``personal``, and after every archive write the erased members' archived events
-    are purged again (an erasure committed after that check purges them itself).
+    Erasure strips the member's pending events and archived copies, and drops their pending
+    contact records, right away; but a relay pass may have read the outbox just before. So
+    events of erased members are published without personal data, after every archive write
+    the erased members' archived events are purged again (an erasure committed after that
+    check purges them itself), and a contact record of an erased member goes out as a
+    tombstone. A contact record published while its member was being erased is followed by
+    one more tombstone, so the latest value under the key is always the tombstone.
     """
 
-    def _erased(self, events: list[dict]) -> set[str]:
-        subjects = {e["subject"] for e in events if without_personal(e) != e}
+    def _erased_ids(self, subjects: set[str]) -> set[str]:
         if not subjects:
             return set()
         return {d["_id"] for d in self.db.members.find({"_id": {"$in": sorted(subjects)}, "status": "erased"},
                                                        {"_id": 1})}
+
+    def _erased(self, events: list[dict]) -> set[str]:
+        return self._erased_ids({e["subject"] for e in events if without_personal(e) != e})
+
+    def _publish_records(self, entries: list[dict]) -> None:
+        subjects = {e["subject"] for e in entries if e[RECORD_VALUE] is not None}
+        erased = self._erased_ids(subjects)
+        super()._publish_records([dict(e, **{RECORD_VALUE: None}) if e["subject"] in erased else e
+                                  for e in entries])
+        late = self._erased_ids(subjects - erased)
+        if late:
+            last = {e["subject"]: e for e in entries if e["subject"] in late}
+            super()._publish_records([dict(e, **{RECORD_VALUE: None}) for e in last.values()])
 
     def _publish(self, events: list[dict]) -> None:
         erased = self._erased(events)
@@ -93,5 +110,29 @@ class CapacitySnapshots:
         log.info("capacity snapshots stopped")
 
 
+class ReverificationSweep(CapacitySnapshots):
+    """Announces members past their re-confirmation (``member.reverification_due``; notify
+    e-mails them). Once per due period per member, however often it passes and however many
+    workers run: see ``handlers.announce_reverification_due``. Hourly: a due date is a day."""
+
+    def __init__(self, db, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *,
+                 poll_s: float = 3600.0):
+        super().__init__(db, now, poll_s=poll_s)
+
+    def run_once(self) -> list[str]:
+        return announce_reverification_due(self.db, self.now(), trace=None)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+                delay = self.poll_s
+            except Exception as e:  # noqa: BLE001 - a database outage must not kill the worker
+                log.warning("re-verification sweep failed; retrying", extra={"error": f"{type(e).__name__}: {e}"})
+                delay = min(self.poll_s, 5.0)
+            stop.wait(delay)
+
+
 def components(settings, db):
-    return [("relay", relay(settings, db).run), ("capacity-snapshots", CapacitySnapshots(db).run)]
+    return [("relay", relay(settings, db).run), ("capacity-snapshots", CapacitySnapshots(db).run),
+            ("reverification", ReverificationSweep(db).run)]

@@ -25,10 +25,11 @@ EVENT_TYPES = frozenset({
     "region.registered", "region.updated",
     "member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
     "member.left", "member.erased", "member.roles_changed", "member.capacity_changed",
-    "member.profile_updated",
+    "member.profile_updated", "member.reverified", "member.reverification_due",
     "agreement.drafted", "agreement.revised", "agreement.mandate_requested", "agreement.vote_cast",
     "agreement.mandated", "agreement.mandate_rejected", "agreement.signed", "agreement.activated",
     "agreement.review_due", "agreement.expired", "agreement.terminated", "agreement.superseded",
+    "agreement.proxy_recorded", "agreement.proxy_revoked",
     "notification.sent", "notification.failed", "subscription.disabled",
 })
 PING_TYPE = "subscription.ping"   # a test event: sent to one subscription on request, never on Kafka
@@ -79,19 +80,48 @@ _EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 REDACTED = "[redacted]"
 
 
+# Free text written by staff or a mail server, per event type (``kind.*`` for a whole kind): never
+# in a webhook payload nor in notify's copy of the event. Dotted names reach into an object.
+# Member events carry none any more (issue 17); the entries stay for events written before.
+STAFF_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
+    "member.*": ("reason", "capacity.note"),
+    "agreement.terminated": ("reason",),
+    "notification.failed": ("error",),
+}
+
+
+def staff_text_fields(short_type: str) -> tuple[str, ...]:
+    kind = short_type.split(".", 1)[0]
+    return STAFF_TEXT_FIELDS.get(short_type, ()) + STAFF_TEXT_FIELDS.get(f"{kind}.*", ())
+
+
 def redact(event: dict) -> dict:
-    """The event as integrators may see it: no ``data.personal``, no contact data anywhere.
+    """The event as integrators may see it: no ``data.personal``, no contact data anywhere, and
+    none of the type's free-text fields (``STAFF_TEXT_FIELDS``).
 
     Applied to every event, not only member events, so a future field that carries an
-    address cannot leak by accident; e-mail addresses inside free text (a capacity note, a
-    reason) are masked too.
+    address cannot leak by accident; e-mail addresses inside any other text are masked too.
     """
     out = copy.deepcopy(event)
     data = out.get("data")
     if isinstance(data, dict):
         data.pop("personal", None)
+        short = str(out.get("type") or "")
+        short = short[len("hecht."):].rsplit(".v", 1)[0] if short.startswith("hecht.") else short
+        for path in staff_text_fields(short):
+            *parents, leaf = path.split(".")
+            holder = data
+            for p in parents:
+                holder = holder.get(p) if isinstance(holder, dict) else None
+            if isinstance(holder, dict):
+                holder.pop(leaf, None)
         out["data"] = _scrub(data)
     return out
+
+
+def mask_addresses(text: str) -> str:
+    """``text`` with every e-mail address in it replaced by ``[redacted]``."""
+    return _EMAIL_IN_TEXT.sub(REDACTED, text) if "@" in text else text
 
 
 def _scrub(value):
@@ -245,9 +275,11 @@ EMAIL_RULES: dict[str, tuple[str, str]] = {
     "agreement.mandate_rejected": ("mandate_rejected", "active_members"),
     "agreement.activated": ("agreement_activated", "active_members"),
     "agreement.review_due": ("review_due", "board"),
+    "member.reverification_due": ("reverification_due", "subject_member"),
 }
 VOTE_CLOSING = "vote_closing"
-TEMPLATES = tuple(t for t, _ in EMAIL_RULES.values()) + (VOTE_CLOSING,)
+INTEGRATOR_INVITED = "integrator_invited"   # to an integrator application's contact address, not a member
+TEMPLATES = tuple(t for t, _ in EMAIL_RULES.values()) + (VOTE_CLOSING, INTEGRATOR_INVITED)
 
 # The portal page each e-mail is about (docs/PORTAL.md, "Page URLs"): {r} region, {a} agreement.
 LINKS = {
@@ -259,6 +291,8 @@ LINKS = {
     "mandate_rejected": "/r/{r}/agreements/{a}",
     "agreement_activated": "/r/{r}/agreements/{a}",
     "review_due": "/r/{r}/agreements/{a}",
+    "reverification_due": "/r/{r}/membership",
+    "integrator_invited": "/integrations/{r}",
 }
 
 
@@ -319,6 +353,9 @@ class CreateSubscription:
     created_by: str | None = None
     idempotency_key: str | None = None   # already scoped to the caller and hashed
     fingerprint: str | None = None       # of the request body, to refuse a key reused for another body
+    rate_limit: float | None = None      # deliveries per second; None: unlimited
+    signature: str = "v1"                # v1 (HMAC) or v1a (ed25519)
+    allowed_event_types: list[str] | None = None  # the owner application's limits, when it is one
 
 
 @dataclass(frozen=True)
@@ -327,6 +364,7 @@ class UpdateSubscription:
     subscription_id: str
     expected_version: int | None
     changes: dict = field(default_factory=dict)
+    allowed_event_types: list[str] | None = None  # the owner application's limits, when it is one
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .repository import (QUEUED, AddressBook, DeliveryRepository, ElectorateBook
 log = logging.getLogger(__name__)
 
 MAX_ROTATION_GRACE_S = 7 * 24 * 3600
+CLOSED_CIRCUIT = {"state": "closed", "consecutive_failures": 0, "opened_at": None, "retry_at": None}
 MAX_REPLAY = 10_000
 
 
@@ -83,13 +84,17 @@ def create_subscription(cmd: domain.CreateSubscription, repos: Repos, trace: str
             return prior
     url = _check_url(cmd.url, repos.settings)
     patterns = domain.normalize_patterns(cmd.event_types)
-    secret = signing.new_secret()
+    if cmd.allowed_event_types is not None:
+        from .integrators import check_within
+        check_within(cmd.allowed_event_types, patterns)
     at = now()
+    secret, key_entry = _new_signing_key(cmd.signature, repos, at)
     sub_id = new_id("sub")
     doc = {"_id": sub_id, "region": cmd.region, "url": url, "event_types": patterns,
            "description": cmd.description, "enabled": cmd.enabled, "disabled_reason": None, "disabled_at": None,
-           "secrets": [{"enc": repos.box.encrypt(secret), "created_at": at, "expires_at": None}],
-           "consecutive_failures": 0, "created_at": at, "updated_at": at, "created_by": cmd.created_by,
+           "secrets": [key_entry], "signature": cmd.signature, "rate_limit": cmd.rate_limit,
+           "consecutive_failures": 0, "circuit": dict(CLOSED_CIRCUIT), "created_at": at, "updated_at": at,
+           "created_by": cmd.created_by, "owner": cmd.created_by,
            "idem_key": cmd.idempotency_key or sub_id, "idem_fingerprint": cmd.fingerprint}
     try:
         return repos.subscriptions.add(doc), secret, False
@@ -98,6 +103,16 @@ def create_subscription(cmd: domain.CreateSubscription, repos: Repos, trace: str
         if prior is None:
             raise
         return prior
+
+
+def _new_signing_key(scheme: str, repos: Repos, at: datetime) -> tuple[str | None, dict]:
+    """(the secret to show once, or None for v1a; the stored entry). A v1a entry keeps the
+    encrypted private key and the public key, which the subscription shows any time."""
+    if scheme == signing.V1A:
+        private, public = signing.new_keypair()
+        return None, {"enc": repos.box.encrypt(private), "public_key": public, "created_at": at, "expires_at": None}
+    secret = signing.new_secret()
+    return secret, {"enc": repos.box.encrypt(secret), "created_at": at, "expires_at": None}
 
 
 def _prior_create(cmd: domain.CreateSubscription, repos: Repos):
@@ -110,6 +125,8 @@ def _prior_create(cmd: domain.CreateSubscription, repos: Repos):
     if doc.get("deleted"):
         raise Conflict("the subscription created with this Idempotency-Key was deleted since")
     current = signing.active_secrets(doc.get("secrets", []))
+    if doc.get("signature") == signing.V1A:
+        return doc, None, True
     return doc, repos.box.decrypt(current[0]["enc"]), True
 
 
@@ -122,14 +139,18 @@ def _current(repos: Repos, region: str, subscription_id: str, expected_version: 
 
 def update_subscription(cmd: domain.UpdateSubscription, repos: Repos, trace: str | None) -> dict:
     doc = _current(repos, cmd.region, cmd.subscription_id, cmd.expected_version)
-    changes = {k: v for k, v in cmd.changes.items() if k in ("url", "event_types", "description", "enabled")}
+    changes = {k: v for k, v in cmd.changes.items()
+               if k in ("url", "event_types", "description", "enabled", "rate_limit")}
     if "url" in changes:
         changes["url"] = _check_url(changes["url"], repos.settings)
     if "event_types" in changes:
         changes["event_types"] = domain.normalize_patterns(changes["event_types"])
+        if cmd.allowed_event_types is not None:
+            from .integrators import check_within
+            check_within(cmd.allowed_event_types, changes["event_types"])
     if changes.get("enabled") is True and not doc.get("enabled"):
-        # Re-enabled by a person: a fresh start, and the waiting deliveries resume.
-        changes.update(consecutive_failures=0, disabled_reason=None, disabled_at=None)
+        # Re-enabled by a person: a fresh start (failures, circuit), and the waiting deliveries resume.
+        changes.update(consecutive_failures=0, disabled_reason=None, disabled_at=None, circuit=dict(CLOSED_CIRCUIT))
     if changes.get("enabled") is False and doc.get("enabled"):
         changes.update(disabled_reason="disabled by a user", disabled_at=now())
     changes["updated_at"] = now()
@@ -152,13 +173,13 @@ def rotate_secret(cmd: domain.RotateSecret, repos: Repos, trace: str | None):
                       errors={"grace_period_s": [f"between 0 and {MAX_ROTATION_GRACE_S} seconds"]})
     doc = _current(repos, cmd.region, cmd.subscription_id)
     at = now()
-    secret = signing.new_secret()
+    secret, entry = _new_signing_key(doc.get("signature") or signing.V1, repos, at)
     kept = []
     for s in signing.active_secrets(doc.get("secrets", []), at):
         expires = s.get("expires_at") or at + timedelta(seconds=cmd.grace_period_s)
         if expires > at:
             kept.append(dict(s, expires_at=min(expires, at + timedelta(seconds=cmd.grace_period_s))))
-    secrets = [{"enc": repos.box.encrypt(secret), "created_at": at, "expires_at": None}] + kept[:2]
+    secrets = [entry] + kept[:2]
     updated = repos.subscriptions.update(doc, {"secrets": secrets, "rotated_at": at, "updated_at": at}, trace=trace)
     return updated, secret
 
@@ -313,19 +334,25 @@ def remember_region(event: dict, repos: Repos) -> None:
 
 
 def remember_member(event: dict, repos: Repos) -> None:
+    """Who is in which region with which status and roles. The address and the language come
+    from the contacts topic (services/notify/contacts.py), never from member events."""
     data = event["data"]
-    personal = data.get("personal") or {}
     fields = {"region": data.get("region_id") or event.get("region"), "status": data.get("status"),
-              "language": data.get("language"), "roles": list(data.get("roles") or [])}
-    if personal.get("email"):
-        fields["email"] = personal["email"]
+              "roles": list(data.get("roles") or [])}
     repos.address_book.apply(data.get("member_id") or event["subject"], event["sequence"], fields)
 
 
 def forget_member(event: dict, repos: Repos) -> None:
+    """GDPR: the address book keeps a tombstone, and no notification keeps free text about them."""
     data = event["data"]
-    repos.address_book.erase(data.get("member_id") or event["subject"], data.get("region_id") or event.get("region"),
-                             event["sequence"])
+    member_id = data.get("member_id") or event["subject"]
+    repos.address_book.erase(member_id, data.get("region_id") or event.get("region"), event["sequence"])
+    repos.db.notifications.update_many({"member_id": member_id, "context.reason": {"$exists": True}},
+                                       {"$unset": {"context.reason": ""}})
+    # copies kept before issue 17 could hold the member's free text (redaction now drops it)
+    repos.db.event_copies.update_many({"subject": member_id, "type": {"$regex": "^member\\."}},
+                                      {"$unset": {"event.data.reason": "", "event.data.capacity.note": "",
+                                                  "event.data.language": ""}})
 
 
 # -- e-mail ---------------------------------------------------------------------------------------
@@ -419,8 +446,13 @@ def send_emails(event: dict, repos: Repos) -> None:
     short = ev.short_type(event["type"])
     template, rule = domain.EMAIL_RULES[short]
     region = event["data"].get("region_id") or event.get("region")
+    context = _context(event, repos, template)
+    if short in CONTACT_CHANGING_TYPES:
+        # The reason this e-mail quotes is on the member's contact record written with this
+        # event: the sender waits until the address book has that record (or a newer one).
+        context["contact_sequence"] = event["sequence"]
     queue_notifications(repos, region=region, template=template, member_ids=_recipients(rule, event, repos),
-                        cause_event_id=event["id"], cause_type=short, context=_context(event, repos, template))
+                        cause_event_id=event["id"], cause_type=short, context=context)
 
 
 def schedule_vote_reminder(event: dict, repos: Repos) -> None:
@@ -468,9 +500,11 @@ def fire_due_reminders(db: Database, settings: Settings, at: datetime | None = N
     return fired
 
 
+# Member events whose e-mail needs the contact record written with them (the rejection reason).
+CONTACT_CHANGING_TYPES = ("member.rejected",)
 MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
                 "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated",
-                "member.email_verified")
+                "member.email_verified", "member.reverified", "member.reverification_due")
 VOTE_ENDING_TYPES = ("agreement.mandated", "agreement.mandate_rejected", "agreement.signed", "agreement.activated",
                      "agreement.revised", "agreement.expired", "agreement.terminated", "agreement.superseded",
                      "agreement.vote_cast")

@@ -6,7 +6,8 @@ Two collections are aggregates whose events are relayed to ``hecht.notify``:
 
 - ``event_copies``: every consumed event, redacted (the source of replays);
 - ``deliveries``: one per (subscription, event), unique; ``attempts``: their attempt log;
-- ``address_book``: contact data from member events (``member.erased`` purges it);
+- ``address_book``: status and roles from member events, the address from the contacts topic
+  (``member.erased`` and the contact's tombstone purge it);
 - ``regions``: region names for the e-mails;
 - ``reminders``: the vote-closing reminders the scheduler fires.
 
@@ -79,6 +80,10 @@ def ensure_indexes(db: Database) -> None:
     db.notifications.create_index([("status", ASCENDING), ("next_attempt_at", ASCENDING)])
     db.reminders.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
     db.reminders.create_index([("agreement_id", ASCENDING)])
+    db.subscriptions.create_index([("region", ASCENDING), ("owner", ASCENDING), ("_id", ASCENDING)])
+    db.integrators.create_index([("region", ASCENDING), ("_id", ASCENDING)])
+    db.integrators.create_index([("contact_email_lc", ASCENDING)])  # the portal's integrator sign-in
+    db.integrators.create_index([("status", ASCENDING)])  # the delivery engine holds suspended ones
 
 
 # -- subscriptions ----------------------------------------------------------------------------
@@ -288,19 +293,62 @@ def _apply_newer(coll, doc_id: str, sequence: int, fields: dict) -> None:
 
 
 class AddressBook:
-    """Contact data of members, kept from member events only, newest sequence wins."""
+    """What notify knows of each member, newest wins per source: region, status and roles from
+    member events (``sequence``); e-mail, language and the rejection reason from the internal
+    contacts topic (``contact_sequence``; services/notify/contacts.py). The two topics are read
+    independently, so either may come first; a tombstone or ``member.erased`` ends both."""
+
+    CONTACT_FIELDS = ("email", "language", "reason")
 
     def __init__(self, db: Database):
         self.coll = db.address_book
 
     def apply(self, member_id: str, sequence: int, fields: dict) -> None:
-        _apply_newer(self.coll, member_id, sequence, dict(fields, updated_at=now()))
+        # Like ``_apply_newer``, but the document may exist without ``sequence`` (its contact
+        # record came first).
+        try:
+            self.coll.update_one({"_id": member_id, "$or": [{"sequence": {"$lt": sequence}},
+                                                            {"sequence": {"$exists": False}}]},
+                                 {"$set": dict(fields, sequence=sequence, updated_at=now())}, upsert=True)
+        except DuplicateKeyError:
+            pass  # a newer event was applied already
+
+    def apply_contact(self, member_id: str, contact: dict) -> bool:
+        """A contact record (newer than the one kept, for a member neither erased nor
+        tombstoned); False if it was ignored."""
+        sequence = int(contact.get("sequence") or 0)
+        fields = {k: contact.get(k) for k in self.CONTACT_FIELDS}
+        unset = {k: "" for k, v in fields.items() if v is None}
+        update: dict = {"$set": dict({k: v for k, v in fields.items() if v is not None},
+                                     contact_sequence=sequence, contact_at=now())}
+        if unset:
+            update["$unset"] = unset
+        if contact.get("region_id"):
+            update["$setOnInsert"] = {"region": contact["region_id"]}
+        try:
+            res = self.coll.update_one(
+                {"_id": member_id, "status": {"$ne": "erased"}, "contact_erased": {"$ne": True},
+                 "$or": [{"contact_sequence": {"$lt": sequence}}, {"contact_sequence": {"$exists": False}}]},
+                update, upsert=True)
+            return bool(res.modified_count or res.upserted_id)
+        except DuplicateKeyError:
+            return False  # erased, tombstoned or a newer record kept already
+
+    def forget_contact(self, member_id: str) -> None:
+        """The contact's tombstone: the address, language and reason go for good (a record
+        published before it and read again later cannot bring them back)."""
+        self.coll.update_one({"_id": member_id},
+                             {"$unset": {k: "" for k in self.CONTACT_FIELDS},
+                              "$set": {"contact_erased": True, "contact_at": now()}}, upsert=True)
 
     def erase(self, member_id: str, region: str, sequence: int) -> None:
         """GDPR: the contact data goes; a tombstone stops an older event from bringing it back."""
-        tombstone = {"region": region, "status": "erased", "sequence": sequence, "erased_at": now()}
+        tombstone = {"region": region, "status": "erased", "sequence": sequence, "erased_at": now(),
+                     "contact_erased": True}
         try:
-            self.coll.replace_one({"_id": member_id, "sequence": {"$lt": sequence}}, tombstone, upsert=True)
+            self.coll.replace_one({"_id": member_id, "$or": [{"sequence": {"$lt": sequence}},
+                                                             {"sequence": {"$exists": False}}]},
+                                  tombstone, upsert=True)
         except DuplicateKeyError:
             pass
 
@@ -400,12 +448,12 @@ class NotificationRepository:
                              {"$set": {"next_attempt_at": at, "last_error": error},
                               "$unset": {"lease_owner": ""}, "$inc": {"attempts": 1}})
 
-    def finish(self, doc: dict, status: str, event: EventDraft, extra: dict,
+    def finish(self, doc: dict, status: str, event: EventDraft | None, extra: dict,
                before_commit: Callable[[], None] | None = None) -> dict:
         """queued → sent | failed, with its event, in one transaction (version-guarded);
         ``before_commit`` (the SMTP hand-over) runs inside it, just before the commit."""
         changes = dict(extra, status=status, finished_at=now(), attempts=doc.get("attempts", 0) + 1)
-        return self.store.update(doc["_id"], doc["version"], changes, [event], region=doc["region"],
+        return self.store.update(doc["_id"], doc["version"], changes, [event] if event else [], region=doc["region"],
                                  unset=("lease_owner",), before_commit=before_commit)
 
 

@@ -84,11 +84,81 @@ def sign(secrets_plain: list[str], msg_id: str, timestamp: datetime, body: str) 
 
 
 def headers(secrets_plain: list[str], msg_id: str, body: str, now: datetime | None = None) -> dict[str, str]:
+    return headers_for(V1, secrets_plain, msg_id, body, now)
+
+
+# -- Standard Webhooks asymmetric signatures (v1a, ed25519) -------------------------------------
+# A subscription with ``signature: v1a`` holds ed25519 key pairs instead of HMAC secrets: the
+# private key (``whsk_`` + base64 of the 32-byte seed) is encrypted at rest like a secret, the
+# public key (``whpk_`` + base64 of the 32 raw bytes) is what the integrator verifies with and
+# may be shown any time. Each entry of ``webhook-signature`` is ``v1a,<base64 signature>`` over
+# ``{webhook-id}.{webhook-timestamp}.{body}``, exactly as for v1 (the Standard Webhooks spec,
+# "Asymmetric signatures"). The official Python package (1.1) verifies only v1, so receivers in
+# Python verify v1a with ``cryptography`` (see services/notify/README.md).
+PUBLIC_KEY_PREFIX = "whpk_"
+PRIVATE_KEY_PREFIX = "whsk_"
+V1, V1A = "v1", "v1a"
+SCHEMES = (V1, V1A)
+
+
+def new_keypair() -> tuple[str, str]:
+    """(private ``whsk_…``, public ``whpk_…``) of a fresh ed25519 key pair."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                             serialization.NoEncryption())
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return PRIVATE_KEY_PREFIX + base64.b64encode(seed).decode(), PUBLIC_KEY_PREFIX + base64.b64encode(pub).decode()
+
+
+def _ed25519(private: str):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    return Ed25519PrivateKey.from_private_bytes(base64.b64decode(private[len(PRIVATE_KEY_PREFIX):]))
+
+
+def _signed_content(msg_id: str, timestamp: datetime, body: str) -> bytes:
+    return f"{msg_id}.{int(timestamp.timestamp())}.{body}".encode()
+
+
+def sign_v1a(private_keys: list[str], msg_id: str, timestamp: datetime, body: str) -> str:
+    """The ``webhook-signature`` header for ed25519 keys: one ``v1a,<base64>`` per active key."""
+    content = _signed_content(msg_id, timestamp, body)
+    return " ".join("v1a," + base64.b64encode(_ed25519(k).sign(content)).decode() for k in private_keys)
+
+
+def verify_v1a(public_key: str, body: str | bytes, hdrs: dict, tolerance_s: int = 300) -> bool:
+    """The spec's v1a verification (what a receiver does): timestamp within the tolerance and
+    one ``v1a`` entry that verifies under ``public_key``. For tests and the docs' example."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    hdrs = {k.lower(): v for k, v in hdrs.items()}
+    body = body.decode() if isinstance(body, bytes) else body
+    ts = int(hdrs["webhook-timestamp"])
+    if abs(datetime.now(timezone.utc).timestamp() - ts) > tolerance_s:
+        return False
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key[len(PUBLIC_KEY_PREFIX):]))
+    content = f"{hdrs['webhook-id']}.{ts}.{body}".encode()
+    for entry in hdrs["webhook-signature"].split(" "):
+        version, _, sig = entry.partition(",")
+        if version != V1A:
+            continue
+        try:
+            key.verify(base64.b64decode(sig), content)
+            return True
+        except (InvalidSignature, ValueError):
+            continue
+    return False
+
+
+def headers_for(scheme: str, keys_plain: list[str], msg_id: str, body: str, now: datetime | None = None) -> dict:
+    """The delivery headers for a subscription's scheme (v1: HMAC secrets; v1a: ed25519 keys)."""
     now = now or datetime.now(timezone.utc)
+    signer = sign_v1a if scheme == V1A else sign
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": sign(secrets_plain, msg_id, now, body),
+        "webhook-signature": signer(keys_plain, msg_id, now, body),
         "content-type": "application/json",
         "user-agent": "hecht-webhooks/1",
     }

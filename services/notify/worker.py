@@ -26,6 +26,21 @@ subscription at once; after ``HECHT_WEBHOOK_DISABLE_AFTER_FAILURES`` deliveries 
 have failed for good, the subscription is disabled and ``subscription.disabled`` emitted.
 Deliveries of a disabled subscription stay ``pending`` and resume when it is re-enabled.
 Every attempt is logged (``attempts``): time, status, latency, first 512 bytes of the reply.
+
+Two controls per subscription sit on top (issue 15):
+
+- **Rate limit** (``rate_limit``, deliveries per second). Each send takes the subscription's
+  next slot with one conditional update (``rl_next_at``: free when past, moved 1/rate on), so
+  several workers together keep the spacing too. The subscription shows ``throttled_until``
+  (its next free slot); an attempt that waited for the limit records ``throttled_ms`` (how long
+  it was held back) and ``throttled_until`` (when its slot came).
+- **Circuit breaker**, apart from the permanent disable: after
+  ``HECHT_WEBHOOK_CIRCUIT_FAILURES`` (5) failed attempts in a row the circuit opens for
+  ``HECHT_WEBHOOK_CIRCUIT_COOLDOWN_S`` (60 s): nothing is sent. Then one probe (the lane head
+  that is due) is claimed with a conditional update (``half-open``, leased like an attempt);
+  success closes the circuit and delivery resumes, failure re-opens it for another cool-down.
+  Each attempt records ``probe``, the state it went in (``circuit``) and the state after it
+  (``circuit_after``), so open, probe and close are all visible in the attempt log.
 A delivery that settles gets ``expires_at`` (with its attempts, and its event's copy once no
 other delivery needs it): TTL indexes remove them after ``HECHT_NOTIFY_RETENTION_DAYS``.
 """
@@ -50,7 +65,7 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 from prometheus_client import Counter as PromCounter, Histogram
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
 from hecht import kafka, logs, topics
@@ -72,6 +87,7 @@ EMAILS = PromCounter("hecht_emails_total", "E-mails by outcome", ["outcome"])
 
 SKIPPED, ABANDONED = "skipped", "abandoned"
 LEASE = {"lease_owner": "", "lease_until": ""}  # $unset: the attempt is over
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 RESPONSE_BYTES = 512
 MAX_BODY_READ = 64 * 1024
 
@@ -86,6 +102,8 @@ class Tuning:
     mail_poll_s: float = 1.0
     mail_retry_schedule_s: tuple[float, ...] = (30, 120, 600, 3600, 14400)
     scheduler_poll_s: float = 30.0
+    circuit_failures: int = 5
+    circuit_cooldown_s: float = 60.0
 
     @classmethod
     def from_env(cls) -> "Tuning":
@@ -99,6 +117,8 @@ class Tuning:
             mail_retry_schedule_s=tuple(float(x) for x in env.get(
                 "HECHT_MAIL_RETRY_SCHEDULE_S", "30,120,600,3600,14400").split(",") if x.strip()),
             scheduler_poll_s=float(env.get("HECHT_NOTIFY_SCHEDULER_POLL_S", 30)),
+            circuit_failures=max(1, int(env.get("HECHT_WEBHOOK_CIRCUIT_FAILURES", 5))),
+            circuit_cooldown_s=float(env.get("HECHT_WEBHOOK_CIRCUIT_COOLDOWN_S", 60)),
         )
 
 
@@ -134,6 +154,7 @@ class DeliveryEngine:
         self._outcomes: queue.SimpleQueue = queue.SimpleQueue()
         self._subs: dict[str, dict] = {}
         self._subs_at = 0.0
+        self._held: dict[str, datetime] = {}   # delivery → when the rate limit first held it back
         self._secrets: dict[tuple[str, int], list[str]] = {}
         self._bodies: OrderedDict[str, str | None] = OrderedDict()
         self._box = signing.SecretBox(settings)
@@ -148,9 +169,15 @@ class DeliveryEngine:
         self._wake.set()
 
     def _subscriptions(self, force: bool = False) -> dict[str, dict]:
+        """The subscriptions that may deliver now. Those owned by a suspended integrator
+        application are left out, so their deliveries stay pending (held, not dropped) and
+        go out in order when the region makes it active again."""
         if force or time.monotonic() - self._subs_at > 1.0:
-            self._subs = {s["_id"]: s for s in self.db.subscriptions.find(
-                {"enabled": True, "deleted": {"$ne": True}})}
+            suspended = [d["_id"] for d in self.db.integrators.find({"status": "suspended"}, {"_id": 1})]
+            query: dict = {"enabled": True, "deleted": {"$ne": True}}
+            if suspended:
+                query["owner"] = {"$nin": suspended}
+            self._subs = {s["_id"]: s for s in self.db.subscriptions.find(query)}
             self._subs_at = time.monotonic()
         return self._subs
 
@@ -194,10 +221,22 @@ class DeliveryEngine:
         if free <= 0:
             return 0
         subs = self._subscriptions(force=True)
-        open_subs = [s for s in subs if per_sub[s] < self.tuning.per_endpoint]
+        t = now()
+        probing: set[str] = set()   # circuits whose cool-down is over: one probe may go
+        open_subs = []
+        for sid, sub in subs.items():
+            if per_sub[sid] >= self.tuning.per_endpoint:
+                continue
+            gate = _circuit_gate(sub, t)
+            if gate == "wait":
+                continue
+            if gate == "probe":
+                if per_sub[sid]:
+                    continue  # attempts from before it opened are still in flight
+                probing.add(sid)
+            open_subs.append(sid)
         if not open_subs:
             return 0
-        t = now()
         pending = list(self.db.deliveries.find(
             {"subscription_id": {"$in": open_subs}, "status": PENDING}).sort([("next_attempt_at", ASCENDING), ("sequence", ASCENDING)]).limit(self.tuning.batch))
         truncated = len(pending) >= self.tuning.batch
@@ -213,6 +252,7 @@ class DeliveryEngine:
             return 0
         if truncated:
             self._drop_blocked(heads)
+        self._gate_heads(heads, subs, probing, t)
         chosen = []
         for c in sorted(heads.values(), key=lambda d: (_aware(d["next_attempt_at"]), d["_id"])):
             if len(chosen) >= free:
@@ -230,6 +270,11 @@ class DeliveryEngine:
                 continue  # in flight elsewhere (its lease is live), or changed since we read it
             d["claim_seq"] = d.get("claim_seq", 0) + 1
             d["lease_owner"] = token
+            d["_probe"] = d["subscription_id"] in probing
+            with self._lock:
+                held = self._held.pop(d["_id"], None)
+            if held is not None:
+                d["_throttled"] = (held, t)
             lane = (d["subscription_id"], d["subject"])
             with self._lock:
                 self._lanes.add(lane)
@@ -237,6 +282,65 @@ class DeliveryEngine:
             self._pool.submit(self._run_one, d, subs.get(d["subscription_id"]), lane)
             handed += 1
         return handed
+
+    def _gate_heads(self, heads: dict[tuple[str, str], dict], subs: dict[str, dict], probing: set[str],
+                    t: datetime) -> None:
+        """Keep what the circuit and the rate limits let go now (in place).
+
+        A circuit past its cool-down sends one probe: the earliest head, if this worker wins
+        the conditional update that moves the circuit to half-open. A rate-limited subscription
+        sends one delivery per slot; the heads left waiting are marked ``throttled_until``."""
+        by_sub: dict[str, list[tuple[str, str]]] = {}
+        for lane in heads:
+            by_sub.setdefault(lane[0], []).append(lane)
+        keep: dict[str, list[tuple[str, str]]] = {}
+        for sid, lanes in by_sub.items():
+            lanes.sort(key=lambda ln: (_aware(heads[ln]["next_attempt_at"]), heads[ln]["_id"]))
+            keep[sid] = lanes
+            if sid in probing:
+                keep[sid] = lanes[:1] if self._claim_probe(sid, t) else []
+        limited = [sid for sid, k in keep.items() if k and (subs.get(sid) or {}).get("rate_limit")]
+        if limited:
+            won, _ = self._take_slots(limited, t)
+            with self._lock:
+                if len(self._held) > 100_000:
+                    self._held.clear()
+                for sid in limited:
+                    if sid in won:  # this worker took the slot: one delivery goes now
+                        waiting, keep[sid] = keep[sid][1:], keep[sid][:1]
+                    else:
+                        waiting, keep[sid] = keep[sid], []
+                    for ln in waiting:  # held back by the rate limit since (kept in memory: no write)
+                        self._held.setdefault(heads[ln]["_id"], t)
+        for sid, lanes in by_sub.items():
+            kept = set(keep[sid])
+            for ln in lanes:
+                if ln not in kept:
+                    heads.pop(ln, None)
+
+    def _claim_probe(self, sid: str, t: datetime) -> bool:
+        lease = t + timedelta(seconds=self.lease_s)
+        won = self.db.subscriptions.find_one_and_update(
+            {"_id": sid, "$or": [{"circuit.state": OPEN, "circuit.retry_at": {"$lte": t}},
+                                 {"circuit.state": HALF_OPEN, "circuit.probe_until": {"$lte": t}}]},
+            {"$set": {"circuit.state": HALF_OPEN, "circuit.probe_until": lease}}, projection={"_id": 1})
+        return won is not None
+
+    def _take_slots(self, sids: list[str], t: datetime) -> tuple[set[str], dict[str, datetime]]:
+        """Take the next send slot of each rate-limited subscription whose slot is free, in one
+        conditional update (the slot moves 1/rate on); (the ones taken, when the others free up).
+        Shared through the database, so several workers together keep the spacing."""
+        token = uuid.uuid4().hex
+        self.db.subscriptions.update_many(
+            {"_id": {"$in": sids}, "$or": [{"rl_next_at": {"$lte": t}}, {"rl_next_at": None}]},
+            [{"$set": {"rl_next_at": {"$add": [t, {"$divide": [1000, "$rate_limit"]}]}, "rl_token": token}}])
+        won, slots = set(), {}
+        for doc in self.db.subscriptions.find({"_id": {"$in": sids}}, {"rl_next_at": 1, "rl_token": 1}):
+            if doc.get("rl_token") == token:
+                won.add(doc["_id"])
+            else:
+                slots[doc["_id"]] = _aware(doc.get("rl_next_at"))
+        return won, slots
 
     def _drop_blocked(self, heads: dict[tuple[str, str], dict]) -> None:
         """Remove lanes whose candidate must wait behind an earlier open delivery of the lane
@@ -284,7 +388,8 @@ class DeliveryEngine:
             error = "the subscription was deleted" if sub is None else "notify has no copy of this event"
         else:
             try:
-                hdrs = signing.headers(self._secrets_for(sub), d["event_id"], body)
+                hdrs = signing.headers_for(sub.get("signature") or signing.V1, self._secrets_for(sub),
+                                           d["event_id"], body)
                 child = logs.child_traceparent(_traceparent(body))
                 if child:  # the receiver can continue the event's trace too
                     hdrs["traceparent"] = child
@@ -302,9 +407,14 @@ class DeliveryEngine:
         log.info("webhook attempt", extra={"delivery_id": d["_id"], "subscription_id": d["subscription_id"],
                                            "event_id": d["event_id"], "status": status, "error": error,
                                            "latency_ms": latency_ms})
+        probe = bool(d.get("_probe"))
         attempt = {"delivery_id": d["_id"], "subscription_id": d["subscription_id"], "at": started,
                    "n": d.get("attempt_count", 0) + 1, "status": status, "latency_ms": latency_ms,
-                   "response": snippet, "error": error}
+                   "response": snippet, "error": error, "probe": probe,
+                   "circuit": HALF_OPEN if probe else ((sub or {}).get("circuit") or {}).get("state", CLOSED),
+                   "throttled_until": d["_throttled"][1] if d.get("_throttled") else None,
+                   "throttled_ms": round((d["_throttled"][1] - d["_throttled"][0]).total_seconds() * 1000, 1)
+                   if d.get("_throttled") else None}
         outcome = ABANDONED if sub is None or body is None else domain.classify(status)
         ATTEMPTS.labels(outcome).inc()
         return attempt, outcome, retry_after
@@ -384,6 +494,9 @@ class DeliveryEngine:
             if outcome not in (SKIPPED, domain.SUCCESS, domain.GONE, ABANDONED):
                 delay = self.policy.delay_after(d.get("round_attempts", 0) + 1, retry_after, self.rng)
             plans.append((d, sub, attempt, outcome, delay))
+        for d, sub, attempt, outcome, _ in plans:
+            if attempt is not None and sub is not None and outcome not in (SKIPPED, ABANDONED):
+                attempt["circuit_after"] = self._circuit_after(d, sub, outcome, t)
         attempts = [dict(a, _id=new_id("att"), **({"expires_at": expires} if outcome != SKIPPED and delay is None
                                                   else {}))
                     for _, _, a, outcome, delay in plans if a is not None]
@@ -420,6 +533,41 @@ class DeliveryEngine:
             settled += done
         if settled:
             DeliveryRepository(self.db).settled(settled, t)
+
+    def _circuit_after(self, d: dict, sub: dict, outcome: str, t: datetime) -> str:
+        """Move the subscription's circuit on after an attempt; the state it is left in."""
+        coll = self.db.subscriptions
+        sid = d["subscription_id"]
+        cooldown = timedelta(seconds=self.tuning.circuit_cooldown_s)
+        if outcome == domain.SUCCESS:
+            known = sub.get("circuit") or {}
+            if d.get("_probe") or known.get("state", CLOSED) != CLOSED or known.get("consecutive_failures"):
+                coll.update_one({"_id": sid}, {"$set": {"circuit": {"state": CLOSED, "consecutive_failures": 0,
+                                                                    "opened_at": None, "retry_at": None}}})
+            return CLOSED
+        if d.get("_probe"):  # the probe failed: another cool-down
+            coll.update_one({"_id": sid}, {"$set": {"circuit.state": OPEN, "circuit.opened_at": t,
+                                                    "circuit.retry_at": t + cooldown},
+                                           "$inc": {"circuit.consecutive_failures": 1}})
+            return OPEN
+        doc = coll.find_one_and_update({"_id": sid, "circuit": {"$type": "object"}},
+                                       {"$inc": {"circuit.consecutive_failures": 1}},
+                                       projection={"circuit": 1}, return_document=ReturnDocument.AFTER)
+        if doc is None:  # created before circuits existed (no circuit object yet)
+            doc = coll.find_one_and_update({"_id": sid}, {"$set": {"circuit": {
+                "state": CLOSED, "consecutive_failures": 1, "opened_at": None, "retry_at": None}}},
+                projection={"circuit": 1}, return_document=ReturnDocument.AFTER) or {}
+        circuit = doc.get("circuit") or {}
+        if circuit.get("state", CLOSED) == CLOSED and circuit.get("consecutive_failures", 0) >= \
+                self.tuning.circuit_failures:
+            res = coll.update_one({"_id": sid, "circuit.state": CLOSED},
+                                  {"$set": {"circuit.state": OPEN, "circuit.opened_at": t,
+                                            "circuit.retry_at": t + cooldown}})
+            if res.modified_count:
+                log.warning("webhook circuit opened", extra={"subscription_id": sid,
+                                                             "failures": circuit.get("consecutive_failures")})
+                return OPEN
+        return circuit.get("state", CLOSED)
 
     def _record_failure(self, d: dict, sub: dict | None, attempt: dict, outcome: str,
                         delay: float | None, t: datetime, expires: datetime) -> bool:
@@ -514,6 +662,19 @@ class DeliveryEngine:
         self.session.close()
 
 
+def _circuit_gate(sub: dict, t: datetime) -> str:
+    """go (closed), wait (open and cooling down, or a probe in flight), or probe."""
+    c = sub.get("circuit") or {}
+    state = c.get("state", CLOSED)
+    if state == CLOSED:
+        return "go"
+    if state == OPEN:
+        retry_at = _aware(c.get("retry_at"))
+        return "probe" if retry_at is None or retry_at <= t else "wait"
+    probe_until = _aware(c.get("probe_until"))
+    return "probe" if probe_until is None or probe_until <= t else "wait"
+
+
 _TRACE_IN_BODY = re.compile(r'"traceparent":"(00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2})"')
 
 
@@ -584,16 +745,26 @@ class MailSender:
 
     def _address(self, doc: dict) -> tuple[str, str] | None:
         """(e-mail, language), or None after settling the notification as failed / retried."""
+        if doc.get("to"):  # to an address, not a member (an integrator application's invitation)
+            return doc["to"], domain.language_of(doc.get("language"))
         entry = self.address_book.get(doc["member_id"])
         if entry is None:
-            self._retry(doc, "the member is not (yet) known to notify")
+            self._wait_for_contact(doc)  # neither their events nor their contact record yet
             return None
         if entry.get("status") == "erased":
             self._finish(doc, FAILED, "the member's personal data was erased")
             return None
-        if not entry.get("email"):
-            self._finish(doc, FAILED, "no e-mail address on file")
+        if entry.get("contact_erased"):
+            self._finish(doc, FAILED, "the member's contact data was erased")
             return None
+        context = doc.get("context") or {}
+        if not entry.get("email") or (entry.get("contact_sequence") or 0) < (context.get("contact_sequence") or 0):
+            # The contacts topic is read apart from the member events: the record may still be
+            # on its way. Asked again soon, for a bounded time; then failed, never sent to nobody.
+            self._wait_for_contact(doc)
+            return None
+        if entry.get("reason") and not context.get("reason"):
+            doc["context"] = dict(context, reason=entry["reason"])
         return entry["email"], domain.language_of(entry.get("language"))
 
     def _send(self, sender: mail.SmtpSender, doc: dict, email: str, language: str) -> bool:
@@ -624,6 +795,18 @@ class MailSender:
             return False
         return True
 
+    def _wait_for_contact(self, doc: dict) -> None:
+        """Requeue shortly (0.5 s doubling to 30 s) until ``HECHT_MAIL_CONTACT_WAIT_S`` (default
+        900) after the notification was queued; then it fails, recorded as such."""
+        error = "the member's contact record has not reached notify yet"
+        limit = float(os.environ.get("HECHT_MAIL_CONTACT_WAIT_S", 900))
+        created = _aware(doc.get("created_at")) or now()
+        if (now() - created).total_seconds() >= limit:
+            self._finish(doc, FAILED, f"{error} (waited {limit:g} s)")
+            return
+        self.repo.requeue(doc, now() + timedelta(seconds=min(0.5 * 2 ** doc.get("attempts", 0), 30.0)), error)
+        EMAILS.labels("retried").inc()
+
     def _retry(self, doc: dict, error: str) -> None:
         delay = self.policy.delay_after(doc.get("attempts", 0) + 1)
         if delay is None:
@@ -644,7 +827,10 @@ class MailSender:
             event = EventDraft("notification.sent", data)
         else:
             extra = {"error": error}
-            event = EventDraft("notification.failed", dict(data, error=(error or "failed")[:500]))
+            # a mail server's answer may quote the address: masked before it reaches hecht.notify
+            event = EventDraft("notification.failed", dict(data, error=domain.mask_addresses(error or "failed")[:500]))
+        if doc.get("member_id") is None:
+            event = None  # notification.* events are about members; an invitation is notify's own business
         try:
             self.repo.finish(doc, status, event, extra, before_commit=before_commit)
         except PreconditionFailed:
@@ -690,9 +876,11 @@ def consumer(settings: Settings, db: Database) -> ConsumerRunner:
 
 
 def components(settings: Settings, db: Database):
+    from .contacts import ContactsConsumer  # the address book's feed (hecht.members.contacts)
     tuning = Tuning.from_env()
     relay = Relay(db, settings.topic(topics.NOTIFY),
                   lambda: kafka.producer(settings), service="notify", poll_s=settings.relay_poll_s)
     engine = DeliveryEngine(settings, db, tuning)
-    return [("relay", relay.run), ("consumer", consumer(settings, db).run), ("deliveries", engine.run),
+    return [("relay", relay.run), ("consumer", consumer(settings, db).run),
+            ("contacts", ContactsConsumer(settings, db).run), ("deliveries", engine.run),
             ("mailer", MailSender(settings, db, tuning).run), ("scheduler", scheduler(settings, db, tuning))]

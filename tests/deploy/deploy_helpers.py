@@ -35,6 +35,7 @@ EXPECTED_TOPICS = (
     "hecht.members",
     "hecht.agreements",
     "hecht.notify",
+    "hecht.members.contacts",
     "hecht.agreements.dlq",
     "hecht.notify.dlq",
 )

@@ -50,7 +50,7 @@ from .deploy_helpers import (
 
 OLDEST_SUPPORTED_KUBERNETES = "1.30"
 KUBERNETES_VERSIONS = (OLDEST_SUPPORTED_KUBERNETES, latest_version())
-CUSTOM_KINDS = {"KafkaTopic"}
+CUSTOM_KINDS = {"KafkaTopic", "KafkaUser"}  # Strimzi: validated against their own schemas
 PRODUCTION = "overlays/production"
 PRODUCTION_IMAGE = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9./-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$")
 

@@ -91,13 +91,12 @@ MEMBER_EVENT = {"pending": "member.signed_up", "active": "member.enrolled", "sus
 
 
 def member_event(member_id: str, status: str, sequence: int, region: str = REGION,
-                 short: str | None = None) -> dict:
+                 short: str | None = None, *, roles=("member",), category: str = "practice-owner",
+                 municipality: str | None = "Gent") -> dict:
+    """A member event as the members service publishes it: no personal data (issue 17)."""
     short = short or MEMBER_EVENT[status]
-    data = {"member_id": member_id, "region_id": region, "status": status, "category": "practice-owner",
-            "roles": ["member"], "language": "nl", "municipality": "Gent", "capacity": None,
-            "personal": {"given_name": "Test", "family_name": member_id, "email": f"{member_id}@example.org"}}
-    if status in ("suspended", "left", "rejected"):
-        data["reason"] = "test"
+    data = {"member_id": member_id, "region_id": region, "status": status, "category": category,
+            "roles": list(roles), "municipality": municipality, "capacity": None}
     return ev.build(short, region=region, subject=member_id, sequence=sequence, data=data,
                     source=f"/regions/{region}/members", validate_data=_schema_exists(short))
 

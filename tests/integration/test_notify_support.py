@@ -104,6 +104,7 @@ FAST = {
     "HECHT_MAIL_POLL_S": "0.1",
     "HECHT_MAIL_RETRY_SCHEDULE_S": "0.3,0.3",
     "HECHT_NOTIFY_SCHEDULER_POLL_S": "0.2",
+    "HECHT_WEBHOOK_CIRCUIT_COOLDOWN_S": "0.3",  # compressed like the retry schedule
 }
 
 
@@ -186,32 +187,71 @@ def notify_client(fast):
 
 # -- events (data per docs/CONTRACTS.md) ------------------------------------------------------
 def build(short: str, *, subject: str, sequence: int, data: dict, region: str = REGION,
-          source: str | None = None, time: str | None = None) -> dict:
+          source: str | None = None, time: str | None = None, validate: bool = True) -> dict:
     """A real envelope; validated against the data schema when the producing service ships one."""
     kind = short.split(".")[0]
-    validate = ev.full_type(short) in ev.known_types()
+    validate = validate and ev.full_type(short) in ev.known_types()
     return ev.build(short, region=region, subject=subject, sequence=sequence, data=data,
                     source=source or f"/regions/{region}/{kind}s", time=time, validate_data=validate)
 
 
 def member_data(member_id: str, *, status: str = "active", language: str = "nl", email_addr: str | None = None,
                 roles=("member",), region: str = REGION, reason: str | None = None,
-                capacity: dict | None = None) -> dict:
+                capacity: dict | None = None, legacy: bool = False) -> dict:
+    """A member event's data as members publishes it (issue 17: nothing personal, no free text);
+    ``legacy``: as events written before it did (``personal``, language, reason, capacity note)."""
     data = {"member_id": member_id, "region_id": region, "status": status, "category": "practice-owner",
-            "roles": list(roles), "language": language, "municipality": "Gent",
-            "capacity": capacity or {"status": "open", "since": "2026-01-01", "note": None},
-            "personal": {"given_name": "An", "family_name": "Peeters",
-                         "email": email_addr or f"{member_id}@example.test"}}
-    if reason:
-        data["reason"] = reason
+            "roles": list(roles), "municipality": "Gent",
+            "capacity": capacity or {"status": "open", "since": "2026-01-01"}}
+    if legacy:
+        data.update(language=language, personal={"given_name": "An", "family_name": "Peeters",
+                                                 "email": email_addr or f"{member_id}@example.test"})
+        if reason:
+            data["reason"] = reason
+    else:
+        data["capacity"] = {k: v for k, v in data["capacity"].items() if k != "note"}
     if status == "erased":
-        data.update(category=None, roles=[], language=None, municipality=None, capacity=None)
-        data.pop("personal")
+        data.update(category=None, roles=[], municipality=None, capacity=None)
+        data.pop("personal", None)
+        if not legacy:
+            data.pop("language", None)
     return data
 
 
+def contact_record(member_id: str, sequence: int, *, status: str = "active", language: str = "nl",
+                   email_addr: str | None = None, region: str = REGION, reason: str | None = None,
+                   **_ignored) -> dict | None:
+    """The record members writes to hecht.members.contacts with that event (None: the tombstone)."""
+    if status == "erased":
+        return None
+    record = {"member_id": member_id, "region_id": region, "email": email_addr or f"{member_id}@example.test",
+              "language": language, "sequence": sequence}
+    if status == "rejected" and reason:
+        record["reason"] = reason
+    return record
+
+
 def member_event(short: str, member_id: str, sequence: int, **kw) -> dict:
-    return build(short, subject=member_id, sequence=sequence, data=member_data(member_id, **kw))
+    """The member event, with the contact record written with it under ``_contact`` (handed to
+    notify's contacts reader by ``consume`` and ``produce``, never sent as part of the event)."""
+    event = build(short, subject=member_id, sequence=sequence, data=member_data(member_id, **kw),
+                  validate=not kw.get("legacy"))
+    event["_contact"] = contact_record(member_id, sequence, **kw)
+    return event
+
+
+def _apply_contacts(events) -> list[dict]:
+    """Apply the events' contact records as notify's contacts reader does; the events without them."""
+    from services.notify.contacts import ContactsConsumer
+    reader = ContactsConsumer(settings("notify"), notify_db())
+    out = []
+    for e in events:
+        e = dict(e)
+        if "_contact" in e:
+            contact = e.pop("_contact")
+            reader.apply(e["subject"].encode(), None if contact is None else json.dumps(contact).encode())
+        out.append(e)
+    return out
 
 
 def agreement_data(agreement_id: str, *, status: str = "draft", mandate: dict | None = None,
@@ -254,14 +294,14 @@ def _iso(dt: datetime) -> str:
 def consume(*events: dict) -> None:
     """Hand events to notify exactly as its consumer does (same function)."""
     from services.notify.handlers import handle_event
-    for e in events:
+    for e in _apply_contacts(events):
         handle_event(e, notify_db(), settings("notify"))
 
 
 def produce(topic: str, *events: dict) -> None:
     s = settings("notify")
     p = KafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
-    for e in events:
+    for e in _apply_contacts(events):
         p.send(s.topic(topic), key=e["subject"].encode(), value=ev.encode(e), headers=ev.kafka_headers(e))
     p.flush()
     p.close()
@@ -271,9 +311,11 @@ MEMBERS, AGREEMENTS, NOTIFY = topics.MEMBERS, topics.AGREEMENTS, topics.NOTIFY
 
 
 # -- subscriptions ----------------------------------------------------------------------------
-def integrator(region: str = REGION) -> dict:
+def integrator(region: str = REGION, sub: str | None = None) -> dict:
+    """One integrator per region unless ``sub`` names another: subscriptions belong to whoever
+    created them, so the tests act as the same integrator throughout."""
     from tests.conftest import bearer
-    return bearer("integrator", region)
+    return bearer("integrator", region, sub=sub or f"dev:integrator-{region}")
 
 
 def subscribe(client, url: str, event_types=("*",), region: str = REGION, **extra) -> dict:

@@ -22,6 +22,7 @@ PORTAL_ALLOWED = {
     ("members", "POST", "/v1/sign-ins"),
     ("agreements", "GET", "/v1/regions/<region_id>/agreements"),
     ("agreements", "GET", "/v1/regions/<region_id>/agreements/<agreement_id>"),
+    ("notify", "POST", "/v1/integrator-sign-ins"),
 }
 
 
@@ -92,6 +93,57 @@ def test_security_matrix(hecht_env, service):
     assert portal_allowed == sum(1 for s, _, _ in PORTAL_ALLOWED if s == service), "a portal endpoint is gone"
     assert cases >= 3, f"{service}: only {cases} endpoints found"
     print(f"security matrix {service}: {cases} endpoint×method pairs")
+
+
+# -- another integrator of the same region (issue 15) ----------------------------------------------
+def test_another_integrator_of_the_same_region_gets_nothing(hecht_env):
+    """Every notify endpoint that names a subscription, a delivery or an integrator application,
+    called by a second integrator application of the same region on the first one's objects
+    (real ones): 404 as if they did not exist (403 where only the region-admin may call), never
+    data, and nothing changes. The endpoints come from the URL map, so a new one is covered."""
+    from services.notify.app import create_app
+    from services.notify.repository import ensure_indexes
+    from tests.integration.test_notify_support import notify_db
+    ensure_indexes(notify_db())
+    client = create_app().test_client()
+    admin = bearer("region-admin", REGION)
+    apps = []
+    for name in ("A", "B"):
+        r = client.post(f"/v1/regions/{REGION}/integrators", headers=admin,
+                        json={"name": name, "contact_email": f"{name}@example.test", "event_types": ["*"]})
+        assert r.status_code == 201, r.get_data(as_text=True)
+        client.patch(f"/v1/regions/{REGION}/integrators/{r.json['id']}", json={"status": "active"}, headers=admin)
+        apps.append(r.json["id"])
+    a, b = (bearer("integrator", REGION, sub=i) for i in apps)
+    sub = client.post(f"/v1/regions/{REGION}/subscriptions", headers=a,
+                      json={"url": "http://127.0.0.1:9/a", "event_types": ["agreement.*"]}).json
+    delivery = client.post(f"/v1/regions/{REGION}/subscriptions/{sub['id']}/ping", headers=a).json["delivery_id"]
+    secret = client.post(f"/v1/regions/{REGION}/integrators/{apps[0]}/secrets", headers=a).json["id"]
+    ids = {"<subscription_id>": sub["id"], "<delivery_id>": delivery, "<integrator_id>": apps[0],
+           "<secret_id>": secret}
+    before = notify_db().subscriptions.find_one({"_id": sub["id"]})
+    cases = 0
+    for app, rule, method, is_public in endpoints("notify"):
+        if not any(k in rule for k in ids):
+            continue
+        path = rule.replace("<region_id>", REGION)
+        for k, v in ids.items():
+            path = path.replace(k, v)
+        # a valid body, so the answer is about the object, not the input
+        body = ({"since": "2026-01-01T00:00:00Z"} if rule.endswith("/replay") else
+                {"url": "http://127.0.0.1:9/evil"} if rule.endswith("<subscription_id>") else
+                {"status": "suspended"} if rule.endswith("<integrator_id>") else {})
+        r = app.test_client().open(path, method=method, headers=b,
+                                   json=body if method in ("POST", "PATCH") else None)
+        assert_refused(r, {403, 404}, f"notify {method} {rule} another integrator")
+        assert "http://127.0.0.1:9/a" not in r.get_data(as_text=True)
+        cases += 1
+    assert cases >= 14
+    after = notify_db().subscriptions.find_one({"_id": sub["id"]})
+    assert after["version"] == before["version"] and after["url"] == before["url"]
+    assert client.get(f"/v1/regions/{REGION}/subscriptions", headers=b).json["items"] == []
+    assert client.get(f"/v1/regions/{REGION}/integrators/{apps[0]}", headers=a).json["status"] == "active"
+    assert len(client.get(f"/v1/regions/{REGION}/integrators/{apps[0]}/secrets", headers=a).json["items"]) == 1
 
 
 # -- docs/PORTAL.md part 2: staff accounts and capacity history, role by role ----------------------

@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 import os
+import re
 from email import policy
 from email.parser import BytesParser
+
+
+def _arrival(name: str) -> tuple:
+    """Python's Maildir names are ``<seconds>.M<microseconds>P<pid>Q<count>.<host>``; the
+    microseconds are not zero-padded, so sorting the names as text can put a later message
+    first within one second (a test counting "messages before" then missed the new one)."""
+    m = re.match(r"^(\d+)\.M(\d+)P\d+Q(\d+)", name)
+    return (int(m[1]), int(m[2]), int(m[3]), name) if m else (0, 0, 0, name)
 
 
 def messages(to: str | None = None) -> list:
@@ -20,7 +29,7 @@ def messages(to: str | None = None) -> list:
     out = []
     for sub in ("new", "cur"):
         folder = os.path.join(path, sub)
-        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        for name in sorted(os.listdir(folder), key=_arrival) if os.path.isdir(folder) else ():
             try:
                 with open(os.path.join(folder, name), "rb") as f:
                     raw = f.read()

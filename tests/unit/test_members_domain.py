@@ -224,32 +224,57 @@ def _valid(event_type: str, m: Member) -> dict:
     return data
 
 
+PERSONAL_OR_FREE_TEXT = ("personal", "language", "reason", "given_name", "family_name", "email", "note")
+
+
+def _public(data: dict) -> dict:
+    """What hecht.members carries (issue 17): nothing personal, no free text, at any depth."""
+    text = repr(data)
+    assert not any(repr(k) in text for k in PERSONAL_OR_FREE_TEXT), data
+    return data
+
+
 def test_the_lifecycle_emits_contract_events():
     m = _member()
-    assert _valid("member.signed_up", m)["personal"]["email"] == "An.DeSmet@example.be"
+    assert "An.DeSmet@example.be" not in repr(_public(_valid("member.signed_up", m)))
+    assert m.contact_data() == {"member_id": "m_1", "region_id": m.region, "email": "An.DeSmet@example.be",
+                                "language": m.language}
     assert m.approve() == "member.enrolled" and m.roles == ["member"]
-    _valid("member.enrolled", m)
+    _public(_valid("member.enrolled", m))
     assert m.set_roles(["chair", "board"]) == "member.roles_changed" and m.roles == ["member", "board", "chair"]
-    _valid("member.roles_changed", m)
+    _public(_valid("member.roles_changed", m))
     assert m.holds_chair
     assert m.suspend("did not pay") == "member.suspended" and m.reason == "did not pay" and m.holds_chair
-    assert _valid("member.suspended", m)["reason"] == "did not pay"
+    _public(_valid("member.suspended", m))
+    assert "reason" not in m.contact_data()   # only a rejection's reason is mailed to the GP
     assert m.set_capacity(Capacity("limited", date(2026, 1, 5), "only family members")) == "member.capacity_changed"
-    assert _valid("member.capacity_changed", m)["reason"] == "did not pay"  # still the reason for the state
+    assert _public(_valid("member.capacity_changed", m))["capacity"] == {"status": "limited", "since": "2026-01-05"}
     assert m.reinstate() == "member.reinstated" and m.reason is None
-    _valid("member.reinstated", m)
+    _public(_valid("member.reinstated", m))
     assert m.leave("retired") == "member.left" and m.roles == [] and not m.holds_chair
-    assert _valid("member.left", m)["capacity"] == {"status": "limited", "since": "2026-01-05",
-                                                     "note": "only family members"}
+    assert _public(_valid("member.left", m))["capacity"] == {"status": "limited", "since": "2026-01-05"}
     assert m.erase() == "member.erased"
-    data = _valid("member.erased", m)
-    assert "personal" not in data and data["municipality"] is None and data["capacity"] is None
+    data = _public(_valid("member.erased", m))
+    assert data["municipality"] is None and data["capacity"] is None
+    assert m.contact_data() is None   # the relay publishes a tombstone
 
 
-def test_reject_carries_the_reason():
+def test_reject_keeps_the_reason_off_the_event_and_on_the_contact_record():
     m = _member()
     m.reject("not a GP of this region")
-    assert _valid("member.rejected", m)["reason"] == "not a GP of this region"
+    assert "reason" not in _valid("member.rejected", m)
+    assert m.contact_data()["reason"] == "not a GP of this region"
+
+
+def test_the_schemas_refuse_personal_data_and_free_text_on_member_events():
+    m = _member("active")
+    m.approve = None  # noqa: B010 - the state is enough
+    for extra in ({"personal": {"given_name": "An", "family_name": "X", "email": "a@b.be"}},
+                  {"language": "nl"}, {"reason": "x"},
+                  {"capacity": {"status": "open", "since": "2026-01-01", "note": "x"}}):
+        with pytest.raises(ev.InvalidEvent):
+            ev.build("member.roles_changed", region="elz-gent", subject="m_1", sequence=2,
+                     data=dict(m.event_data(), **extra), source="/regions/elz-gent/members")
 
 
 def test_the_erased_schema_refuses_personal_data():

@@ -47,8 +47,22 @@ def test_redaction_removes_personal_data_and_contact_keys_everywhere():
     assert "personal" not in data
     assert data["practice"] == {"name": "Praktijk"}
     assert data["contacts"] == [{"role": "x"}]
-    assert "an@example.be" not in str(out) and data["capacity"]["note"] == "mail [redacted] for questions"
+    assert "an@example.be" not in str(out) and data["capacity"] == {"status": "limited"}  # staff text: gone
     assert event["data"]["personal"]["email"] == "an@example.be"  # the original is untouched
+
+
+def test_redaction_leaves_out_each_types_staff_free_text_and_masks_addresses_in_other_text():
+    terminated = {"id": "e", "type": "hecht.agreement.terminated.v1",
+                  "data": {"agreement_id": "a_1", "title": "Zorgpad (vragen: an@example.be)", "reason": "intern"}}
+    out = domain.redact(terminated)["data"]
+    assert "reason" not in out and out["title"] == "Zorgpad (vragen: [redacted])"
+    failed = {"id": "e", "type": "hecht.notification.failed.v1",
+              "data": {"notification_id": "n", "error": "550 an@example.be unknown"}}
+    assert "error" not in domain.redact(failed)["data"]
+    # other kinds keep a field of the same name: the table is per event type
+    disabled = {"id": "e", "type": "hecht.subscription.disabled.v1", "data": {"reason": "3 failures in a row"}}
+    assert domain.redact(disabled)["data"]["reason"] == "3 failures in a row"
+    assert domain.staff_text_fields("member.rejected") == ("reason", "capacity.note")
 
 
 # -- retry policy -----------------------------------------------------------------------------
