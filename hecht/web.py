@@ -444,6 +444,25 @@ class PageArgsSchema(Schema):
                                                    "carries it); items come in id order, ids are time-ordered"})
 
 
+# A resource's history, as the members and agreements services show it.
+class EventSchema(Schema):
+    """A CloudEvent as stored in the history, with who caused it."""
+    id = fields.String()
+    type = fields.String()
+    source = fields.String()
+    subject = fields.String()
+    time = fields.String()
+    sequence = fields.Integer()
+    data = fields.Dict()
+    actor = fields.Dict(allow_none=True, metadata={
+        "description": "who made the change: the token's sub and roles, or for a public call a keyed hash of "
+                       "the client's address (`client`); `system:<service>` for workers. Never in published events"})
+
+
+class HistorySchema(Schema):
+    items = fields.List(fields.Nested(EventSchema))
+
+
 class PageSchema(Schema):
     next = fields.String(allow_none=True, metadata={"description": "URL of the next page, or null"})
 

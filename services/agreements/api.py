@@ -229,8 +229,7 @@ def cast_vote(body, region_id, agreement_id, member_id):
     """Cast or change your own vote (gp; until the deadline)."""
     _own_ballot(region_id, member_id)
     a = _run(domain.CastVote(region_id, agreement_id, member_id, body["choice"]))
-    return {"member_id": member_id, "choice": a.vote_of(member_id),
-            "mandate": _tally(a.mandate, a.vote_of(member_id), for_gp=True)}
+    return _ballot(a, member_id)
 
 
 @agreements.get("/<agreement_id>/mandate/votes/<member_id>")
@@ -242,7 +241,14 @@ def get_vote(region_id, agreement_id, member_id):
     a = _repo().get(agreement_id, region_id, ballots=True)
     if a.mandate is None:
         raise NotFound(f"no mandate vote has been opened for agreement {agreement_id}")
+    return _ballot(a, member_id)
+
+
+def _ballot(a, member_id: str) -> dict:
+    """A GP's own ballot, with their own proxies: whom they gave theirs to, and whose they carry
+    (ids only: agreements holds no names). Nobody else's are shown."""
     return {"member_id": member_id, "choice": a.vote_of(member_id),
+            "proxy_to": (a.proxies or {}).get(member_id), "proxies_for": a.carried_by(member_id),
             "mandate": _tally(a.mandate, a.vote_of(member_id), for_gp=True)}
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from hecht.web import PageArgsSchema, PageSchema
+from hecht.web import EventSchema, HistorySchema, PageArgsSchema, PageSchema  # noqa: F401 - re-exported
 
 from .domain import BODIES, CHOICES, CLOSE_REASONS, PARTNER_KINDS, STATUSES, THEMES
 
@@ -162,6 +162,9 @@ class BallotSchema(Schema):
     """A GP's own vote, answered only to that GP."""
     member_id = fields.String()
     choice = fields.String(allow_none=True)
+    proxy_to = fields.String(allow_none=True, metadata={"description": "the elector holding your proxy, or null"})
+    proxies_for = fields.List(fields.String(), metadata={"description": "the electors whose proxy you hold: your "
+                                                                          "vote also casts their share"})
     mandate = fields.Nested(TallySchema)
 
 
@@ -176,19 +179,3 @@ class TerminateSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(1, 1000))
 
 
-class EventSchema(Schema):
-    """A CloudEvent as stored in the history."""
-    id = fields.String()
-    type = fields.String()
-    source = fields.String()
-    subject = fields.String()
-    time = fields.String()
-    sequence = fields.Integer()
-    data = fields.Dict()
-    actor = fields.Dict(allow_none=True, metadata={
-        "description": "who made the change: the token's sub and roles, or for a public call a keyed hash of "
-                       "the client's address (`client`); `system:<service>` for workers. Never in published events"})
-
-
-class HistorySchema(Schema):
-    items = fields.List(fields.Nested(EventSchema))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from hecht.web import PageArgsSchema, PageSchema
+from hecht.web import EventSchema, HistorySchema, PageArgsSchema, PageSchema  # noqa: F401 - re-exported
 
 from .domain import (CAPACITY_STATUSES, CATEGORIES, COUNTRIES, LANGUAGES, MANDATE_BODIES, MAX_PROXIES,
                      MEMBER_ROLES, MEMBER_STATUSES, REGION_KINDS, RESERVED_REGION_IDS, REVERIFY_MONTHS, SCHEMES,
@@ -98,24 +98,6 @@ class RegionUpdateSchema(Schema):
 
 class RegionPageSchema(PageSchema):
     items = fields.List(fields.Nested(RegionSchema))
-
-
-class EventSchema(Schema):
-    """A CloudEvent as stored in the history."""
-    id = fields.String()
-    type = fields.String()
-    source = fields.String()
-    subject = fields.String()
-    time = fields.String()
-    sequence = fields.Integer()
-    data = fields.Dict()
-    actor = fields.Dict(allow_none=True, metadata={
-        "description": "who made the change: the token's sub and roles, or for a public call a keyed hash of "
-                       "the client's address (`client`); `system:<service>` for workers. Never in published events"})
-
-
-class HistorySchema(Schema):
-    items = fields.List(fields.Nested(EventSchema))
 
 
 # -- members ----------------------------------------------------------------------------------

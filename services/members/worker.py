@@ -97,17 +97,19 @@ class CapacitySnapshots:
             log.info("capacity snapshots taken", extra={"day": day.isoformat(), "regions": len(done)})
         return done
 
+    what = "capacity snapshots"
+
     def run(self, stop: threading.Event) -> None:
-        log.info("capacity snapshots started")
+        log.info(f"{self.what} started")
         while not stop.is_set():
             try:
                 self.run_once()
                 delay = self.poll_s
             except Exception as e:  # noqa: BLE001 - a database outage must not kill the worker
-                log.warning("capacity snapshot pass failed; retrying", extra={"error": f"{type(e).__name__}: {e}"})
+                log.warning(f"{self.what} pass failed; retrying", extra={"error": f"{type(e).__name__}: {e}"})
                 delay = min(self.poll_s, 5.0)
             stop.wait(delay)
-        log.info("capacity snapshots stopped")
+        log.info(f"{self.what} stopped")
 
 
 class ReverificationSweep(CapacitySnapshots):
@@ -119,18 +121,10 @@ class ReverificationSweep(CapacitySnapshots):
                  poll_s: float = 3600.0):
         super().__init__(db, now, poll_s=poll_s)
 
+    what = "re-verification sweep"
+
     def run_once(self) -> list[str]:
         return announce_reverification_due(self.db, self.now(), trace=None)
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self.run_once()
-                delay = self.poll_s
-            except Exception as e:  # noqa: BLE001 - a database outage must not kill the worker
-                log.warning("re-verification sweep failed; retrying", extra={"error": f"{type(e).__name__}: {e}"})
-                delay = min(self.poll_s, 5.0)
-            stop.wait(delay)
 
 
 def components(settings, db):

@@ -185,7 +185,16 @@ def dashboard(r):
 
 # -- members ----------------------------------------------------------------------------------
 MEMBER_FILTERS = {"status": MEMBER_STATUSES, "role": MEMBER_ROLES, "capacity": CAPACITY,
-                  "email_verified": ("true", "false")}
+                  "email_verified": ("true", "false"), "outside_region": ("true",)}
+
+
+def outside_region(member: dict, region: dict) -> bool:
+    """A practice outside the region's municipalities: flagged to staff (issue 16), since an
+    assembly's electorate leaves such a member out."""
+    town = (member.get("practice") or {}).get("municipality")
+    if not town or member.get("status") in ("erased", "left", "rejected"):
+        return False
+    return town.casefold() not in {t.casefold() for t in region.get("municipalities") or []}
 
 
 @bp.get("/members")
@@ -227,7 +236,8 @@ def members(r):
             raise
         errors.update(api_errors(e))
         reply = None
-    items = [_own(m) for m in (reply.data.get("items") or [])] if reply else []
+    items = [dict(_own(m), outside=outside_region(m, region)) for m in (reply.data.get("items") or [])] \
+        if reply else []
     nxt = after_of(reply.data.get("next")) if reply else None
     return render_template("admin/members.html", region=region, items=items, args=args, raw=request.args,
                            errors=errors, next_after=nxt, first_page=not after,
@@ -244,10 +254,26 @@ def _member(m: str) -> tuple[dict, str | None]:
 
 def _member_page(m: str, *, errors=None, message=None, stale=False, given=None, status=200):
     member, etag = _member(m)
+    region, _etag = _region()
     history = call("GET", "members", rpath(f"/members/{m}/history")).data.get("items") or []
     return render_template("admin/member.html", member=member, etag=etag or "", history=history,
                            errors=errors or {}, message=message, stale=stale, given=given or {},
-                           roles=MEMBER_ROLES), status
+                           roles=MEMBER_ROLES, outside=outside_region(member, region),
+                           schemes=schemes_of(region)), status
+
+
+def schemes_of(region: dict) -> tuple[str, ...]:
+    """The registration schemes a region accepts (the members service checks again)."""
+    return ("RIZIV",) if region.get("country") == "BE" else ("BIG", "AGB")
+
+
+def registration_errors(e: ApiError) -> dict:
+    """A registration correction's errors next to its two fields (``registration_scheme``,
+    ``registration_number``); a duplicate registration (409) next to the number."""
+    errors = api_errors(e)
+    if e.status == 409 and not e.errors:
+        return {"registration_number": [problem_text(e)]}
+    return errors
 
 
 @bp.get("/members/<m>")
@@ -262,14 +288,15 @@ ACTIONS = {"approve": False, "reject": True, "suspend": True, "reinstate": False
 def _done_message(action: str) -> str:
     return {"approve": _("The sign-up has been approved."), "reject": _("The sign-up has been rejected."),
             "suspend": _("The member has been suspended."), "reinstate": _("The member has been reinstated."),
-            "roles": _("The roles have been saved.")}[action]
+            "roles": _("The roles have been saved."),
+            "registration": _("The registration has been corrected.")}[action]
 
 
 @bp.post("/members/<m>/<action>")
 @staff_required
 def member_action(r, m, action):
     check_id(m)
-    if action not in ACTIONS and action != "roles":
+    if action not in ACTIONS and action not in ("roles", "registration"):
         abort(404)
     etag = request.form.get("etag", "").strip() or None
     given: dict = {}
@@ -278,6 +305,15 @@ def member_action(r, m, action):
         chosen = [x for x in request.form.getlist("roles") if x in MEMBER_ROLES]
         given["roles"] = chosen
         method, path, kw["json"] = "PUT", rpath(f"/members/{m}/roles"), {"roles": chosen}
+    elif action == "registration":
+        # A correction (a new RIZIV competence code, a renewed BIG number): the sign-up's checks apply.
+        reg = {"scheme": request.form.get("scheme", "").strip()[:10],
+               "number": request.form.get("number", "").strip()[:40]}
+        given["registration"] = reg
+        if not reg["number"]:
+            return _member_page(m, errors={"registration_number": [_("This field is required.")]}, given=given,
+                                status=422)
+        method, path, kw["json"] = "PATCH", rpath(f"/members/{m}"), {"registration": reg}
     else:
         method, path = "POST", rpath(f"/members/{m}/{action}")
         if ACTIONS[action]:
@@ -293,6 +329,8 @@ def member_action(r, m, action):
             raise
         if e.status == 412:
             return _member_page(m, stale=True, given=given, status=409)
+        if action == "registration" and e.status in (409, 422):
+            return _member_page(m, errors=registration_errors(e), given=given, status=e.status)
         if e.status == 422 and e.errors:
             errs = {(f"{action}_{k}" if k in ("reason",) else k): v for k, v in api_errors(e).items()}
             return _member_page(m, errors=errs, given=given, status=422)
@@ -583,17 +621,51 @@ def notifications(r):
 
 
 # -- settings ---------------------------------------------------------------------------------
+BODIES = ("assembly", "board", "council")
+MAX_PROXIES = 5
+MAX_SEATS = 500
+SEAT_ROW = re.compile(r"^mandate_policy_seats_(\d+)(?:_(member_id|cluster))?$")
+
+
+def _seat_rows(source) -> list[dict]:
+    """The seat rows of the form (``seat_member_N``, ``seat_cluster_N``, ``seat_remove_N``):
+    empty rows and rows ticked for removal are dropped; a row keeps its typed values."""
+    rows = []
+    try:
+        count = min(int(source.get("seat_rows", "0") or 0), MAX_SEATS + 5)
+    except ValueError:
+        count = 0
+    for i in range(count):
+        member = source.get(f"seat_member_{i}", "").strip()[:64]
+        cluster = source.get(f"seat_cluster_{i}", "").strip()[:100]
+        if source.get(f"seat_remove_{i}") or not (member or cluster):
+            continue
+        rows.append({"member_id": member, "cluster": cluster})
+    return rows
+
+
 def _settings_values(source=None, region: dict | None = None) -> dict:
     if source is not None:
         return {"name": source.get("name", "").strip(), "municipalities": source.get("municipalities", ""),
                 "quorum": source.get("quorum", "").strip(),
                 "approval_threshold": source.get("approval_threshold", "").strip(),
-                "voting_period_days": source.get("voting_period_days", "").strip()}
+                "voting_period_days": source.get("voting_period_days", "").strip(),
+                # a form without the governance fields (no "body" sent) leaves them as they are
+                "governance": "body" in source,
+                "body": source.get("body", "").strip(), "live_tally": bool(source.get("live_tally")),
+                "max_proxies": source.get("max_proxies", "").strip(),
+                "trainees_vote": bool(source.get("trainees_vote")), "seats": _seat_rows(source)}
     region = region or {}
     policy = region.get("mandate_policy") or {}
     return {"name": region.get("name") or "", "municipalities": "\n".join(region.get("municipalities") or []),
-            "quorum": _num(policy.get("quorum")), "approval_threshold": _num(policy.get("approval_threshold")),
-            "voting_period_days": _num(policy.get("voting_period_days"))}
+            "governance": True, "quorum": _num(policy.get("quorum")),
+            "approval_threshold": _num(policy.get("approval_threshold")),
+            "voting_period_days": _num(policy.get("voting_period_days")),
+            "body": policy.get("body") or "assembly", "live_tally": bool(policy.get("live_tally")),
+            "max_proxies": _num(policy.get("max_proxies") or 0),
+            "trainees_vote": policy.get("trainees_vote", True) is not False,
+            "seats": [{"member_id": s.get("member_id", ""), "cluster": s.get("cluster", "")}
+                      for s in policy.get("seats") or []]}
 
 
 def _num(v) -> str:
@@ -604,10 +676,93 @@ def _num(v) -> str:
     return str(v)
 
 
-def _settings_page(region, etag, values, *, errors=None, stale=False, status=200):
+def _region_members(ids=()) -> dict[str, dict]:
+    """The region's members a seat may go to (pending, active, suspended; first 200 of each),
+    and the members ``ids`` names (seated, or affected by a change), by id."""
+    out: dict[str, dict] = {}
+    for status in ("active", "pending", "suspended"):
+        for m in call("GET", "members", rpath("/members"), params={"status": status, "limit": 200}).data.get(
+                "items") or []:
+            out[m["id"]] = _own(m)
+    for i in list(dict.fromkeys(ids))[:100]:
+        if i and i not in out and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i):
+            try:
+                out[i] = _own(call("GET", "members", rpath(f"/members/{i}")).data)
+            except ApiError as e:
+                if e.status != 404:
+                    raise
+    return out
+
+
+def member_name(m: dict | None, fallback: str = "") -> str:
+    if not m:
+        return fallback
+    if m.get("status") == "erased":
+        return _("(erased)")
+    return f"{m.get('given_name') or ''} {m.get('family_name') or ''}".strip() or fallback
+
+
+def _seat_errors(errors: dict) -> dict:
+    """The API's per-seat errors (``mandate_policy_seats_3_cluster``) next to their row."""
+    out: dict = {}
+    for key, msgs in errors.items():
+        m = SEAT_ROW.match(key)
+        if m:
+            out.setdefault(f"seat_{m[1]}_{m[2] or 'member_id'}", []).extend(msgs)
+        else:
+            out.setdefault(key, []).extend(msgs)
+    return out
+
+
+def _settings_page(region, etag, values, *, errors=None, stale=False, affected=None, extra_rows=1, status=200):
     history = call("GET", "members", rpath("/history")).data.get("items") or []
+    seats = values.get("seats") or []
+    people = _region_members([s["member_id"] for s in seats] + [a.get("member_id", "") for a in affected or []])
+    choices = sorted(((i, member_name(m, i)) for i, m in people.items() if m.get("status") != "erased"),
+                     key=lambda c: c[1].casefold())
+    rows = seats + [{"member_id": "", "cluster": ""} for _i in range(extra_rows)]
+    clusters = sorted({s["cluster"] for s in seats if s.get("cluster")})
+    for a in affected or []:
+        a["name"] = member_name(people.get(a.get("member_id")), a.get("member_id", ""))
     return render_template("admin/settings.html", region=region, etag=etag or "", v=values, errors=errors or {},
-                           stale=stale, history=history), status
+                           stale=stale, history=history, rows=rows, member_choices=choices, clusters=clusters,
+                           names={i: member_name(m, i) for i, m in people.items()}, affected=affected,
+                           bodies=BODIES, max_proxies=MAX_PROXIES), status
+
+
+def _settings_check(values: dict) -> tuple[dict, dict]:
+    """The form's own checks (a number is a number, a seat names its member and cluster once):
+    the policy to send, and the errors next to the fields."""
+    errors: dict = {}
+    policy: dict = {}
+    numbers = (("quorum", float), ("approval_threshold", float), ("voting_period_days", int))
+    for key, kind in numbers + ((("max_proxies", int),) if values["governance"] else ()):
+        raw = values[key].replace(",", ".")
+        try:
+            policy[key] = kind(raw)
+        except ValueError:
+            errors[f"mandate_policy_{key}"] = [_("Enter a number.")]
+    if not values["governance"]:
+        return policy, errors
+    if values["body"] in BODIES:
+        policy["body"] = values["body"]
+    else:
+        errors["mandate_policy_body"] = [_("Choose one of the options.")]
+    policy["live_tally"], policy["trainees_vote"] = values["live_tally"], values["trainees_vote"]
+    seen: set = set()
+    for i, seat in enumerate(values["seats"]):
+        if not seat["member_id"]:
+            errors[f"seat_{i}_member_id"] = [_("Choose the member who holds this seat.")]
+        elif seat["member_id"] in seen:
+            errors[f"seat_{i}_member_id"] = [_("This member already holds a seat; a member holds at most one.")]
+        seen.add(seat["member_id"])
+        if not seat["cluster"]:
+            errors[f"seat_{i}_cluster"] = [_("Name the seat's cluster.")]
+    if policy.get("body") == "council" and not values["seats"]:
+        errors["mandate_policy_seats"] = [_("A council needs its seats: add at least one member and cluster.")]
+    if len(values["seats"]) > MAX_SEATS:
+        errors["mandate_policy_seats"] = [_("At most %(n)s seats.", n=MAX_SEATS)]
+    return policy, errors
 
 
 @bp.route("/settings", methods=["GET", "POST"])
@@ -617,18 +772,24 @@ def settings_page(r):
     if request.method == "GET":
         return _settings_page(region, etag, _settings_values(region=region))
     values = _settings_values(request.form)
-    errors: dict = {}
+    if not values["governance"]:  # shown again as they are
+        values.update({k: v for k, v in _settings_values(region=region).items()
+                       if k in ("body", "live_tally", "max_proxies", "trainees_vote", "seats")})
+    if request.form.get("add") == "seat":  # another empty seat row (no JavaScript needed)
+        return _settings_page(region, request.form.get("etag") or etag, values, extra_rows=2)
     towns = [t.strip() for t in re.split(r"[\r\n]+", values["municipalities"]) if t.strip()]
-    policy: dict = {}
-    for key, kind in (("quorum", float), ("approval_threshold", float), ("voting_period_days", int)):
-        raw = values[key].replace(",", ".")
-        try:
-            policy[key] = kind(raw)
-        except ValueError:
-            errors[f"mandate_policy_{key}"] = [_("Enter a number.")]
+    policy, errors = _settings_check(values)
     if errors:
-        return _settings_page(region, etag, values, errors=errors, status=422)
+        return _settings_page(region, request.form.get("etag") or etag, values, errors=errors, status=422)
+    current = [{"member_id": s.get("member_id"), "cluster": s.get("cluster")}
+               for s in (region.get("mandate_policy") or {}).get("seats") or []]
+    if values["governance"] and values["seats"] != current:
+        # Seats are sent (and checked by the API) only when changed: a seat holder who left
+        # since must not block an unrelated edit.
+        policy["seats"] = values["seats"]
     body = {"name": values["name"], "municipalities": towns, "mandate_policy": policy}
+    if request.form.get("confirm_affected") == "y":
+        body["confirm_affected"] = True
     try:
         call("PATCH", "members", rpath(), json=body, if_match=request.form.get("etag") or None)
     except ApiError as e:
@@ -636,7 +797,14 @@ def settings_page(r):
             raise
         if e.status == 412:
             return _settings_page(region, etag, values, stale=True, status=409)
-        return _settings_page(region, etag, values, errors=api_errors(e), status=422)
+        if e.status == 409 and e.problem.get("reason") == "members-affected":
+            # The confirmation step: who would leave the electorate, and "save anyway".
+            affected = [a for a in e.problem.get("affected") or [] if isinstance(a, dict)]
+            return _settings_page(region, request.form.get("etag") or etag, values, affected=affected,
+                                  status=409)
+        if e.status == 409:
+            return _settings_page(region, etag, values, errors={"": [problem_text(e)]}, status=409)
+        return _settings_page(region, etag, values, errors=_seat_errors(api_errors(e)), status=422)
     flash(_("The settings have been saved."))
     return redirect(url_for("admin.settings_page", r=r))
 
@@ -810,3 +978,112 @@ def event_label(event_type) -> str:
     t = re.sub(r"\.v\d+$", "", t)
     return str(LABELS["event"].get(t, t))
 
+
+
+# -- integrators (issue 15) -------------------------------------------------------------------
+INTEGRATOR_STATUSES = ("invited", "active", "suspended")
+
+
+def _integrator_choices() -> list[str]:
+    """The invite form's checkboxes: each family whole (``agreement.*``), then each event type."""
+    from .integrations import event_types, families
+    types = event_types()
+    return families(types) + [e["type"] for e in types]
+
+
+def _integrators_page(region, *, values=None, errors=None, status=200):
+    params: dict = {"limit": 50}
+    shown = request.args.get("status", "").strip()
+    if shown in INTEGRATOR_STATUSES:
+        params["status"] = shown
+    after = request.args.get("after", "").strip()[:200]
+    if after:
+        params["after"] = after
+    reply = call("GET", "notify", rpath("/integrators"), params=params)
+    items = [i for i in (reply.data.get("items") or []) if i.get("region") in (None, g.region)]
+    return render_template("admin/integrators.html", region=region, items=items, shown=shown,
+                           statuses=INTEGRATOR_STATUSES, next_after=after_of(reply.data.get("next")),
+                           first_page=not after, choices=_integrator_choices(),
+                           v=values or {"name": "", "contact_email": "", "event_types": [], "language": "nl"},
+                           errors=errors or {}), status
+
+
+@bp.route("/integrators", methods=["GET", "POST"])
+@staff_required
+def integrators(r):
+    region, _etag = _region()
+    if request.method == "GET":
+        return _integrators_page(region)
+    values = {"name": request.form.get("name", "").strip(),
+              "contact_email": request.form.get("contact_email", "").strip(),
+              "event_types": request.form.getlist("event_types"),
+              "language": request.form.get("language", "").strip()}
+    if values["language"] not in LANGUAGES:
+        values["language"] = "nl"
+    if not values["event_types"]:
+        return _integrators_page(region, values=values, status=422,
+                                 errors={"event_types": [_("Choose at least one event type.")]})
+    try:
+        call("POST", "notify", rpath("/integrators"), json={k: v for k, v in values.items() if v})
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        errors = fielderrors.merge_lists(api_errors(e), "event_types")
+        if e.status == 409 and not e.errors:
+            errors = {"contact_email": [problem_text(e)]}
+        return _integrators_page(region, values=values, errors=errors, status=422)
+    flash(_("%(name)s has been invited: an e-mail with a link to the integrations pages has been sent to "
+            "%(email)s.", name=values["name"], email=values["contact_email"]))
+    return redirect(url_for("admin.integrators", r=r))
+
+
+def _integrator(i: str) -> tuple[dict, str | None]:
+    reply = call("GET", "notify", rpath(f"/integrators/{check_id(i)}"))
+    if reply.data.get("id") != i or reply.data.get("region") not in (None, g.region):
+        abort(404)
+    return reply.data, reply.etag
+
+
+@bp.post("/integrators/<i>/<action>")
+@staff_required
+def integrator_action(r, i, action):
+    if action not in ("suspend", "resume"):
+        abort(404)
+    region, _etag = _region()
+    _integrator(i)
+    try:
+        call("PATCH", "notify", rpath(f"/integrators/{i}"),
+             json={"status": "suspended" if action == "suspend" else "active"},
+             if_match=request.form.get("etag") or None)
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        return _integrators_page(region, errors={"": [problem_text(e)]}, status=409)
+    flash(_("The application has been suspended: its tokens and subscriptions stop working.")
+          if action == "suspend" else _("The application is active again."))
+    return redirect(url_for("admin.integrators", r=r))
+
+
+@bp.route("/integrators/<i>/delete", methods=["GET", "POST"])
+@staff_required
+def integrator_delete(r, i):
+    region, _etag = _region()
+    integrator, etag = _integrator(i)
+    errors: dict = {}
+    if request.method == "POST":
+        if request.form.get("confirm") != "yes":
+            errors = {"confirm": [_("Tick the box to confirm.")]}
+        else:
+            try:
+                call("DELETE", "notify", rpath(f"/integrators/{i}"), if_match=request.form.get("etag") or None)
+            except ApiError as e:
+                if e.status in (401, 403, 404):
+                    raise
+                integrator, etag = _integrator(i)
+                errors = {"": [problem_text(e)]}
+                return render_template("admin/integrator_delete.html", region=region, integrator=integrator,
+                                       etag=etag or "", errors=errors), 409
+            flash(_("The application has been deleted and its subscriptions disabled."))
+            return redirect(url_for("admin.integrators", r=r))
+    return render_template("admin/integrator_delete.html", region=region, integrator=integrator, etag=etag or "",
+                           errors=errors), (422 if errors else 200)

@@ -55,9 +55,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     Babel(app, locale_selector=i18n.select_locale)
     i18n.install(app)
 
-    from . import admin, oidc, platform, views
+    from . import admin, integrations, oidc, platform, views
     app.register_blueprint(views.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(integrations.bp)
     app.register_blueprint(platform.bp)
     oidc.install(app)
     _install_ops(app, store)

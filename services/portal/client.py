@@ -73,6 +73,11 @@ class Api:
         """A region-admin of ``region`` (the portal checked the session's ``admin_of`` first)."""
         return mint(self.settings.hecht, roles=["region-admin"], region=region, sub=f"staff:{staff_id}", ttl=300)
 
+    def integrator_token(self, region: str, integrator_id: str) -> str:
+        """An integrator application of ``region`` (the portal checked that the session's person
+        holds it, from ``POST /v1/integrator-sign-ins``); notify checks ``sub`` on every call."""
+        return mint(self.settings.hecht, roles=["integrator"], region=region, sub=integrator_id, ttl=300)
+
     def staff_platform_token(self, staff_id: str) -> str:
         return mint(self.settings.hecht, roles=["platform-admin"], sub=f"staff:{staff_id}", ttl=300)
 

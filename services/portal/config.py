@@ -29,6 +29,7 @@ class PortalSettings:
     members_url: str
     agreements_url: str
     notify_url: str
+    notify_public_url: str          # notify as integrators reach it (the token endpoint shown to them)
     secret_key: str                 # signs CSRF tokens (sessions themselves are server-side)
     session_hours: int
     link_minutes: int               # a sign-in link's validity
@@ -64,6 +65,7 @@ def load() -> PortalSettings:
         members_url=_url("HECHT_MEMBERS_URL", "http://127.0.0.1:8002"),
         agreements_url=_url("HECHT_AGREEMENTS_URL", "http://127.0.0.1:8001"),
         notify_url=_url("HECHT_NOTIFY_URL", "http://127.0.0.1:8003"),
+        notify_public_url=_url("HECHT_NOTIFY_PUBLIC_URL", "") or _url("HECHT_NOTIFY_URL", "http://127.0.0.1:8003"),
         secret_key=secret,
         session_hours=_int("HECHT_PORTAL_SESSION_HOURS", 12),
         link_minutes=_int("HECHT_PORTAL_LINK_MINUTES", 15),

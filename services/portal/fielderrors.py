@@ -57,6 +57,17 @@ _RULES = [
     (r"a Belgian postcode has four digits.*", lambda m: _("A Belgian postcode has four digits (1000–9999).")),
     (r"not one of the municipalities of region [^:]+: (.*)",
      lambda m: _("Choose one of the region's municipalities: %(list)s.", list=m[1])),
+    (r"'(.+)' is outside the event types this application may receive \((.*)\)",
+     lambda m: _("%(pattern)s is not among the event types this application may receive (%(allowed)s).",
+                 pattern=m[1], allowed=m[2])),
+    (r"already enrolled in this region", lambda m: _("This is already enrolled in this region.")),
+    (r"a council needs its seats.*", lambda m: _("A council needs its seats: add at least one member and cluster.")),
+    (r"a member holds at most one seat", lambda m: _("A member holds at most one seat.")),
+    (r"every seat names its cluster", lambda m: _("Name the cluster of every seat.")),
+    (r"no member (\S+) in region \S+",
+     lambda m: _("%(member)s is not a member of this region (or has left it).", member=m[1])),
+    (r"not a member id", lambda m: _("Choose one of the options.")),
+    (r"not yourself", lambda m: _("Choose a colleague, not yourself.")),
     (r"this \S+ registration is already enrolled.*",
      lambda m: _("This registration number is already enrolled in this region.")),
 ]
@@ -72,6 +83,16 @@ def translate(field: str, message: str) -> str:
     if field == "email":  # email_validator's many messages
         return _("This is not a valid e-mail address.")
     return _("This value is not accepted (%(message)s).", message=message)
+
+
+def merge_lists(errors: dict[str, list[str]], *fields: str) -> dict[str, list[str]]:
+    """A list field's per-item errors (``event_types_0``, ``event_types_3``) next to the field
+    itself (``event_types``): the form shows the list as one group."""
+    out: dict[str, list[str]] = {}
+    for key, msgs in errors.items():
+        base = next((f for f in fields if re.fullmatch(rf"{re.escape(f)}_\d+", key)), key)
+        out.setdefault(base, []).extend(msgs)
+    return out
 
 
 def flatten(errors, prefix: str = "") -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from functools import wraps
 
 from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
                    session, url_for)
-from flask_babel import get_locale, gettext as _
+from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 
 from . import fielderrors, mail
 from .client import ApiError, ApiUnavailable
@@ -128,6 +128,7 @@ def member_path(suffix: str = "") -> str:
 @bp.app_context_processor
 def _globals():
     return {"signed_in": signed_in(), "session_memberships": memberships(), "staff": staff_account(),
+            "session_integrators": integrator_apps() if signed_in() else [],
             "admin_region": session.get("admin_region"),
             "current_region": session.get("region"), "empty_form": EmptyForm(),
             "language_form": LanguageForm(lang=lang(), next=request.full_path.rstrip("?")),
@@ -374,6 +375,7 @@ def _start_session(email: str, next_path: str):
     session["memberships"] = [{k: m.get(k) for k in ("region_id", "region_name", "member_id", "status", "roles")}
                               for m in found]
     _keep_staff(reply.data.get("staff"))
+    _keep_integrators(email)
     session["signed_in_at"] = datetime.now(timezone.utc).isoformat()
     if keep_lang:
         session["lang"] = keep_lang
@@ -405,6 +407,42 @@ def recheck_staff() -> None:
     _keep_staff(reply.data.get("staff"))
 
 
+def _keep_integrators(email: str) -> None:
+    """The integrator applications this address was invited for, as notify's
+    ``POST /v1/integrator-sign-ins`` returns them (it marks an invited one active): the only
+    source of the integrator tokens the portal mints. notify down or not answering: none for
+    now, and the next integrator page asks again (``checked_at`` 0)."""
+    try:
+        reply = public("POST", "notify", "/v1/integrator-sign-ins", json={"email": email})
+        found, checked = reply.data.get("integrators") or [], time.time()
+    except (ApiError, ApiUnavailable) as e:
+        log.warning("integrator sign-in lookup failed", extra={"error": str(e)})
+        found, checked = [], 0.0
+    session["integrators"] = [{"id": str(i["id"]), "region": str(i.get("region") or ""),
+                               "name": i.get("name") or "", "status": i.get("status")}
+                              for i in found if isinstance(i, dict) and i.get("id")
+                              and i.get("status") in ("invited", "active")]
+    session["integrators_checked_at"] = checked
+
+
+def recheck_integrators() -> None:
+    """As :func:`recheck_staff`: the applications are looked up again every
+    HECHT_PORTAL_STAFF_RECHECK_S, so a suspended or deleted one stops working soon. Here notify
+    being down is a 503 page (the person is on an integrator page, which needs notify anyway)."""
+    if time.time() - float(session.get("integrators_checked_at") or 0) < settings().staff_recheck_s:
+        return
+    reply = public("POST", "notify", "/v1/integrator-sign-ins", json={"email": session.get("email")})
+    session["integrators"] = [{"id": str(i["id"]), "region": str(i.get("region") or ""),
+                               "name": i.get("name") or "", "status": i.get("status")}
+                              for i in (reply.data.get("integrators") or []) if isinstance(i, dict) and i.get("id")
+                              and i.get("status") in ("invited", "active")]
+    session["integrators_checked_at"] = time.time()
+
+
+def integrator_apps(region: str | None = None) -> list[dict]:
+    return [i for i in (session.get("integrators") or []) if region is None or i.get("region") == region]
+
+
 def staff_account() -> dict | None:
     return session.get("staff") or None
 
@@ -424,7 +462,8 @@ def _staff_landing(next_path: str) -> str | None:
         return next_path
     if re.match(r"^/platform(/|$|\?)", next_path) and s.get("platform_admin"):
         return next_path
-    if memberships() or (s.get("platform_admin") and s.get("admin_of")) or len(s.get("admin_of") or []) > 1:
+    if (memberships() or integrator_apps() or (s.get("platform_admin") and s.get("admin_of"))
+            or len(s.get("admin_of") or []) > 1):
         return None  # several places to go: the person chooses
     if s.get("platform_admin"):
         return "/platform"
@@ -436,6 +475,15 @@ def _staff_landing(next_path: str) -> str | None:
 def _after_sign_in(next_path: str) -> str:
     next_path = safe_next(next_path)
     mine = memberships()
+    m = re.match(r"^/integrations/([^/?#]+)", next_path)
+    if m and (m.group(1) == "catalogue" or integrator_apps(m.group(1))):
+        return next_path  # an integrator's page (the invitation's link), theirs
+    apps = integrator_apps()
+    if apps and not mine and not staff_account():
+        regions = sorted({a["region"] for a in apps})
+        if len(regions) == 1:
+            return f"/integrations/{regions[0]}"
+        return url_for("portal.choose_region")
     if staff_account():
         landing = _staff_landing(next_path)
         if landing:
@@ -449,7 +497,7 @@ def _after_sign_in(next_path: str) -> str:
     if m and any(x["region_id"] == m.group(1) for x in mine):
         session["region"] = m.group(1)
         return next_path
-    if len(mine) == 1:
+    if len(mine) == 1 and not apps:
         session["region"] = mine[0]["region_id"]
         return next_path if next_path not in ("/", "") and not m else f"/r/{mine[0]['region_id']}/membership"
     return url_for("portal.choose_region", next=next_path if next_path != "/" else None)
@@ -473,17 +521,19 @@ def choose_region():
         session["region"] = r
         nxt = safe_next(form.next.data, f"/r/{r}/membership")
         return redirect(nxt if nxt.startswith(f"/r/{r}/") else f"/r/{r}/membership")
-    consoles = []
+    consoles, integrations = [], []
     s = staff_account()
-    if s:
+    apps = integrator_apps()
+    if s or apps:
         names = {}
         try:
             names = {x.get("id"): x.get("name") for x in _regions()}
         except (ApiError, ApiUnavailable):
             pass  # the ids will do
-        consoles = [(r, names.get(r) or r) for r in s.get("admin_of") or []]
+        consoles = [(r, names.get(r) or r) for r in (s or {}).get("admin_of") or []]
+        integrations = [(a, names.get(a["region"]) or a["region"]) for a in apps]
     return render_template("choose_region.html", next=safe_next(request.args.get("next"), ""),
-                           consoles=consoles)
+                           consoles=consoles, integrations=integrations)
 
 
 @bp.post("/language")
@@ -546,12 +596,19 @@ def _capacity_form(member: dict, etag: str | None, formdata=None) -> CapacityFor
     return form
 
 
-def _membership_page(member, etag, *, profile=None, capacity=None, errors=None, status=200):
+def _membership_page(member, etag, *, profile=None, capacity=None, errors=None, registration=None, status=200):
     _refresh_session_membership(member)
+    try:
+        country = _region(g.region).get("country")
+    except (ApiError, ApiUnavailable):
+        country = None
+    schemes = ("RIZIV",) if country == "BE" else ("BIG", "AGB") if country == "NL" else \
+        tuple(x for x in [(member.get("registration") or {}).get("scheme")] if x)
     return render_template("membership.html", member=member,
                            profile_form=profile or _profile_form(member, etag),
                            capacity_form=capacity or _capacity_form(member, etag),
-                           errors=errors or {}), status
+                           registration=registration or member.get("registration") or {}, schemes=schemes,
+                           etag=etag or "", errors=errors or {}), status
 
 
 def _refresh_session_membership(member: dict) -> None:
@@ -629,6 +686,34 @@ def update_profile(r):
     return redirect(url_for("portal.my_membership", r=r))
 
 
+@bp.post("/r/<r>/membership/registration")
+@login_required
+def update_registration(r):
+    """Correct one's registration (a new RIZIV competence code, a renewed BIG number): the
+    members service applies the sign-up's checks and the region's uniqueness."""
+    member, etag = _member()
+    reg = {"scheme": request.form.get("scheme", "").strip()[:10], "number": request.form.get("number", "").strip()[:40]}
+    if not reg["number"]:
+        return _membership_page(member, etag, registration=reg, status=422,
+                                errors={"registration_number": [_("This field is required.")]})
+    try:
+        gp("PATCH", "members", member_path(), json={"registration": reg},
+           if_match=request.form.get("etag") or etag)
+    except ApiError as e:
+        if e.status == 412:
+            flash(_("Your membership was changed in the meantime. Please check it and try again."))
+            return redirect(url_for("portal.my_membership", r=r))
+        if e.status in (409, 422):
+            errors = fielderrors.flatten(e.errors) if e.errors else {
+                "registration_number": [fielderrors.translate("number", e.title)]}
+            for k in [k for k in errors if not k.startswith("registration_")]:
+                errors.setdefault("registration_number", []).extend(errors.pop(k))
+            return _membership_page(member, etag, registration=reg, errors=errors, status=422)
+        raise
+    flash(_("Your registration has been corrected."))
+    return redirect(url_for("portal.my_membership", r=r))
+
+
 # -- votes ----------------------------------------------------------------------------------
 def _agreement(r: str, a: str, call=None) -> dict:
     data = (call or gp)("GET", "agreements", f"/v1/regions/{r}/agreements/{check_id(a)}").data
@@ -675,22 +760,117 @@ def ballot(r, a):
             except ApiError as e:
                 if e.status in (404,):
                     raise
+                if e.problem.get("reason") == "proxy-used":
+                    errors = {"": [str(PROXY_REASONS["proxy-used"])]}
+                    return _ballot_page(r, agreement, form, errors, 409)
                 errors = {"": [_("Your vote could not be recorded: the vote is closed or you are not "
                                  "in its electorate.")]}
                 status = 409
-    ballot_data = _ballot(r, a)
+    return _ballot_page(r, agreement, form, errors, status)
+
+
+# Fields of the tally a GP's page may show. The counts (for/against/abstain, per cluster too)
+# are in it only when the API reveals them: after the close, or live where the frozen policy
+# has ``live_tally``; the portal never derives them.
+TALLY_FIELDS = ("status", "turnout", "electorate_size", "cast", "quorum", "approval_threshold", "deadline",
+                "closed_at", "opened_at", "body", "policy_version", "live_tally", "max_proxies", "quorum_met",
+                "for", "against", "abstain", "threshold_met", "clusters")
+
+
+def _ballot_page(r: str, agreement: dict, form, errors: dict, status: int, holder: str = ""):
+    ballot_data = _ballot(r, agreement["id"])
     mandate = (ballot_data or {}).get("mandate") or agreement.get("mandate")
     if mandate is None:
         abort(404)
     mine = (ballot_data or {}).get("choice")
     if request.method == "GET" or not form.choice.data:
         form.choice.data = mine
-    # Only turnout and the person's own vote reach the template: never the counts.
-    shown = {k: mandate.get(k) for k in ("status", "turnout", "electorate_size", "cast", "quorum",
-                                          "deadline", "closed_at", "opened_at")}
+    shown = {k: mandate.get(k) for k in TALLY_FIELDS if k in mandate}
+    shown.setdefault("status", None)
+    is_open = shown["status"] == "open"
     return render_template("ballot.html", agreement=agreement, mandate=shown, my_vote=mine,
-                           can_vote=ballot_data is not None and shown["status"] == "open",
-                           form=form, errors=errors), status
+                           can_vote=ballot_data is not None and is_open,
+                           proxies=is_open and ballot_data is not None and (mandate.get("max_proxies") or 0) > 0,
+                           proxy_to=_people((ballot_data or {}).get("proxy_to"))[:1] and
+                           _people((ballot_data or {}).get("proxy_to"))[0],
+                           proxies_for=_people((ballot_data or {}).get("proxies_for")),
+                           holder=holder, form=form, errors=errors), status
+
+
+def _people(value) -> list[dict]:
+    """Proxy givers or holder as the ballot may name them (an id, or ``{member_id, name}``)."""
+    items = value if isinstance(value, list) else [value] if value else []
+    out = []
+    for v in items:
+        if isinstance(v, dict):
+            out.append({"id": v.get("member_id"), "name": v.get("name") or v.get("member_id") or ""})
+        elif isinstance(v, str):
+            out.append({"id": v, "name": v})
+    return out
+
+
+PROXY_REASONS = {
+    "proxies-not-allowed": _l("This vote allows no proxies."),
+    "already-voted": _l("A proxy is possible only while neither of you has voted."),
+    "proxy-exists": _l("You have already given your proxy. Revoke it first."),
+    "proxy-chain": _l("A proxy cannot be passed on: this colleague gave their proxy, or you carry one."),
+    "too-many-proxies": _l("This colleague already carries the most proxies allowed."),
+    "proxy-used": _l("Your proxy has been used: the colleague who holds it has voted for you."),
+    "deadline-passed": _l("The vote has closed."),
+}
+
+
+def _proxy_problem(e: ApiError) -> dict:
+    if e.status == 422 and e.errors:
+        flat = fielderrors.flatten(e.errors)
+        return {"holder": [m for msgs in flat.values() for m in msgs]}
+    if e.status == 403:
+        return {"holder": [_("This member number is not an elector in this vote.")]}
+    reason = str(e.problem.get("reason") or "")
+    if reason in PROXY_REASONS:
+        return {"": [str(PROXY_REASONS[reason])]}
+    return {"": [_("This is not possible now.")]}
+
+
+@bp.post("/r/<r>/votes/<a>/proxy")
+@login_required
+def give_proxy(r, a):
+    """Give one's proxy to another elector (only where the vote's frozen policy allows them)."""
+    agreement = _agreement(r, a)
+    form = VoteForm(formdata=None)
+    form.choice.choices = [("for", _("For")), ("against", _("Against")), ("abstain", _("Abstain"))]
+    holder = request.form.get("holder", "").strip()[:64]
+    if not holder:
+        return _ballot_page(r, agreement, form, {"holder": [_("Enter your colleague's member number.")]}, 422)
+    if holder == g.member:
+        return _ballot_page(r, agreement, form, {"holder": [_("Choose a colleague, not yourself.")]}, 422, holder)
+    try:
+        gp("POST", "agreements", f"/v1/regions/{r}/agreements/{a}/mandate/proxies",
+           json={"giver": g.member, "holder": holder})
+    except ApiError as e:
+        if e.status == 404:
+            raise
+        return _ballot_page(r, agreement, form, _proxy_problem(e), 422 if e.status == 422 else 409, holder)
+    flash(_("Your proxy has been given. You can revoke it until your colleague votes."))
+    return redirect(url_for("portal.ballot", r=r, a=a))
+
+
+@bp.post("/r/<r>/votes/<a>/proxy/revoke")
+@login_required
+def revoke_proxy(r, a):
+    agreement = _agreement(r, a)
+    form = VoteForm(formdata=None)
+    form.choice.choices = [("for", _("For")), ("against", _("Against")), ("abstain", _("Abstain"))]
+    try:
+        gp("DELETE", "agreements", f"/v1/regions/{r}/agreements/{a}/mandate/proxies/{g.member}")
+    except ApiError as e:
+        if e.status == 404 and "has given no proxy" in e.title:
+            return _ballot_page(r, agreement, form, {"": [_("You have not given a proxy in this vote.")]}, 409)
+        if e.status == 404:
+            raise
+        return _ballot_page(r, agreement, form, _proxy_problem(e), 409)
+    flash(_("Your proxy has been revoked. You can vote yourself again."))
+    return redirect(url_for("portal.ballot", r=r, a=a))
 
 
 # -- agreements -----------------------------------------------------------------------------

@@ -382,6 +382,11 @@ def test_proxies_over_http_recorded_revocable_counted_once_and_limited(client):
     assert revoked["holder"] == "m_2"
     _problem(client.delete(f"{url}/m_1", headers=gp("m_1")), 404)
     _ok(_proxy(client, a["id"], "m_3", "m_2"), 201)                                 # m_2's slot is free again
+    # each GP's own ballot shows their own proxies, and nobody else's
+    own = {m: _ok(client.get(f"{BASE}/{a['id']}/mandate/votes/{m}", headers=gp(m))) for m in ("m_1", "m_2", "m_3")}
+    assert (own["m_3"]["proxy_to"], own["m_3"]["proxies_for"]) == ("m_2", [])
+    assert (own["m_2"]["proxy_to"], own["m_2"]["proxies_for"]) == (None, ["m_3"])
+    assert (own["m_1"]["proxy_to"], own["m_1"]["proxies_for"]) == (None, [])
 
     voted = _vote(client, a["id"], "m_2", "for")["mandate"]
     assert voted["cast"] == 2                                                       # m_2's vote and m_3's share
