@@ -14,10 +14,10 @@ import re
 
 import pytest
 
-from hecht import events as ev, mongo, outbox
-from hecht.config import settings
+from hecht import events as ev, outbox
 from services.notify.domain import redact
 from tests.conftest import bearer
+from tests.support.members import members_client, members_db, riziv as _riziv
 from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
     REGION, admin, agreements_db, apply_directly, client, clock, drafted, gp, member_event, pending_events,
     region_event)
@@ -63,19 +63,7 @@ STAFF = bearer("region-admin", REGION, sub="staff:els")
 @pytest.fixture
 def members(hecht_env, monkeypatch):
     monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "1000")
-    from services.members.app import create_app
-    c = create_app().test_client()
-    assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
-    return c
-
-
-def members_db():
-    s = settings("members")
-    return mongo.database(s.mongo_uri, s.database_name)
-
-
-def _riziv(n6: int, code: str = "003") -> str:
-    return f"{n6:06d}{97 - n6 % 97:02d}{code}"
+    return members_client(GENT)
 
 
 def _enrol(members, n: int, municipality: str = "Gent", category: str | None = None, code: str = "003") -> str:

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from hecht import events as ev, mongo, outbox, topics
+from hecht import events as ev, outbox, topics
 from hecht.config import settings
 from services.members.worker import relay as members_relay
 from tests.conftest import bearer
+from tests.support.members import members_client, members_db as db
 
 GENT = {"id": "elz-gent", "name": "ELZ Gent", "country": "BE", "kind": "eerstelijnszone",
         "municipalities": ["Gent", "Merelbeke"]}
@@ -27,15 +28,7 @@ FORM = {"given_name": PERSONAL["given_name"], "family_name": PERSONAL["family_na
 @pytest.fixture
 def client(hecht_env, monkeypatch):
     monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "1000")
-    from services.members.app import create_app
-    c = create_app().test_client()
-    assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
-    return c
-
-
-def db():
-    s = settings("members")
-    return mongo.database(s.mongo_uri, s.database_name)
+    return members_client(GENT)
 
 
 def _text(value) -> str:

@@ -17,10 +17,11 @@ from datetime import timedelta
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from hecht import mongo, outbox, topics
+from hecht import outbox, topics
 from hecht.config import settings
 from services.members.worker import relay as members_relay
 from tests.conftest import bearer, wait_until
+from tests.support.members import members_client, members_db
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
     build, fast, mails_to, member_data, notify_db, notify_worker)
 
@@ -42,15 +43,7 @@ FORM = {"given_name": NAME[0], "family_name": NAME[1], "email": EMAIL, "language
 @pytest.fixture
 def members(fast, monkeypatch):
     monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "1000")
-    from services.members.app import create_app
-    c = create_app().test_client()
-    assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
-    return c
-
-
-def members_db():
-    s = settings("members")
-    return mongo.database(s.mongo_uri, s.database_name)
+    return members_client(GENT)
 
 
 class MembersRelay:

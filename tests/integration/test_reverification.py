@@ -15,11 +15,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from hecht import events as ev, mongo, outbox
-from hecht.config import settings
+from hecht import events as ev, outbox
 from services.members import domain
 from services.members.handlers import announce_reverification_due
 from tests.conftest import bearer, wait_until
+from tests.support.members import members_client, members_db, riziv as _riziv
 from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
     REGION, admin, agreements_db, apply_directly, clock, drafted)
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
@@ -48,19 +48,7 @@ def _problem(r, status: int) -> dict:
 def members(hecht_env, monkeypatch):
     monkeypatch.setenv("HECHT_SIGNUP_RATE_LIMIT", "1000")
     monkeypatch.setenv("HECHT_PORTAL_URL", PORTAL)
-    from services.members.app import create_app
-    c = create_app().test_client()
-    _ok(c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")), 201)
-    return c
-
-
-def members_db():
-    s = settings("members")
-    return mongo.database(s.mongo_uri, s.database_name)
-
-
-def _riziv(n6: int, code: str = "003") -> str:
-    return f"{n6:06d}{97 - n6 % 97:02d}{code}"
+    return members_client(GENT)
 
 
 def _enrol(members, n: int, email: str | None = None) -> str:
