@@ -126,7 +126,9 @@ def topic_reader(stack):
         c.close()
 
 
-def token(role: str, region: str | None = None, member: str | None = None, ttl: int = 600, **kw) -> str:
+def token(role: str, region: str | None = None, member: str | None = None, ttl: int = 4 * 3600, **kw) -> str:
+    """A development token. Modules mint some at import, i.e. when pytest collects, so the
+    default outlives a whole run (`make test` takes over 20 minutes); expiry tests pass ``ttl``."""
     from hecht.auth import mint
     from hecht.config import settings
     return mint(settings("members"), roles=[role], region=region, member=member, ttl=ttl, **kw)

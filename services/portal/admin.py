@@ -10,7 +10,6 @@ import csv
 import io
 import re
 from datetime import date, datetime, timedelta, timezone
-from functools import wraps
 from urllib.parse import parse_qs, urlsplit
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, session, url_for
@@ -18,7 +17,9 @@ from flask_babel import gettext as _
 
 from . import fielderrors
 from .client import ApiError
-from .views import api, check_id, may_admin, recheck_staff, send_invite, signed_in, staff_account
+from .i18n import moment_of
+from .views import (api, check_id, guarded, may_admin, recheck_staff, reverify_state, send_invite,
+                    staff_account)
 
 bp = Blueprint("admin", __name__, url_prefix="/admin/<r>")
 
@@ -39,20 +40,17 @@ MAX_ROWS = 50
 
 
 # -- access -----------------------------------------------------------------------------------
-def staff_required(view):
-    @wraps(view)
-    def wrapper(r, *args, **kwargs):
-        if not signed_in():
-            return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
-        check_id(r)
-        recheck_staff()
-        if not may_admin(r):
-            abort(404)
-        g.region, g.staff = r, staff_account()
-        if session.get("admin_region") != r:
-            session["admin_region"] = r
-        return view(r, *args, **kwargs)
-    return wrapper
+def _admit_staff(values: dict) -> None:
+    r = check_id(values["r"])
+    recheck_staff()
+    if not may_admin(r):
+        abort(404)
+    g.region, g.staff = r, staff_account()
+    if session.get("admin_region") != r:
+        session["admin_region"] = r
+
+
+staff_required = guarded(_admit_staff)
 
 
 def call(method: str, service: str, path: str, **kw):
@@ -118,18 +116,8 @@ def _date(value) -> date | None:
         return None
 
 
-def _moment(value) -> datetime | None:
-    if not value:
-        return None
-    try:
-        v = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
-
-
 def time_left(deadline) -> str:
-    d = _moment(deadline)
+    d = moment_of(deadline)
     if d is None:
         return ""
     left = d - datetime.now(timezone.utc)
@@ -185,7 +173,7 @@ def dashboard(r):
 
 # -- members ----------------------------------------------------------------------------------
 MEMBER_FILTERS = {"status": MEMBER_STATUSES, "role": MEMBER_ROLES, "capacity": CAPACITY,
-                  "email_verified": ("true", "false"), "outside_region": ("true",)}
+                  "email_verified": ("true", "false"), "outside_region": ("true",), "reverify_due": ("true",)}
 
 
 def outside_region(member: dict, region: dict) -> bool:
@@ -236,7 +224,8 @@ def members(r):
             raise
         errors.update(api_errors(e))
         reply = None
-    items = [dict(_own(m), outside=outside_region(m, region)) for m in (reply.data.get("items") or [])] \
+    items = [dict(_own(m), outside=outside_region(m, region), reverify=reverify_state(m))
+             for m in (reply.data.get("items") or [])] \
         if reply else []
     nxt = after_of(reply.data.get("next")) if reply else None
     return render_template("admin/members.html", region=region, items=items, args=args, raw=request.args,
@@ -259,6 +248,7 @@ def _member_page(m: str, *, errors=None, message=None, stale=False, given=None, 
     return render_template("admin/member.html", member=member, etag=etag or "", history=history,
                            errors=errors or {}, message=message, stale=stale, given=given or {},
                            roles=MEMBER_ROLES, outside=outside_region(member, region),
+                           reverify=reverify_state(member),
                            schemes=schemes_of(region)), status
 
 
@@ -282,14 +272,16 @@ def member(r, m):
     return _member_page(m)
 
 
-ACTIONS = {"approve": False, "reject": True, "suspend": True, "reinstate": False}
+# action → needs a reason; "reconfirm" is staff confirming the registration is still valid (issue 16)
+ACTIONS = {"approve": False, "reject": True, "suspend": True, "reinstate": False, "reconfirm": False}
 
 
 def _done_message(action: str) -> str:
     return {"approve": _("The sign-up has been approved."), "reject": _("The sign-up has been rejected."),
             "suspend": _("The member has been suspended."), "reinstate": _("The member has been reinstated."),
             "roles": _("The roles have been saved."),
-            "registration": _("The registration has been corrected.")}[action]
+            "registration": _("The registration has been corrected."),
+            "reconfirm": _("The registration has been confirmed as still valid.")}[action]
 
 
 @bp.post("/members/<m>/<action>")
@@ -322,6 +314,8 @@ def member_action(r, m, action):
             if not reason:
                 return _member_page(m, errors={f"{action}_reason": [_("Give a reason.")]}, given=given, status=422)
             kw["json"] = {"reason": reason}
+        elif action == "reconfirm":
+            kw["json"] = {}
     try:
         call(method, "members", path, if_match=etag, **kw)
     except ApiError as e:
@@ -654,7 +648,9 @@ def _settings_values(source=None, region: dict | None = None) -> dict:
                 "governance": "body" in source,
                 "body": source.get("body", "").strip(), "live_tally": bool(source.get("live_tally")),
                 "max_proxies": source.get("max_proxies", "").strip(),
-                "trainees_vote": bool(source.get("trainees_vote")), "seats": _seat_rows(source)}
+                "trainees_vote": bool(source.get("trainees_vote")), "seats": _seat_rows(source),
+                "reverify_months": source.get("reverify_months", "").strip(),
+                "unverified_leave_electorate": bool(source.get("unverified_leave_electorate"))}
     region = region or {}
     policy = region.get("mandate_policy") or {}
     return {"name": region.get("name") or "", "municipalities": "\n".join(region.get("municipalities") or []),
@@ -664,6 +660,8 @@ def _settings_values(source=None, region: dict | None = None) -> dict:
             "body": policy.get("body") or "assembly", "live_tally": bool(policy.get("live_tally")),
             "max_proxies": _num(policy.get("max_proxies") or 0),
             "trainees_vote": policy.get("trainees_vote", True) is not False,
+            "reverify_months": _num(policy.get("reverify_months") or 12),
+            "unverified_leave_electorate": bool(policy.get("unverified_leave_electorate")),
             "seats": [{"member_id": s.get("member_id", ""), "cluster": s.get("cluster", "")}
                       for s in policy.get("seats") or []]}
 
@@ -736,8 +734,11 @@ def _settings_check(values: dict) -> tuple[dict, dict]:
     errors: dict = {}
     policy: dict = {}
     numbers = (("quorum", float), ("approval_threshold", float), ("voting_period_days", int))
-    for key, kind in numbers + ((("max_proxies", int),) if values["governance"] else ()):
+    optional = (("max_proxies", int), ("reverify_months", int)) if values["governance"] else ()
+    for key, kind in numbers + optional:
         raw = values[key].replace(",", ".")
+        if key == "reverify_months" and not raw:
+            continue  # a form from before the field existed: the period stays as it is
         try:
             policy[key] = kind(raw)
         except ValueError:
@@ -749,6 +750,7 @@ def _settings_check(values: dict) -> tuple[dict, dict]:
     else:
         errors["mandate_policy_body"] = [_("Choose one of the options.")]
     policy["live_tally"], policy["trainees_vote"] = values["live_tally"], values["trainees_vote"]
+    policy["unverified_leave_electorate"] = values["unverified_leave_electorate"]
     seen: set = set()
     for i, seat in enumerate(values["seats"]):
         if not seat["member_id"]:
@@ -774,7 +776,8 @@ def settings_page(r):
     values = _settings_values(request.form)
     if not values["governance"]:  # shown again as they are
         values.update({k: v for k, v in _settings_values(region=region).items()
-                       if k in ("body", "live_tally", "max_proxies", "trainees_vote", "seats")})
+                       if k in ("body", "live_tally", "max_proxies", "trainees_vote", "seats", "reverify_months",
+                                "unverified_leave_electorate")})
     if request.form.get("add") == "seat":  # another empty seat row (no JavaScript needed)
         return _settings_page(region, request.form.get("etag") or etag, values, extra_rows=2)
     towns = [t.strip() for t in re.split(r"[\r\n]+", values["municipalities"]) if t.strip()]

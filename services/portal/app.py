@@ -15,6 +15,7 @@ from pymongo.errors import PyMongoError
 from werkzeug.exceptions import HTTPException
 
 from hecht import logs
+from hecht.proxies import TrustedProxies, parse_networks
 from hecht.web import HTTP_LATENCY, HTTP_REQUESTS, metrics_response
 
 from . import config, i18n
@@ -42,11 +43,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         TEMPLATES_AUTO_RELOAD=settings.development,
     )
     app.config.update(test_config or {})
-    if settings.proxies:
-        # Behind TLS-terminating proxies: the client's address (rate limits) and scheme come
-        # from X-Forwarded-*, trusted for exactly this many hops and no more.
-        from werkzeug.middleware.proxy_fix import ProxyFix
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxies, x_proto=settings.proxies)
+    # Behind TLS-terminating proxies the client's address (the sign-in rate limit per client)
+    # and scheme come from X-Forwarded-*, believed only from the peers HECHT_TRUSTED_PROXIES
+    # names, as in the services (a hop count would believe whoever connects directly).
+    app.wsgi_app = TrustedProxies(app.wsgi_app, parse_networks(settings.hecht.trusted_proxies))
+    if os.environ.get("HECHT_PORTAL_PROXIES", "").strip() not in ("", "0"):
+        log.warning("HECHT_PORTAL_PROXIES is no longer read: name the proxies' addresses in "
+                    "HECHT_TRUSTED_PROXIES (CIDRs), or every client shares the proxy's sign-in limit")
     store = Store(settings.hecht.mongo_uri, settings.hecht.database_name)
     app.extensions["portal"] = {"settings": settings, "store": store, "api": Api(settings)}
     app.session_interface = MongoSessionInterface(store, timedelta(hours=settings.session_hours),

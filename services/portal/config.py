@@ -39,7 +39,6 @@ class PortalSettings:
     signin_window_s: int            # ... per this window
     api_timeout_s: float
     staff_recheck_s: int            # how often a console session's staff account is looked up again
-    proxies: int                    # trusted reverse proxies in front (X-Forwarded-For/-Proto)
     oidc_issuer: str | None
     oidc_client_id: str | None
     oidc_client_secret: str | None
@@ -75,7 +74,6 @@ def load() -> PortalSettings:
         signin_window_s=_int("HECHT_PORTAL_SIGNIN_WINDOW_S", 900),
         api_timeout_s=float(env.get("HECHT_PORTAL_API_TIMEOUT_S", "5") or 5),
         staff_recheck_s=_int("HECHT_PORTAL_STAFF_RECHECK_S", 300),
-        proxies=_int("HECHT_PORTAL_PROXIES", 0),
         oidc_issuer=env.get("HECHT_PORTAL_OIDC_ISSUER") or None,
         oidc_client_id=env.get("HECHT_PORTAL_OIDC_CLIENT_ID") or None,
         oidc_client_secret=env.get("HECHT_PORTAL_OIDC_CLIENT_SECRET") or None,

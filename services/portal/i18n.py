@@ -2,7 +2,7 @@
 cookie that survives sign-out), then ``Accept-Language``. Also the date filters."""
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 from flask import Flask, request, session
 from jinja2 import pass_context
@@ -16,6 +16,18 @@ def select_locale() -> str:
     if chosen in LANGUAGES:
         return chosen
     return request.accept_languages.best_match(LANGUAGES) or "nl"
+
+
+def moment_of(value, tz=timezone.utc) -> datetime | None:
+    """An ISO moment (an API's ``…Z``, a ``datetime-local`` field) as an aware datetime; one
+    without a zone is taken in ``tz``. None for empty or unreadable values."""
+    if not value:
+        return None
+    try:
+        v = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return v if v.tzinfo else v.replace(tzinfo=tz)
 
 
 def _parse(value):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from functools import wraps
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
@@ -22,7 +21,8 @@ from flask_babel import gettext as _
 from . import fielderrors
 from .admin import api_errors as _api_errors, problem_text
 from .client import ApiError
-from .views import api, check_id, integrator_apps, public, recheck_integrators, settings, signed_in
+from .i18n import moment_of
+from .views import api, check_id, guarded, integrator_apps, public, recheck_integrators, settings
 
 bp = Blueprint("integrations", __name__, url_prefix="/integrations")
 
@@ -31,25 +31,22 @@ MAX_SECRETS = 2
 
 
 # -- access -----------------------------------------------------------------------------------
-def integrator_required(view):
-    @wraps(view)
-    def wrapper(r, *args, **kwargs):
-        if not signed_in():
-            return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
-        check_id(r)
-        recheck_integrators()
-        apps = integrator_apps(r)
-        if not apps:
-            abort(404)
-        g.region, g.apps = r, apps
-        app_id = kwargs.get("app")
-        if app_id is not None:
-            check_id(app_id)
-            g.app = next((a for a in apps if a["id"] == app_id), None)
-            if g.app is None:
-                abort(404)  # another integrator's id, or one this person does not hold
-        return view(r, *args, **kwargs)
-    return wrapper
+def _admit_integrator(values: dict) -> None:
+    r = check_id(values["r"])
+    recheck_integrators()
+    apps = integrator_apps(r)
+    if not apps:
+        abort(404)
+    g.region, g.apps = r, apps
+    app_id = values.get("app")
+    if app_id is not None:
+        check_id(app_id)
+        g.app = next((a for a in apps if a["id"] == app_id), None)
+        if g.app is None:
+            abort(404)  # another integrator's id, or one this person does not hold
+
+
+integrator_required = guarded(_admit_integrator)
 
 
 def call(method: str, path: str, **kw):
@@ -89,17 +86,6 @@ def api_errors(e: ApiError) -> dict[str, list[str]]:
 
 
 LOCAL = ZoneInfo("Europe/Brussels")  # the pages' time zone (BABEL_DEFAULT_TIMEZONE): NL and BE share it
-
-
-def _moment(value) -> datetime | None:
-    """A ``datetime-local`` field's value, in the pages' time zone."""
-    if not value:
-        return None
-    try:
-        v = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return v if v.tzinfo else v.replace(tzinfo=LOCAL)
 
 
 @bp.app_template_filter("rate")
@@ -335,7 +321,7 @@ def subscription_action(r, app, s, action):
                                                 "for 24 hours, so you can switch without losing deliveries."))
         else:
             since = request.form.get("since", "").strip()
-            moment = _moment(since)
+            moment = moment_of(since, LOCAL)  # a datetime-local field: the pages' time zone
             if moment is None:
                 return _subscription_page(s, errors={"since": [_("Enter a date and time.")]}, since=since,
                                           status=422)

@@ -6,14 +6,13 @@ returned it); the calls carry a ``platform-admin`` token minted for this request
 from __future__ import annotations
 
 import re
-from functools import wraps
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from .admin import LANGUAGES, after_of, api_errors, problem_text
 from .client import ApiError
-from .views import api, check_id, recheck_staff, send_invite, signed_in, staff_account
+from .views import api, check_id, guarded, recheck_staff, send_invite, staff_account
 
 bp = Blueprint("platform", __name__, url_prefix="/platform")
 
@@ -22,18 +21,15 @@ REGION_KINDS = ("zorggroep", "huisartsenkring", "regio-organisatie", "eerstelijn
 STAFF_STATUSES = ("invited", "active", "revoked")
 
 
-def platform_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if not signed_in():
-            return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
-        recheck_staff()
-        s = staff_account()
-        if not s or not s.get("platform_admin"):
-            abort(404)
-        g.staff = s
-        return view(*args, **kwargs)
-    return wrapper
+def _admit_platform_admin(_values: dict) -> None:
+    recheck_staff()
+    s = staff_account()
+    if not s or not s.get("platform_admin"):
+        abort(404)
+    g.staff = s
+
+
+platform_required = guarded(_admit_platform_admin)
 
 
 def call(method: str, service: str, path: str, **kw):

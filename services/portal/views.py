@@ -20,7 +20,7 @@ from . import fielderrors, mail
 from .client import ApiError, ApiUnavailable
 from .forms import (CapacityForm, ChooseRegionForm, EmailForm, EmptyForm, EraseForm, LanguageForm, LeaveForm,
                     ProfileForm, SignUpForm, VoteForm, category_choices)
-from .i18n import COOKIE as LANG_COOKIE, LANGUAGES
+from .i18n import COOKIE as LANG_COOKIE, LANGUAGES, moment_of
 
 log = logging.getLogger(__name__)
 bp = Blueprint("portal", __name__)
@@ -94,21 +94,32 @@ def membership(region: str) -> dict:
     abort(404)
 
 
-def login_required(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if not signed_in():
-            return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
-        if "r" in kwargs:
-            check_id(kwargs["r"])
-            g.membership = membership(kwargs["r"])
-            g.region = kwargs["r"]
-            g.member = g.membership["member_id"]
-            session_region = session.get("region")
-            if session_region != g.region:
-                session["region"] = g.region
-        return view(*args, **kwargs)
-    return wrapper
+def guarded(admit):
+    """A decorator for the pages of signed-in people (the GP's, the consoles, the integrators'):
+    a signed-out visitor goes to sign in and comes back here; then ``admit(url_values)`` checks
+    the URL's ids against the session (404 for anything not theirs) and fills ``g``."""
+    def decorate(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            if not signed_in():
+                return redirect(url_for("portal.sign_in", next=request.full_path.rstrip("?")))
+            admit(kwargs)
+            return view(*args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def _admit_member(values: dict) -> None:
+    if "r" in values:
+        check_id(values["r"])
+        g.membership = membership(values["r"])
+        g.region = values["r"]
+        g.member = g.membership["member_id"]
+        if session.get("region") != g.region:
+            session["region"] = g.region
+
+
+login_required = guarded(_admit_member)
 
 
 def gp(method: str, service: str, path: str, **kw):
@@ -596,6 +607,29 @@ def _capacity_form(member: dict, etag: str | None, formdata=None) -> CapacityFor
     return form
 
 
+REVERIFY_SOON = timedelta(days=30)  # the re-confirmation form shows this long before it is due
+
+
+def reverify_state(member: dict, now: datetime | None = None) -> str | None:
+    """``"due"`` once the registration's re-confirmation is due (issue 16), ``"soon"`` within
+    ``REVERIFY_SOON`` of it, else None (also for members it does not apply to: no due date)."""
+    due = moment_of(member.get("reverify_due_at"))
+    if due is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    return "due" if due <= now else "soon" if due - now <= REVERIFY_SOON else None
+
+
+def registration_problem(e: ApiError) -> dict:
+    """A registration's errors from the members service next to the form's number field
+    (``registration_scheme`` keeps its own): a duplicate (409) or a check on the whole group."""
+    errors = fielderrors.flatten(e.errors) if e.errors else {
+        "registration_number": [fielderrors.translate("number", e.title)]}
+    for k in [k for k in errors if not k.startswith("registration_")]:
+        errors.setdefault("registration_number", []).extend(errors.pop(k))
+    return errors
+
+
 def _membership_page(member, etag, *, profile=None, capacity=None, errors=None, registration=None, status=200):
     _refresh_session_membership(member)
     try:
@@ -608,7 +642,7 @@ def _membership_page(member, etag, *, profile=None, capacity=None, errors=None, 
                            profile_form=profile or _profile_form(member, etag),
                            capacity_form=capacity or _capacity_form(member, etag),
                            registration=registration or member.get("registration") or {}, schemes=schemes,
-                           etag=etag or "", errors=errors or {}), status
+                           etag=etag or "", errors=errors or {}, reverify=reverify_state(member)), status
 
 
 def _refresh_session_membership(member: dict) -> None:
@@ -618,6 +652,12 @@ def _refresh_session_membership(member: dict) -> None:
                                             or m.get("roles") != member.get("roles")):
             m["status"], m["roles"] = member.get("status"), member.get("roles")
             session["memberships"] = mine
+
+
+def _changed_meanwhile(r: str):
+    """A form sent with an old ETag (412): the page again with the current values."""
+    flash(_("Your membership was changed in the meantime. Please check it and try again."))
+    return redirect(url_for("portal.my_membership", r=r))
 
 
 @bp.get("/r/<r>/membership")
@@ -653,8 +693,7 @@ def update_capacity(r):
         gp("PUT", "members", member_path("/capacity"), json=body, if_match=form.etag.data or etag)
     except ApiError as e:
         if e.status == 412:
-            flash(_("Your membership was changed in the meantime. Please check it and try again."))
-            return redirect(url_for("portal.my_membership", r=r))
+            return _changed_meanwhile(r)
         if e.status == 422:
             errors = {f"capacity_{k}": v for k, v in fielderrors.flatten(e.errors).items()}
             return _membership_page(member, etag, capacity=form, errors=errors, status=422)
@@ -676,8 +715,7 @@ def update_profile(r):
         gp("PATCH", "members", member_path(), json=body, if_match=form.etag.data or etag)
     except ApiError as e:
         if e.status == 412:
-            flash(_("Your membership was changed in the meantime. Please check it and try again."))
-            return redirect(url_for("portal.my_membership", r=r))
+            return _changed_meanwhile(r)
         if e.status in (409, 422):
             errors = fielderrors.flatten(e.errors) if e.errors else {"": [fielderrors.translate("", e.title)]}
             return _membership_page(member, etag, profile=form, errors=errors, status=422)
@@ -686,31 +724,65 @@ def update_profile(r):
     return redirect(url_for("portal.my_membership", r=r))
 
 
+def _form_registration(member: dict, etag: str | None):
+    """The registration form's scheme and number (the correction's and the re-confirmation's),
+    and the page with the number's error when it is empty (else None)."""
+    reg = {"scheme": request.form.get("scheme", "").strip()[:10], "number": request.form.get("number", "").strip()[:40]}
+    if reg["number"]:
+        return reg, None
+    return reg, _membership_page(member, etag, registration=reg, status=422,
+                                 errors={"registration_number": [_("This field is required.")]})
+
+
 @bp.post("/r/<r>/membership/registration")
 @login_required
 def update_registration(r):
     """Correct one's registration (a new RIZIV competence code, a renewed BIG number): the
     members service applies the sign-up's checks and the region's uniqueness."""
     member, etag = _member()
-    reg = {"scheme": request.form.get("scheme", "").strip()[:10], "number": request.form.get("number", "").strip()[:40]}
-    if not reg["number"]:
-        return _membership_page(member, etag, registration=reg, status=422,
-                                errors={"registration_number": [_("This field is required.")]})
+    reg, missing = _form_registration(member, etag)
+    if missing:
+        return missing
     try:
         gp("PATCH", "members", member_path(), json={"registration": reg},
            if_match=request.form.get("etag") or etag)
     except ApiError as e:
         if e.status == 412:
-            flash(_("Your membership was changed in the meantime. Please check it and try again."))
-            return redirect(url_for("portal.my_membership", r=r))
+            return _changed_meanwhile(r)
         if e.status in (409, 422):
-            errors = fielderrors.flatten(e.errors) if e.errors else {
-                "registration_number": [fielderrors.translate("number", e.title)]}
-            for k in [k for k in errors if not k.startswith("registration_")]:
-                errors.setdefault("registration_number", []).extend(errors.pop(k))
-            return _membership_page(member, etag, registration=reg, errors=errors, status=422)
+            return _membership_page(member, etag, registration=reg, errors=registration_problem(e), status=422)
         raise
     flash(_("Your registration has been corrected."))
+    return redirect(url_for("portal.my_membership", r=r))
+
+
+@bp.post("/r/<r>/membership/reconfirm")
+@login_required
+def reconfirm(r):
+    """Confirm one's registration is still valid (the periodic re-verification, issue 16; the
+    e-mail links to the membership page). A changed number on the form goes along as the
+    correction; an unchanged one is a plain confirmation."""
+    member, etag = _member()
+    current = member.get("registration") or {}
+    reg, missing = _form_registration(member, etag)
+    if missing:
+        return missing
+    reg["scheme"] = reg["scheme"] or current.get("scheme", "")
+    body = {} if (reg["scheme"], reg["number"]) == (current.get("scheme"), current.get("number")) \
+        else {"registration": reg}
+    try:
+        gp("POST", "members", member_path("/reconfirm"), json=body, if_match=request.form.get("etag") or etag)
+    except ApiError as e:
+        if e.status == 412:
+            return _changed_meanwhile(r)
+        if e.status == 409 and not e.errors and not body:  # no longer active or suspended
+            return _membership_page(member, etag, registration=reg, status=409,
+                                    errors={"": [_("Only an active or suspended membership can be confirmed.")]})
+        if e.status in (409, 422):
+            return _membership_page(member, etag, registration=reg, errors=registration_problem(e), status=422)
+        raise
+    flash(_("Thank you: your registration is confirmed.") if not body
+          else _("Thank you: your registration is corrected and confirmed."))
     return redirect(url_for("portal.my_membership", r=r))
 
 
