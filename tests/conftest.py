@@ -136,3 +136,16 @@ def token(role: str, region: str | None = None, member: str | None = None, ttl: 
 
 def bearer(role: str, region: str | None = None, member: str | None = None, **kw) -> dict:
     return {"Authorization": f"Bearer {token(role, region, member, **kw)}"}
+
+
+def ok(r, status: int = 200) -> dict:
+    """The JSON of a Flask test response that must have ``status``."""
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
+    return r.get_json()
+
+
+def problem(r, status: int) -> dict:
+    """The RFC 9457 problem of a Flask test response that must have ``status``."""
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
+    assert r.mimetype == "application/problem+json"
+    return r.get_json()

@@ -16,7 +16,7 @@ import pytest
 
 from hecht import events as ev, outbox
 from services.notify.domain import redact
-from tests.conftest import bearer
+from tests.conftest import bearer, ok as _ok, problem as _problem
 from tests.support.members import members_client, members_db, riziv as _riziv
 from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
     REGION, admin, agreements_db, apply_directly, client, clock, drafted, gp, member_event, pending_events,
@@ -25,17 +25,6 @@ from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
 BASE = f"/v1/regions/{REGION}/agreements"
 POLICY = {"quorum": 0.5, "approval_threshold": 0.5, "voting_period_days": 14}
 COUNTS = {"for", "against", "abstain", "threshold_met", "majority"}
-
-
-def _ok(r, status: int = 200) -> dict:
-    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
-    return r.get_json()
-
-
-def _problem(r, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
-    assert r.mimetype == "application/problem+json"
-    return r.get_json()
 
 
 def _vote(client, agreement_id: str, member: str, choice: str) -> dict:

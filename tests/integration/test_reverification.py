@@ -18,7 +18,7 @@ import pytest
 from hecht import events as ev, outbox
 from services.members import domain
 from services.members.handlers import announce_reverification_due
-from tests.conftest import bearer, wait_until
+from tests.conftest import bearer, wait_until, ok as _ok, problem as _problem
 from tests.support.members import members_client, members_db, riziv as _riziv
 from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
     REGION, admin, agreements_db, apply_directly, clock, drafted)
@@ -31,17 +31,6 @@ GENT = {"id": REGION, "name": "ELZ Gent", "country": "BE", "kind": "eerstelijnsz
 BASE = f"/v1/regions/{REGION}/members"
 LONG_AGO = datetime(2025, 1, 15, 10, 0, tzinfo=timezone.utc)
 PORTAL = "https://portal.example.test"
-
-
-def _ok(r, status: int = 200) -> dict:
-    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
-    return r.get_json()
-
-
-def _problem(r, status: int) -> dict:
-    assert r.status_code == status, (r.status_code, r.get_data(as_text=True))
-    assert r.mimetype == "application/problem+json"
-    return r.get_json()
 
 
 @pytest.fixture
