@@ -13,7 +13,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from flask_babel import force_locale, gettext as _
+from flask_babel import force_locale, lazy_gettext as _l
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +56,42 @@ def send(smtp_url: str, sender: str, to: str, subject: str, body: str) -> None:
         raise MailError(type(e).__name__) from None
 
 
-def sign_in_message(language: str, link: str, minutes: int) -> tuple[str, str]:
+def _message(language: str, subject, *paragraphs) -> tuple[str, str]:
+    """Subject and plain-text body in ``language``: lazy strings are rendered inside its
+    locale, anything else (the link) as it is; paragraphs are separated by a blank line."""
     with force_locale(language):
-        subject = _("Your sign-in link for hecht")
-        body = "\n\n".join([
-            _("Hello,"),
-            _("Use the link below to sign in to the hecht portal. It works once, for %(minutes)s minutes.",
-              minutes=minutes),
-            link,
-            _("Did you not ask for this? Then you can ignore this e-mail: nobody can sign in without the link."),
-        ]) + "\n"
-    return subject, body
+        return str(subject), "\n\n".join(str(p) for p in paragraphs) + "\n"
+
+
+def sign_in_message(language: str, link: str, minutes: int) -> tuple[str, str]:
+    return _message(
+        language, _l("Your sign-in link for hecht"),
+        _l("Hello,"),
+        _l("Use the link below to sign in to the hecht portal. It works once, for %(minutes)s minutes.",
+           minutes=minutes),
+        link,
+        _l("Did you not ask for this? Then you can ignore this e-mail: nobody can sign in without the link."))
 
 
 def confirm_message(language: str, link: str, hours: int, region_name: str) -> tuple[str, str]:
-    with force_locale(language):
-        subject = _("Confirm your e-mail address")
-        body = "\n\n".join([
-            _("Hello,"),
-            _("Thank you for signing up with %(region)s. Please confirm your e-mail address with the link "
-              "below; it also signs you in to the hecht portal. The link works once, for %(hours)s hours.",
-              region=region_name, hours=hours),
-            link,
-            _("The region checks your sign-up and lets you know by e-mail when it has been approved."),
-            _("Did you not sign up? Then you can ignore this e-mail."),
-        ]) + "\n"
-    return subject, body
+    return _message(
+        language, _l("Confirm your e-mail address"),
+        _l("Hello,"),
+        _l("Thank you for signing up with %(region)s. Please confirm your e-mail address with the link "
+           "below; it also signs you in to the hecht portal. The link works once, for %(hours)s hours.",
+           region=region_name, hours=hours),
+        link,
+        _l("The region checks your sign-up and lets you know by e-mail when it has been approved."),
+        _l("Did you not sign up? Then you can ignore this e-mail."))
 
 
 def invite_message(language: str, link: str, hours: int, place: str) -> tuple[str, str]:
     """A staff member invited to a console (``place``: a region's or the platform's name)."""
-    with force_locale(language):
-        subject = _("You have been invited to hecht")
-        body = "\n\n".join([
-            _("Hello,"),
-            _("You have been given access to %(place)s in hecht. Use the link below to sign in; it works "
-              "once, for %(hours)s hours. Later you sign in with your e-mail address on the portal.",
-              place=place, hours=hours),
-            link,
-            _("Did you not expect this? Then you can ignore this e-mail."),
-        ]) + "\n"
-    return subject, body
+    return _message(
+        language, _l("You have been invited to hecht"),
+        _l("Hello,"),
+        _l("You have been given access to %(place)s in hecht. Use the link below to sign in; it works "
+           "once, for %(hours)s hours. Later you sign in with your e-mail address on the portal.",
+           place=place, hours=hours),
+        link,
+        _l("Did you not expect this? Then you can ignore this e-mail."))
