@@ -3,14 +3,19 @@
 Reading is open to every role of the region (GPs read what they vote on);
 changes need ``region-admin``; a vote needs ``gp`` and the caller's own member id.
 The ``portal`` reads the agreements of every region for its public pages, never drafts.
+An ``integrator`` (without a staff role) reads what the README's "Personal data" table
+gives integrators: no drafts (404, and absent from lists and version chains), no staff
+free text (``termination_reason``, an event's ``reason``) and no actors in the history.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
 
+from hecht import events as ev
 from hecht.errors import Forbidden, Invalid, NotFound
 from hecht.auth import PORTAL, REGION_ROLES
 from hecht.web import allow, check_if_match, ctx, etag, idempotent, paginate, require
@@ -25,6 +30,15 @@ agreements = Blueprint("agreements", __name__, url_prefix="/v1/regions/<region_i
                        description="Mandated collaboration agreements, their mandate votes and lifecycle")
 
 FILTERS = ("status", "theme", "partner", "municipality", "active_on")
+REGION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")  # as in the event schemas (common.v1 region_id)
+
+
+@agreements.before_request
+def _region_id_well_formed():
+    """A malformed region id names no region: 404 (it could never be put in an event; a 500 before)."""
+    region_id = (request.view_args or {}).get("region_id")
+    if region_id is not None and not REGION_ID.fullmatch(region_id):
+        raise NotFound(f"region {region_id!r} not found")
 
 
 def _now() -> datetime:
@@ -57,7 +71,12 @@ def _tally(m: Mandate | None, your_vote: str | None = None, *, for_gp: bool = Fa
     return out
 
 
-def _out(a: Agreement, versions: list[dict] | None = None) -> dict:
+# What region staff write about an agreement for each other: never shown to integrators.
+STAFF_TEXT = ("termination_reason",)
+STAFF_ROLES = ("platform-admin", "region-admin")
+
+
+def _out(a: Agreement, versions: list[dict] | None = None, *, public: bool = False) -> dict:
     out = {"id": a.id, "region_id": a.region_id, "status": a.status, "version": a.version,
            "previous_id": a.previous_id, "sequence": a.sequence, **a.terms.as_dict(),
            "mandate": _tally(a.mandate), "signed_at": a.signed_at, "activated_on": a.activated_on,
@@ -67,6 +86,9 @@ def _out(a: Agreement, versions: list[dict] | None = None) -> dict:
         out["versions"] = [{"id": v["_id"], "version": v["version"], "status": v["status"],
                             "activated_on": parse_day(v.get("activated_on")), "ended_on": parse_day(v.get("ended_on"))}
                            for v in versions]
+    if public:
+        for key in STAFF_TEXT:
+            out.pop(key, None)
     return out
 
 
@@ -98,9 +120,16 @@ def draft_agreement(body, region_id):
     return _done(_run(domain.DraftAgreement(region_id, domain.Terms(**body))), 201)
 
 
+def _is_integrator() -> bool:
+    """An integrator's token (no staff role beside it): it reads only what integrators may."""
+    p = require()
+    return p.has("integrator") and not p.has(*STAFF_ROLES)
+
+
 def _hides_drafts() -> bool:
-    """The portal shows agreements to the public and to GPs: a draft is the region's work in progress."""
-    return require().is_portal
+    """The portal shows agreements to the public and to GPs, integrators read them into their own
+    systems: a draft is the region's work in progress, for its staff (and GPs) only."""
+    return require().is_portal or _is_integrator()
 
 
 @agreements.get("")
@@ -115,7 +144,8 @@ def list_agreements(args, region_id):
     if _hides_drafts():
         query = {"$and": [query, {"status": {"$ne": "draft"}}]}
     docs, next_url = paginate(ctx().db.agreements, query, limit=args["limit"], after=args["after"])
-    return {"items": [_out(from_head(d)) for d in docs], "next": next_url}
+    public = _is_integrator()
+    return {"items": [_out(from_head(d), public=public) for d in docs], "next": next_url}
 
 
 @agreements.get("/<agreement_id>")
@@ -131,7 +161,7 @@ def get_agreement(region_id, agreement_id):
     versions = repo.chain(a.chain_id)
     if _hides_drafts():
         versions = [v for v in versions if v["status"] != "draft"]
-    return _out(a, versions=versions), 200, {"ETag": etag(a.sequence)}
+    return _out(a, versions=versions, public=_is_integrator()), 200, {"ETag": etag(a.sequence)}
 
 
 @agreements.patch("/<agreement_id>")
@@ -155,8 +185,25 @@ def agreement_history(region_id, agreement_id):
     """The agreement's events, oldest first (votes appear as tallies only)."""
     require("region-admin", "integrator", region=region_id)
     repo = _repo()
-    repo.get(agreement_id, region_id)
-    return {"items": repo.history(agreement_id)}
+    a = repo.get(agreement_id, region_id)
+    items = repo.history(agreement_id)
+    if not _is_integrator():
+        # The reason stays with the agreement, not in the event (README "Personal data"): staff see it here.
+        for e in items:
+            if ev.short_type(e["type"]) == "agreement.terminated" and a.termination_reason:
+                e["data"].setdefault("reason", a.termination_reason)
+        return {"items": items}
+    if a.status == "draft":
+        raise NotFound(f"agreement {agreement_id} not found")
+    return {"items": [_public_event(e) for e in items if e["data"].get("status") != "draft"]}
+
+
+def _public_event(event: dict) -> dict:
+    """An event as an integrator may read it: as on Kafka, without staff free text (events
+    written before the reason left ``agreement.terminated`` still carry one) and the actor."""
+    out = {k: v for k, v in event.items() if k != "actor"}
+    out["data"] = {k: v for k, v in event["data"].items() if k not in ("reason", *STAFF_TEXT)}
+    return out
 
 
 @agreements.post("/<agreement_id>/amendments")
@@ -209,6 +256,8 @@ def get_tally(region_id, agreement_id):
     p = require(region=region_id)
     gp = p.has("gp") and p.member is not None
     a = _repo().get(agreement_id, region_id, ballots=gp)
+    if a.status == "draft" and _hides_drafts():
+        raise NotFound(f"agreement {agreement_id} not found")
     if a.mandate is None:
         raise NotFound(f"no mandate vote has been opened for agreement {agreement_id}")
     return _tally(a.mandate, a.vote_of(p.member) if gp else None, for_gp=gp), 200, {"ETag": etag(a.sequence)}

@@ -754,7 +754,9 @@ class Agreement:
         self._step("terminate", now)
         self.termination_reason = reason
         self.ended_on = now.date()
-        return self._emit("agreement.terminated", reason=reason)
+        # The reason is staff free text: it stays with the agreement (staff read it in the API),
+        # never in the event that integrators read on Kafka (README "Personal data").
+        return self._emit("agreement.terminated")
 
     def supersede(self, successor: "Agreement", now: datetime) -> list[Event]:
         if successor.previous_id != self.id or successor.status != "active":

@@ -82,8 +82,15 @@ def _check_municipalities(uow: Unit, region_id: str, municipalities) -> None:
                       errors={"municipalities": [f"{m} is not in region {region_id}" for m in outside]})
 
 
+def _known_region(uow: Unit, region_id: str) -> None:
+    """Agreements are made only in a region the members service announced (its ``region.*`` events)."""
+    if uow.views.region(region_id) is None:
+        raise NotFound(f"region {region_id} not found (no region event from the members service names it)")
+
+
 # -- drafting --------------------------------------------------------------------------------
 def draft_agreement(cmd: domain.DraftAgreement, uow: Unit, trace: str | None) -> Agreement:
+    _known_region(uow, cmd.region_id)
     _check_municipalities(uow, cmd.region_id, cmd.terms.municipalities)
     agreement, events = Agreement.draft(new_id("a"), cmd.region_id, cmd.terms, uow.now)
     return uow.agreements.commit(agreement, events, trace)

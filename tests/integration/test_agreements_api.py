@@ -12,9 +12,18 @@ from services.agreements import domain, handlers
 from tests.conftest import bearer
 from tests.integration.test_agreements_support import (  # noqa: F401 - fixtures
     OTHER_REGION, REGION, T0, active, admin, agreements_db, body, client, clock, drafted, event_types, gp,
-    mandated, member_event, apply_directly, pending_events, seed_region)
+    known_region, mandated, member_event, apply_directly, pending_events, seed_region)
 
 BASE = f"/v1/regions/{REGION}/agreements"
+
+
+@pytest.fixture(autouse=True)
+def _regions_known(request):
+    """Both regions announced by the members service (drafting needs a known region)."""
+    if "client" in request.fixturenames:
+        request.getfixturevalue("client")
+        known_region(REGION)
+        known_region(OTHER_REGION)
 
 
 def _problem(r, status: int) -> dict:
@@ -219,14 +228,23 @@ def test_the_vote_closes_itself_when_everyone_has_voted_and_can_be_rejected(clie
     _problem(client.post(f"{url}/sign", headers=admin()), 409)
 
 
-def test_opening_a_vote_needs_a_known_region_with_active_members(client):
+@pytest.mark.parametrize("region", ["nonexistent-region-zz", "0", "UPPER", "a_b", "-x", "x" * 64, "%00", "é-zone"])
+def test_agreements_only_in_a_known_well_formed_region(client, region):
+    """Issue 22 item 8: a region the members service never announced is 404, and so is a malformed
+    region id (it was a 500, InvalidEvent); nothing is stored."""
+    for headers in (admin(region), bearer("platform-admin")):
+        problem = _problem(client.post(f"/v1/regions/{region}/agreements", json=body(), headers=headers), 404)
+        assert "region" in problem["detail"]
+    assert agreements_db().agreements.count_documents({}) == 0 and agreements_db().outbox.count_documents({}) == 0
+    if region != "nonexistent-region-zz":   # malformed: 404 on every path of the region
+        _problem(client.get(f"/v1/regions/{region}/agreements", headers=bearer("platform-admin")), 404)
+        _problem(client.get(f"/v1/regions/{region}/agreements/a_1/history", headers=admin(region)), 404)
+
+
+def test_opening_a_vote_needs_a_region_with_active_members(client):
     a = drafted(client)
     url = f"{BASE}/{a['id']}/mandate"
-    problem = _problem(client.post(url, headers=admin()), 409)
-    assert problem["reason"] == "unknown-region" and REGION in problem["detail"]
     apply_directly(*[e for e in [member_event("m_x", "pending", 1)]])
-    from tests.integration.test_agreements_support import region_event
-    apply_directly(region_event())
     problem = _problem(client.post(url, headers=admin()), 409)
     assert problem["reason"] == "empty-electorate"
     assert client.get(f"{BASE}/{a['id']}", headers=admin()).get_json()["status"] == "draft"
@@ -308,10 +326,11 @@ def test_sign_before_the_start_date_then_terminate(client, clock):
     done = client.post(f"{url}/terminate", json={"reason": "The hospital ended the pathway"}, headers=admin())
     assert done.status_code == 200, done.get_json()
     assert done.get_json()["status"] == "terminated" and done.get_json()["ended_on"] == "2026-04-01"
-    history = client.get(f"{url}/history", headers=bearer("integrator", REGION)).get_json()["items"]
+    history = client.get(f"{url}/history", headers=admin()).get_json()["items"]
     assert [ev.short_type(e["type"]) for e in history][-3:] == \
         ["agreement.signed", "agreement.activated", "agreement.terminated"]
-    assert history[-1]["data"]["reason"] == "The hospital ended the pathway"
+    assert history[-1]["data"]["reason"] == "The hospital ended the pathway"   # staff read the reason
+    assert "reason" not in pending_events(a["id"])[-1]["data"]                # the event does not carry it
 
 
 def test_an_amendment_replaces_the_active_version_when_it_becomes_active(client, clock):
@@ -366,7 +385,7 @@ def test_roles_and_region_isolation(client):
     _problem(client.get(f"/v1/regions/{OTHER_REGION}/agreements/{a['id']}", headers=other), 404)
     assert client.get(f"/v1/regions/{OTHER_REGION}/agreements", headers=other).get_json()["items"] == []
     assert client.get(url, headers=bearer("platform-admin")).status_code == 200
-    assert client.get(url, headers=bearer("integrator", REGION)).status_code == 200
+    _problem(client.get(url, headers=bearer("integrator", REGION)), 404)   # a draft: staff (and GPs) only
     _problem(client.get(f"{BASE}/a_doesnotexist", headers=admin()), 404)
 
 

@@ -163,7 +163,16 @@ def client(hecht_env, clock):
     return create_app({"HECHT_CLOCK": clock}).test_client()
 
 
+def known_region(region: str = REGION) -> None:
+    """The region in agreements' read model (as its region.registered event puts it), unless it is
+    there already: agreements are drafted only in a region the members service announced."""
+    from services.agreements.repository import ReadModel
+    # Sequence 0: any region event a test applies afterwards (sequence 1 and up) replaces it.
+    ReadModel(agreements_db()).put_region(region_event(region)["data"], 0)
+
+
 def drafted(client, region: str = REGION, **overrides) -> dict:
+    known_region(region)
     r = client.post(f"/v1/regions/{region}/agreements", json=body(**overrides), headers=admin(region))
     assert r.status_code == 201, r.get_json()
     return r.get_json()
