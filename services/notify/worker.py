@@ -26,6 +26,9 @@ subscription at once; after ``HECHT_WEBHOOK_DISABLE_AFTER_FAILURES`` deliveries 
 have failed for good, the subscription is disabled and ``subscription.disabled`` emitted.
 Deliveries of a disabled subscription stay ``pending`` and resume when it is re-enabled.
 Every attempt is logged (``attempts``): time, status, latency, first 512 bytes of the reply.
+An attempt has one total deadline (``HECHT_WEBHOOK_TIMEOUT_S``) for connect, send and receive,
+reads at most 64 KB of the reply and never follows a redirect nor reads its body
+(``outbound.post``).
 
 Two controls per subscription sit on top (issue 15):
 
@@ -393,9 +396,12 @@ class DeliveryEngine:
                 child = logs.child_traceparent(_traceparent(body))
                 if child:  # the receiver can continue the event's trace too
                     hdrs["traceparent"] = child
-                status, snippet, retry_after = self._post(sub["url"], body, hdrs)
+                status, snippet, retry_after, error = self._post(sub["url"], body, hdrs)
             except outbound.BlockedDestination as e:
                 error = f"refused: {e}"
+            except outbound.DeadlineExceeded:
+                error = (f"timeout: no complete answer within the total deadline of "
+                         f"{self.settings.webhook_timeout_s:g} s (connect, send and receive)")
             except requests.Timeout:
                 error = f"timeout after {self.settings.webhook_timeout_s:g} s"
             except requests.ConnectionError as e:
@@ -425,25 +431,20 @@ class DeliveryEngine:
         self._record([(d, sub, None, (attempt, outcome, retry_after))])
         return outcome
 
-    def _post(self, url: str, body: str, hdrs: dict) -> tuple[int, str, float | None]:
-        timeout = self.settings.webhook_timeout_s
-        deadline = time.monotonic() + timeout
-        resp = self.session.post(url, data=body.encode(), headers=hdrs, timeout=(min(timeout, 10.0), timeout),
-                                 allow_redirects=False, stream=True)
-        try:
-            chunks, size = [], 0
-            for chunk in resp.iter_content(8192):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size >= MAX_BODY_READ or time.monotonic() > deadline:
-                    break
-            snippet = b"".join(chunks)[:RESPONSE_BYTES].decode("utf-8", errors="replace")
-        finally:
-            resp.close()
+    def _post(self, url: str, body: str, hdrs: dict) -> tuple[int, str, float | None, str | None]:
+        """One POST within the total deadline; at most ``MAX_BODY_READ`` bytes of the answer are
+        read (none of a redirect's) and its first ``RESPONSE_BYTES`` kept."""
+        reply = outbound.post(self.session, url, body.encode(), hdrs, self.settings.webhook_timeout_s,
+                              max_read=MAX_BODY_READ)
+        snippet = reply.body[:RESPONSE_BYTES].decode("utf-8", errors="replace")
+        error = None
+        if reply.is_redirect:
+            error = (f"redirect ({reply.status}) not followed: webhooks never follow redirects "
+                     "(its body was not read)")
         retry_after = None
-        if resp.status_code in domain.RETRY_AFTER_STATUSES:
-            retry_after = domain.parse_retry_after(resp.headers.get("Retry-After"))
-        return resp.status_code, snippet, retry_after
+        if reply.status in domain.RETRY_AFTER_STATUSES:
+            retry_after = domain.parse_retry_after(reply.headers.get("Retry-After"))
+        return reply.status, snippet, retry_after, error
 
     # -- recording outcomes -----------------------------------------------------------------
     def flush(self, wait_s: float = 0.0) -> int:
