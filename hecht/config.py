@@ -36,6 +36,8 @@ class Settings:
     max_event_bytes: int = 512 * 1024    # a consumed event larger than this is dead-lettered unparsed
     signup_rate_limit: int = 20          # sign-ups per client address ...
     signup_rate_window_s: int = 60       # ... per this many seconds
+    oauth_failure_limit: int = 10        # failed /oauth/token attempts per client id ...
+    oauth_failure_window_s: int = 900    # ... per this many seconds (then 429 until it ends)
     idempotency_ttl_s: int = 24 * 3600
     log_level: str = "INFO"
     relay_poll_s: float = 0.05
@@ -86,6 +88,8 @@ def settings(service: str) -> Settings:
         max_event_bytes=int(env.get("HECHT_MAX_EVENT_BYTES", 512 * 1024)),
         signup_rate_limit=int(env.get("HECHT_SIGNUP_RATE_LIMIT", 20)),
         signup_rate_window_s=int(env.get("HECHT_SIGNUP_RATE_WINDOW_S", 60)),
+        oauth_failure_limit=int(env.get("HECHT_OAUTH_FAILURE_LIMIT") or 10),
+        oauth_failure_window_s=int(env.get("HECHT_OAUTH_FAILURE_WINDOW_S") or 900),
         idempotency_ttl_s=int(env.get("HECHT_IDEMPOTENCY_TTL_S", 24 * 3600)),
         log_level=env.get("HECHT_LOG_LEVEL", "INFO"),
         relay_poll_s=float(env.get("HECHT_RELAY_POLL_S", 0.05)),

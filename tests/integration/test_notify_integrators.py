@@ -182,6 +182,32 @@ def test_client_credentials_flow(notify_client):
     assert notify_client.get(url, headers=tok).status_code == 200
 
 
+def test_failed_token_attempts_are_limited_per_client_id_across_workers(fast, monkeypatch):
+    """Issue 22 (12): past the limit of failed attempts, even the right secret gets 429 with
+    Retry-After until the window ends; the count is in the database, so two app instances
+    (two gunicorn workers) share it, and it is per client id."""
+    from services.notify.app import create_app
+    monkeypatch.setenv("HECHT_OAUTH_FAILURE_LIMIT", "3")
+    monkeypatch.setenv("HECHT_OAUTH_FAILURE_WINDOW_S", "3")
+    one, two = create_app().test_client(), create_app().test_client()
+    app, other = active_app(one), active_app(one)
+    secret = one.post(f"{APPS}/{app['id']}/secrets", headers=ADMIN).json["client_secret"]
+    other_secret = one.post(f"{APPS}/{other['id']}/secrets", headers=ADMIN).json["client_secret"]
+    for _ in range(4):  # successes do not count against the limit
+        assert token_for(one, app["id"], secret).status_code == 200
+    for client in (one, two, one):
+        assert problem(token_for(client, app["id"], "hcs_wrong", "post"), 401)["error"] == "invalid_client"
+    for how, client, guess in (("basic", two, "hcs_wrong"), ("post", one, secret), ("basic", two, secret)):
+        r = token_for(client, app["id"], guess, how)
+        body = problem(r, 429)
+        assert body["error"] == "temporarily_unavailable" and "too many failed attempts" in body["error_description"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 3
+        assert "access_token" not in body
+    assert token_for(two, other["id"], other_secret).status_code == 200  # another client id is not held up
+    time.sleep(int(r.headers["Retry-After"]) + 0.2)
+    assert token_for(two, app["id"], secret).status_code == 200  # the window has passed
+
+
 def test_the_token_works_in_every_service(notify_client, fast):
     """hecht.auth accepts it (members and agreements decode tokens with the same function)."""
     from hecht.auth import decode
