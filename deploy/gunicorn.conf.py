@@ -13,6 +13,9 @@ between deployments comes from the environment:
                           it above the load balancer's idle timeout if that
                           one is longer)
 ``HECHT_LOG_LEVEL``       log level of gunicorn's own messages (default info)
+``GUNICORN_LIMIT_REQUEST_LINE``  longest request line gunicorn reads (default
+                          8190, its maximum); the services answer longer URIs
+                          than ``HECHT_MAX_URI_BYTES`` (4096) themselves
 ``PROMETHEUS_MULTIPROC_DIR``  when set, prometheus_client's multiprocess mode:
                           the directory is emptied at start (see on_starting)
 
@@ -26,6 +29,12 @@ Why these choices:
   logs; gunicorn's error log is JSON on stderr.
 - ``max_requests`` with jitter recycles workers now and then, which bounds
   slow memory growth without restarting them all at once.
+- Requests gunicorn itself refuses (a request line or headers too long, a
+  malformed request line) are answered as RFC 9457 problems
+  (``application/problem+json``, ``nosniff``) like every error of the
+  services, instead of gunicorn's HTML page (``_write_problem``). The services
+  refuse URIs over ``HECHT_MAX_URI_BYTES`` themselves; gunicorn's
+  ``limit_request_line`` above that is the hard backstop.
 """
 
 import datetime
@@ -33,7 +42,7 @@ import json
 import logging
 import os
 
-from gunicorn import glogging
+from gunicorn import glogging, util as _gunicorn_util
 
 
 def _int_env(name, default):
@@ -57,6 +66,10 @@ worker_tmp_dir = "/dev/shm"
 # The control socket (gunicorn >= 25.1) would be created under $HOME; the
 # containers run with a read-only root file system and need no runtime control.
 control_socket_disable = True
+
+# gunicorn's maximum (8190): above the services' own HECHT_MAX_URI_BYTES (hecht/web.py), so
+# they answer a long URI with their 414 problem; longer lines meet _write_problem below.
+limit_request_line = _int_env("GUNICORN_LIMIT_REQUEST_LINE", 8190)
 
 loglevel = os.environ.get("HECHT_LOG_LEVEL", "info").strip().lower() or "info"
 accesslog = "-"
@@ -146,6 +159,29 @@ class JsonLogger(glogging.Logger):
 
 
 logger_class = JsonLogger
+
+
+def _write_problem(sock, status_int, reason, mesg):
+    """gunicorn's error answer (``gunicorn.util.write_error``) as an RFC 9457 problem.
+
+    Used for the requests gunicorn refuses before any application sees them: 414 for a
+    request line over ``limit_request_line``, 431 for headers, 400 for a malformed request.
+    The detail is gunicorn's own message (it may quote the request: JSON-encoded here).
+    """
+    body = {"type": "about:blank", "title": reason, "status": status_int}
+    if mesg:
+        body["detail"] = str(mesg)[:200]
+    payload = json.dumps(body).encode("utf-8")
+    head = (f"HTTP/1.1 {status_int} {reason}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/problem+json\r\n"
+            "X-Content-Type-Options: nosniff\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n")
+    _gunicorn_util.write_nonblock(sock, head.encode("latin-1") + payload)
+
+
+# The workers call gunicorn.util.write_error by module attribute: the problem writer replaces it.
+_gunicorn_util.write_error = _write_problem
 
 
 def on_starting(server):

@@ -86,7 +86,19 @@ def render() -> dict:
                                    "reason": {"type": "string", "maxLength": 500,
                                               "description": "the rejection reason, while rejected"},
                                    "sequence": {"type": "integer", "description": "the member's version "
-                                                "it was written with; an older one is ignored"}},
+                                                "it was written with; an older one is ignored"},
+                                   "notice": {
+                                       "type": "object", "required": ["id", "kind"],
+                                       "description": "an e-mail notify sends the member once per id "
+                                                      "(issue 22): sign_up_confirm (a new sign-up made "
+                                                      "without the portal), sign_up_attempt (someone signed "
+                                                      "up with the member's address or registration, "
+                                                      "via says which); the contact fields are the "
+                                                      "member's current ones",
+                                       "properties": {"id": {"type": "string"},
+                                                      "kind": {"enum": ["sign_up_confirm", "sign_up_attempt"]},
+                                                      "via": {"enum": ["email", "registration"]}},
+                                       "additionalProperties": False}},
                     "additionalProperties": False},
         "bindings": {"kafka": {"key": {"type": "string", "description": "the member id"}}}}
     messages["memberContactTombstone"] = {

@@ -51,8 +51,20 @@ class Principal:
 _jwks_clients: dict[str, jwt.PyJWKClient] = {}
 
 
-def _verification(token: str, settings: Settings) -> tuple[object, list[str], str | None]:
-    """The key, algorithms and issuer a token is checked with.
+def max_lifetime(settings: Settings, *, internal: bool) -> int:
+    """The longest lifetime (``exp`` - ``iat``) accepted from an issuer.
+
+    With a JWKS the internal issuer's HS256 tokens (the portal's and OAuth's, 300 s) get
+    ``HECHT_INTERNAL_JWT_MAX_LIFETIME_S``; the provider's tokens, and without a JWKS every
+    token (development tokens of ``hecht token``), get ``HECHT_JWT_MAX_LIFETIME_S``.
+    """
+    if internal and settings.jwks_url:
+        return settings.internal_jwt_max_lifetime_s
+    return settings.jwt_max_lifetime_s
+
+
+def _verification(token: str, settings: Settings) -> tuple[object, list[str], str | None, int]:
+    """The key, algorithms, issuer and longest lifetime a token is checked with.
 
     Two issuers can be trusted at once. People and integrators get RS256/ES256 tokens
     from the OIDC provider (``HECHT_JWKS_URL``); the portal mints short-lived HS256
@@ -65,25 +77,40 @@ def _verification(token: str, settings: Settings) -> tuple[object, list[str], st
     """
     algorithms = list(settings.jwt_algorithms)
     if not settings.jwks_url:
-        return settings.jwt_secret, algorithms, settings.jwt_issuer
+        return settings.jwt_secret, algorithms, settings.jwt_issuer, max_lifetime(settings, internal=False)
     alg = str(jwt.get_unverified_header(token).get("alg", ""))
     if alg.startswith("HS"):
-        return settings.jwt_secret, [a for a in algorithms if a.startswith("HS")], settings.internal_jwt_issuer
+        return (settings.jwt_secret, [a for a in algorithms if a.startswith("HS")], settings.internal_jwt_issuer,
+                max_lifetime(settings, internal=True))
     client = _jwks_clients.setdefault(settings.jwks_url, jwt.PyJWKClient(settings.jwks_url))
     return (client.get_signing_key_from_jwt(token).key, [a for a in algorithms if not a.startswith("HS")],
-            settings.jwt_issuer)
+            settings.jwt_issuer, max_lifetime(settings, internal=False))
+
+
+def _check_lifetime(claims: dict, longest: int) -> None:
+    """A token valid for longer than its issuer's maximum is refused, whatever its signature:
+    a leaked long-lived token would otherwise outlive every revocation. Measured from ``iat``
+    (from now when there is none, or when ``iat`` lies in the future)."""
+    exp, iat = claims.get("exp"), claims.get("iat", None)
+    now = int(time.time())
+    start = now if not isinstance(iat, (int, float)) or isinstance(iat, bool) else min(iat, now)
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool) or exp - start > longest:
+        raise jwt.InvalidTokenError(f"the token is valid for longer than {longest} s")
 
 
 def decode(token: str, settings: Settings) -> Principal:
     try:
-        key, algorithms, issuer = _verification(token, settings)
+        key, algorithms, issuer, longest = _verification(token, settings)
         if not algorithms:
             raise jwt.InvalidAlgorithmError("the token's algorithm is not allowed")
+        # iss and aud are required whenever configured (production refuses to start without them).
+        required = ["exp", "sub"] + (["iss"] if issuer else []) + (["aud"] if settings.jwt_audience else [])
         claims = jwt.decode(
             token, key, algorithms=algorithms,
             audience=settings.jwt_audience, issuer=issuer,
-            options={"require": ["exp", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            options={"require": required, "verify_aud": bool(settings.jwt_audience)},
         )
+        _check_lifetime(claims, longest)
     except jwt.ExpiredSignatureError:
         raise Unauthorized("the token has expired") from None
     except jwt.PyJWTError as e:

@@ -11,12 +11,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _token(args) -> int:
-    from .auth import ROLES, mint
+    from .auth import ROLES, max_lifetime, mint
     from .config import settings
     if args.role not in ROLES:
         print(f"unknown role {args.role!r}; one of {', '.join(ROLES)}", file=sys.stderr)
         return 2
-    print(mint(settings("cli"), roles=[args.role], region=args.region, member=args.member, ttl=args.ttl))
+    s = settings("cli")
+    if not s.jwt_secret:
+        print("hecht token: HECHT_JWT_SECRET is not set (HECHT_ENV=development has a default)", file=sys.stderr)
+        return 2
+    # The services refuse a token that lives longer than its issuer's maximum (hecht/auth.py).
+    longest = max_lifetime(s, internal=True)
+    ttl = min(3600, longest) if args.ttl is None else args.ttl
+    if ttl > longest:
+        print(f"hecht token: --ttl is at most {longest} s (HECHT_JWT_MAX_LIFETIME_S / "
+              "HECHT_INTERNAL_JWT_MAX_LIFETIME_S)", file=sys.stderr)
+        return 2
+    print(mint(s, roles=[args.role], region=args.region, member=args.member, ttl=ttl))
     return 0
 
 
@@ -106,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--role", required=True)
     t.add_argument("--region")
     t.add_argument("--member")
-    t.add_argument("--ttl", type=int, default=3600)
+    t.add_argument("--ttl", type=int, default=None,
+                   help="seconds (default 3600, or the services' maximum for the token's issuer if lower)")
     t.set_defaults(fn=_token)
 
     w = sub.add_parser("worker", help="run a service's relay, consumers and scheduler")

@@ -35,9 +35,9 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from werkzeug.exceptions import HTTPException
 
-from . import audit, auth, logs, mongo
+from . import audit, auth, jsondepth, logs, mongo
 from .proxies import TrustedProxies, parse_networks
-from .config import Settings, settings as load_settings
+from .config import Settings, require_safe, settings as load_settings
 from .errors import (Conflict, Forbidden, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed,
                      PreconditionRequired, TooManyRequests, Unauthorized, Unavailable)
 
@@ -568,6 +568,8 @@ def create_service_app(service: str, *, title: str, description: str, blueprints
                        index_setup: Callable[[Database], None] | None = None,
                        test_config: dict | None = None) -> Flask:
     settings = (test_config or {}).get("HECHT_SETTINGS") or load_settings(service)
+    # Production (HECHT_ENV unset) without a secret, issuer or audience: refuse to start.
+    require_safe(settings)
     logs.setup(service, settings.log_level)
     app = Flask(f"hecht.{service}")
     app.json_provider_class = _JSONProvider
@@ -618,6 +620,10 @@ def _install_hooks(app: Flask, service: str) -> None:
         g.traceparent = f"00-{trace}-{secrets.token_hex(8)}-01"
         logs.request_id.set(g.request_id)
         logs.trace_id.set(trace)
+        limit = ctx().settings.max_uri_bytes
+        if _request_uri_length() > limit:
+            # Below gunicorn's own limit (deploy/gunicorn.conf.py), so the answer is a problem.
+            return problem(414, "URI Too Long", f"the request URI exceeds {limit} bytes", slug="uri-too-long")
         header = request.headers.get("Authorization")
         g.principal = None
         if header:
@@ -633,12 +639,20 @@ def _install_hooks(app: Flask, service: str) -> None:
             if not request.is_json:
                 return problem(415, "Unsupported Media Type",
                                "send the request body as application/json")
+        if request.content_length or request.headers.get("Transfer-Encoding"):
+            # Before anything parses it (webargs, get_json): Python's json recurses per bracket.
+            depth = ctx().settings.max_json_depth
+            if jsondepth.exceeds(request.get_data(cache=True), depth):
+                return problem(400, "Bad Request", f"the request body nests arrays and objects deeper than "
+                               f"{depth} levels", slug="json-too-deep")
         if request.endpoint and not request.endpoint.startswith(("ops.", "api-docs.")):
             ctx().ensure_indexes()
 
     @app.after_request
     def _finish(resp: Response) -> Response:
         resp.headers["X-Request-Id"] = g.get("request_id", "")
+        # Every response, the docs and the OpenAPI document included: never sniffed into HTML.
+        resp.headers["X-Content-Type-Options"] = "nosniff"
         route = request.url_rule.rule if request.url_rule else "unmatched"
         HTTP_REQUESTS.labels(service, request.method, route, resp.status_code).inc()
         if "started" in g:
@@ -649,6 +663,17 @@ def _install_hooks(app: Flask, service: str) -> None:
                                            "status": resp.status_code, "ms": round(elapsed * 1000, 1),
                                            "client": request.remote_addr})  # forwarded only via a trusted proxy
         return resp
+
+
+def _request_uri_length() -> int:
+    """Bytes of the request target as the client sent it (gunicorn's RAW_URI)."""
+    env = request.environ
+    raw = env.get("RAW_URI") or env.get("REQUEST_URI")
+    if raw is not None:
+        return len(raw.encode("latin-1", "replace"))
+    query = env.get("QUERY_STRING", "")
+    return len((env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")).encode("latin-1", "replace")) \
+        + (len(query) + 1 if query else 0)
 
 
 REDOC_SCRIPT_PATH = "/docs/redoc.standalone.js"

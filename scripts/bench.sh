@@ -31,5 +31,6 @@ trap cleanup EXIT
 eval "$($STACK env)"
 unset HECHT_MEMBERS_MONGO_URI HECHT_AGREEMENTS_MONGO_URI HECHT_NOTIFY_MONGO_URI HECHT_TOPIC_PREFIX
 export PATH="$PWD/.venv/bin:$PATH"
+export HECHT_ENV=${HECHT_ENV:-development}   # the development JWT secret (unset means production)
 
 .venv/bin/python bench/run.py --profile "$profile" "$@"

@@ -13,6 +13,11 @@ from typing import Callable
 
 import pytest
 
+# Tests run as development (the default JWT secret; tokens minted at collection need it):
+# unset, HECHT_ENV means production, and a service refuses to start without its own secret.
+# Set before any test module builds an app or mints a token; production tests set it themselves.
+os.environ["HECHT_ENV"] = "development"
+
 MONGO_BASE = os.environ.get("HECHT_TEST_MONGO", "mongodb://127.0.0.1:27018")
 KAFKA = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
 SERVICES = ("members", "agreements", "notify")

@@ -157,17 +157,51 @@ def _before_parsing():
         raise Forbidden("a GP may only see and change their own membership")
 
 
+def _sign_up_caller(region_id: str) -> str:
+    """``staff`` (a region-admin of the region, or a platform-admin), ``portal`` (its service
+    token) or ``public`` (no token, or one that may not list the region's members)."""
+    p = principal()
+    if p is None:
+        return "public"
+    if p.is_portal:
+        return "portal"
+    if p.is_platform_admin or (p.has("region-admin") and p.may_act_in(region_id)):
+        return "staff"
+    return "public"
+
+
 @members.post("")
 @public
 @members.arguments(SignUpSchema)
 @idempotent
-@members.response(201, SignUpResultSchema)
+@members.response(202, SignUpResultSchema,
+                  description="accepted: the same answer whether or not the address or the registration is "
+                              "already enrolled in the region (the e-mail tells the person which)")
+@members.alt_response(201, schema=SignUpResultSchema,
+                      description="with a region-admin token of the region: the new member's id (Location)")
+@members.alt_response(409, description="with a region-admin token of the region: the address or the "
+                                       "registration is already enrolled in the region")
 @members.alt_response(429, description="too many sign-ups from this address; see Retry-After")
 def sign_up(body, region_id):
-    """Sign up as a GP of the region (public, no token; rate-limited per client address)."""
-    doc = handlers.handle(domain.SignUp(region_id, body), ctx().db, g.traceparent)
-    return ({"id": doc["_id"], "status": doc["status"]}, 201,
-            {"Location": f"/v1/regions/{region_id}/members/{doc['_id']}", "ETag": etag(doc["version"])})
+    """Sign up as a GP of the region (public, no token; rate-limited per client address).
+
+    Without a token the answer is always 202 ``{"status": "accepted"}``, with no id: whether the
+    address (or the registration) was new or already enrolled must not show. A new member gets
+    an e-mail asking to confirm the address by signing in to the portal; an enrolled one an
+    e-mail saying someone tried to sign up with it (at most one an hour), and nothing about
+    their membership changes. The portal's token also gets ``outcome`` (``created`` or
+    ``enrolled``; it mails its own confirmation link and hides the outcome). A region-admin of
+    the region gets 201 with the member's id, or 409 for a duplicate, and the member the
+    confirmation e-mail."""
+    caller = _sign_up_caller(region_id)
+    doc = handlers.handle(domain.SignUp(region_id, body, caller=caller), ctx().db, g.traceparent)
+    if caller == "staff":
+        return ({"id": doc["_id"], "status": doc["status"]}, 201,
+                {"Location": f"/v1/regions/{region_id}/members/{doc['_id']}", "ETag": etag(doc["version"])})
+    out = {"status": "accepted"}
+    if caller == "portal":
+        out["outcome"] = "created" if doc is not None else "enrolled"
+    return out, 202
 
 
 @members.get("")

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from hecht.errors import Conflict, HechtError, Invalid, InvalidTransition, NotFound, PreconditionFailed
 from hecht import topics
@@ -93,11 +94,53 @@ def _check_affected(repos: "Repos", region: domain.Region, wanted: list[str], co
 
 
 # -- members --------------------------------------------------------------------------------
-def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict:
+# Notices (issue 22): a contact record on ``hecht.members.contacts`` may carry ``notice``, an
+# e-mail notify sends the member once (by the notice's id). Internal, like the whole topic.
+SIGN_UP_CONFIRM = "sign_up_confirm"   # a new sign-up not made through the portal: confirm the address
+SIGN_UP_ATTEMPT = "sign_up_attempt"   # someone signed up with an enrolled address or registration
+NOTICE_QUIET = timedelta(hours=1)     # at most one sign-up-attempt e-mail per member in this time
+SIGN_UP_ATTEMPTS = 5                  # rounds of deciding again after losing a race
+
+
+def _notice(kind: str, **extra) -> dict:
+    return {"id": str(uuid.uuid4()), "kind": kind, **extra}
+
+
+def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict | None:
+    """The new member, or None when the address or the registration is already enrolled in the
+    region (for a region-admin: the 409 naming the rule).
+
+    Nobody else may tell the two apart (issue 22): the caller gets the same answer, and the
+    e-mail goes to the enrolled member instead. Both outcomes are one transaction with what makes
+    the e-mail go (a contact record with a ``notice``, outbox): the new member with its
+    confirmation notice (unless the portal asks: it mails its own link), or the attempt notice
+    under each matched member, guarded by their version (decided on the state it writes to).
+    """
     region = repos.regions.get_recent(cmd.region_id)
     member = domain.sign_up(new_id("m"), region, cmd.data)
-    return repos.members.add(member, [EventDraft("member.signed_up", member.event_data())], trace,
-                             records=_contact_records(None, member))
+    staff = cmd.caller == "staff"
+    for _ in range(SIGN_UP_ATTEMPTS):
+        holders = [] if staff else repos.members.holders(member)
+        if holders:
+            try:
+                repos.members.note_sign_up_attempt(
+                    [(doc, via, _notice(SIGN_UP_ATTEMPT, via=via)) for doc, via in holders],
+                    datetime.now(timezone.utc), NOTICE_QUIET)
+            except PreconditionFailed:
+                continue   # the member changed meanwhile (erased, a new address): decide again
+            return None
+        records = _contact_records(None, member)
+        if cmd.caller == "public":
+            records = [RecordDraft(r.topic, r.key, {**r.value, "notice": _notice(SIGN_UP_CONFIRM)})
+                       for r in records]
+        try:
+            return repos.members.add(member, [EventDraft("member.signed_up", member.event_data())], trace,
+                                     records=records)
+        except Conflict:
+            if staff:
+                raise
+            continue   # enrolled concurrently: the attempt notice goes to whoever won
+    raise Conflict("the sign-up met concurrent sign-ups with the same address or registration; retry")
 
 
 def _contact_records(before: dict | None, member: domain.Member) -> list[RecordDraft]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from pymongo import ASCENDING, ReplaceOne
 from pymongo.database import Database
 
-from hecht import outbox
-from hecht.errors import Conflict, NotFound
+from hecht import outbox, topics
+from hecht.errors import Conflict, NotFound, PreconditionFailed
 from hecht.outbox import AggregateStore, EventDraft, RecordDraft
 
 from .domain import (MEMBER_STATUSES, REVERIFY_STATUSES, STAFF_EVENT_REGION, Capacity, Member, Region,
@@ -19,7 +19,7 @@ from .domain import (MEMBER_STATUSES, REVERIFY_STATUSES, STAFF_EVENT_REGION, Cap
 log = logging.getLogger(__name__)
 
 # Never leave the repository: uniqueness keys.
-INTERNAL_FIELDS = {"email_key": 0, "registration_key": 0, "chair_seat": 0}
+INTERNAL_FIELDS = {"email_key": 0, "registration_key": 0, "chair_seat": 0, "signup_notice_at": 0}
 SNAPSHOTS = "capacity_snapshots"   # one document per region and day, ``_id`` = ``{region}:{day}``
 
 
@@ -46,6 +46,11 @@ def ensure_indexes(db: Database) -> None:
     db.staff.create_index([("admin_of", ASCENDING), ("_id", ASCENDING)], name="admin_of_id_order")
     # The daily job asks "which regions have today's snapshot?" (history reads go by _id).
     db[SNAPSHOTS].create_index([("day", ASCENDING)], name="snapshot_day")
+
+
+def _aware(moment: datetime) -> datetime:
+    """Mongo returns naive UTC datetimes; compare them as aware ones."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 VISIBLE_STATUSES = [s for s in MEMBER_STATUSES if s != "erased"]
@@ -154,6 +159,8 @@ class MemberRepository:
             "email_verified_at": m.email_verified_at, "verified_at": m.verified_at,
             "reverify_notified_for": m.reverify_notified_for,
             **cls._keys(m),
+            # when a sign-up attempt was last mailed to the member (issue 22): gone with erasure
+            **({"signup_notice_at": None} if m.status == "erased" else {}),
         }
 
     @staticmethod
@@ -289,6 +296,45 @@ class MemberRepository:
                                      unset=unset, traceparent=trace, records=records)
         except Conflict:
             raise self._which_duplicate(member) from None
+
+    def holders(self, m: Member) -> list[tuple[dict, str]]:
+        """The region's members holding ``m``'s address or registration (a sign-up of ``m`` would
+        break a unique key), each with what it matched on: ``"email"`` or ``"registration"``."""
+        keys = self._keys(m)
+        docs = self.coll.find({"region": m.region, "$or": [{"email_key": keys["email_key"]},
+                                                           {"registration_key": keys["registration_key"]}]})
+        return [(d, "email" if d.get("email_key") == keys["email_key"] else "registration")
+                for d in docs.sort("_id", ASCENDING)]
+
+    def note_sign_up_attempt(self, holders: list[tuple[dict, str, dict]], at: datetime,
+                             quiet: timedelta) -> int:
+        """Someone signed up with these members' address or registration (issue 22): for each
+        ``(document, via, notice)`` not noticed within ``quiet``, its contact record with the
+        notice (outbox: notify sends the e-mail), in one transaction. Nothing about the
+        membership changes (not its version: its ETag stays); each member's ``signup_notice_at``
+        is set, guarded by the version read, so an erasure or a change in between is a
+        PreconditionFailed (the caller decides again), and so is a concurrent notice (then
+        the quiet time holds). Returns how many were noticed."""
+        due = [(d, via, n) for d, via, n in holders
+               if d.get("signup_notice_at") is None or _aware(d["signup_notice_at"]) <= at - quiet]
+        if not due:
+            return 0
+
+        def work(s) -> int:
+            entries = []
+            for doc, _via, notice in due:
+                quiet_since = {"$or": [{"signup_notice_at": None}, {"signup_notice_at": {"$lte": at - quiet}}]}
+                res = self.coll.update_one({"_id": doc["_id"], "version": doc["version"],
+                                            "status": {"$ne": "erased"}, **quiet_since},
+                                           {"$set": {"signup_notice_at": at}}, session=s)
+                if res.matched_count != 1:
+                    raise PreconditionFailed(f"member {doc['_id']} changed during a sign-up")
+                contact = self.to_domain(doc).contact_data()
+                entries += outbox.record_entries(doc["_id"], doc["region"], doc["version"], [
+                    RecordDraft(topics.MEMBER_CONTACTS, doc["_id"], dict(contact, notice=notice))])
+            self.db[outbox.OUTBOX].insert_many(entries, session=s)
+            return len(due)
+        return outbox.transaction(self.db, work)
 
     def _which_duplicate(self, m: Member) -> Conflict:
         """Name the rule a refused write broke (the server's duplicate-key error does not)."""

@@ -136,8 +136,14 @@ class SignUpSchema(Schema):
 
 
 class SignUpResultSchema(Schema):
-    id = fields.String(metadata={"example": "m_019a3c5e7f10a1b2c3d4e5f6"})
-    status = fields.String(metadata={"example": "pending"})
+    """202 ``{"status": "accepted"}`` (without a token: nothing else, whatever the outcome); 201
+    ``{"id", "status": "pending"}`` for a region-admin of the region."""
+    id = fields.String(metadata={"example": "m_019a3c5e7f10a1b2c3d4e5f6",
+                                 "description": "only for a region-admin of the region (201)"})
+    status = fields.String(metadata={"enum": ["accepted", "pending"], "example": "accepted"})
+    outcome = fields.String(metadata={"enum": ["created", "enrolled"],
+                                      "description": "only for the portal's token: whether a member was created "
+                                                     "or the address or registration was already enrolled"})
 
 
 class MemberSchema(Schema):

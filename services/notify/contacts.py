@@ -56,7 +56,32 @@ class ContactsConsumer:
             # skipped: the member's next record, or the tombstone, supersedes it anyway.
             log.error("unreadable contact record skipped", extra={"member": member_id, "error": str(e)})
             return self._count("unreadable")
-        return self._count("applied" if self.book.apply_contact(member_id, contact) else "ignored")
+        outcome = self._count("applied" if self.book.apply_contact(member_id, contact) else "ignored")
+        if isinstance(contact.get("notice"), dict):
+            self.queue_notice(member_id, contact)
+        return outcome
+
+    def queue_notice(self, member_id: str, contact: dict) -> bool:
+        """A record may carry a ``notice`` (issue 22): an e-mail to the member, queued once per
+        notice id, even when the record's contact fields are not newer than the ones kept (it is
+        written with the member's current version). Not for an erased or tombstoned member."""
+        from . import domain, handlers   # handlers imports the repositories this module uses too
+        notice = contact["notice"]
+        template = domain.NOTICE_TEMPLATES.get(notice.get("kind"))
+        region = contact.get("region_id")
+        if template is None or not notice.get("id") or not region:
+            log.error("unknown notice skipped", extra={"member": member_id, "kind": notice.get("kind")})
+            return False
+        entry = self.book.get(member_id) or {}
+        if entry.get("status") == "erased" or entry.get("contact_erased"):
+            return False
+        repos = handlers.Repos(self.book.coll.database, self.settings)
+        context = {"region_name": repos.regions.name(region), "via": notice.get("via") or "email",
+                   "link": domain.portal_link(self.settings.portal_url, template, region),
+                   "contact_sequence": int(contact.get("sequence") or 0)}
+        return bool(handlers.queue_notifications(repos, region=region, template=template, member_ids=[member_id],
+                                                 cause_event_id=str(notice["id"]),
+                                                 cause_type=f"contact.{notice['kind']}", context=context))
 
     @staticmethod
     def _count(outcome: str) -> str:

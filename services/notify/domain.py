@@ -279,7 +279,12 @@ EMAIL_RULES: dict[str, tuple[str, str]] = {
 }
 VOTE_CLOSING = "vote_closing"
 INTEGRATOR_INVITED = "integrator_invited"   # to an integrator application's contact address, not a member
-TEMPLATES = tuple(t for t, _ in EMAIL_RULES.values()) + (VOTE_CLOSING, INTEGRATOR_INVITED)
+# Notices members asks for on a member's contact record (issue 22; contacts.py): the kind → the
+# template. The public sign-up's answer never tells whether the address was enrolled; these
+# e-mails tell the person instead. No notification.* event is published for them (PRIVATE_TEMPLATES).
+NOTICE_TEMPLATES = {"sign_up_confirm": "sign_up_confirm", "sign_up_attempt": "sign_up_attempted"}
+PRIVATE_TEMPLATES = tuple(NOTICE_TEMPLATES.values())
+TEMPLATES = tuple(t for t, _ in EMAIL_RULES.values()) + (VOTE_CLOSING, INTEGRATOR_INVITED) + PRIVATE_TEMPLATES
 
 # The portal page each e-mail is about (docs/PORTAL.md, "Page URLs"): {r} region, {a} agreement.
 LINKS = {
@@ -293,6 +298,8 @@ LINKS = {
     "review_due": "/r/{r}/agreements/{a}",
     "reverification_due": "/r/{r}/membership",
     "integrator_invited": "/integrations/{r}",
+    "sign_up_confirm": "/r/{r}/membership",     # through sign-in: using the link proves the address
+    "sign_up_attempted": "/r/{r}/membership",
 }
 
 

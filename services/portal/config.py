@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from hecht.config import Settings, settings as hecht_settings
+from hecht.config import Settings, require_safe, settings as hecht_settings
 
 
 def _int(name: str, default: int) -> int:
@@ -50,7 +50,9 @@ class PortalSettings:
 
 def load() -> PortalSettings:
     env = os.environ
-    base = hecht_settings("portal")
+    # Production (HECHT_ENV unset) refuses to start without its own JWT secret: it signs the
+    # portal's tokens for the APIs and, unless HECHT_PORTAL_SECRET_KEY is set, its CSRF tokens.
+    base = require_safe(hecht_settings("portal"), verifies_tokens=False)
     development = env.get("HECHT_ENV", "").strip().lower() in ("development", "dev", "test")
     secret = env.get("HECHT_PORTAL_SECRET_KEY", "").strip()
     if not secret:

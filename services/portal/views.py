@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from functools import wraps
@@ -223,13 +224,9 @@ def sign_up(r):
                 "practice": {"name": form.practice_name.data or "", "postcode": form.practice_postcode.data or "",
                              "municipality": form.practice_municipality.data or ""}}
         try:
-            public("POST", "members", f"/v1/regions/{r}/members", json=_filled(body), client_address=client_key())
+            reply = public("POST", "members", f"/v1/regions/{r}/members", json=_filled(body),
+                           client_address=client_key())
         except ApiError as e:
-            if e.status == 409 and "email" in e.title.lower():
-                # Already enrolled with this address: say the same as for a new sign-up and
-                # mail a sign-in link instead (the page must not tell who is a member).
-                _send_link(body["email"], f"/r/{r}/membership", body["language"])
-                return redirect(url_for("portal.sign_up_sent"))
             if e.status in (409, 422):
                 errors = fielderrors.flatten(e.errors) if e.errors else {}
                 for group in ("practice", "registration"):  # the whole group missing: each empty field
@@ -242,9 +239,29 @@ def sign_up(r):
                     errors = {"registration_number": [fielderrors.translate("", e.title)]}
                 return render_template("sign_up.html", region=reg, form=form, errors=errors), 422
             raise
-        _send_confirm(body["email"], r, reg.get("name") or r, body["language"])
+        # 202 whether or not the address or the registration was enrolled already (issue 22); the
+        # portal's token is also told which. A new member gets the portal's own confirmation link;
+        # for an enrolled one the members service has notify mail the member that someone tried
+        # (to the stored address). The page says the same either way: it must not tell who is a member.
+        if reply.status == 201 or reply.data.get("outcome") == "created":
+            _after_answer(_send_confirm, body["email"], r, reg.get("name") or r, body["language"])
         return redirect(url_for("portal.sign_up_sent"))
     return render_template("sign_up.html", region=reg, form=form, errors=errors)
+
+
+def _after_answer(fn, *args) -> None:
+    """Run ``fn(*args)`` in the app's context on a thread of its own, so the page answers in the
+    same time whether or not it mails (issue 22: the SMTP hand-off must not tell who is enrolled).
+    As before, a mail that fails is logged, not retried."""
+    app = current_app._get_current_object()
+
+    def run() -> None:
+        with app.app_context():
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - a thread of its own: log, never raise into nothing
+                log.exception("sign-up mail failed")
+    threading.Thread(target=run, name="portal-sign-up-mail", daemon=True).start()
 
 
 @bp.get("/sign-up/sent")

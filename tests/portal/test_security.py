@@ -156,7 +156,8 @@ def test_cookie_flags_and_rotation_and_sign_out(portal_fleet, hecht, browser):
     assert not _signed_in(replay, region)
 
     # Outside development the cookie is Secure.
-    url = portal_fleet.start_portal("portal-production", HECHT_ENV="production")
+    url = portal_fleet.start_portal("portal-production", HECHT_ENV="production",
+                                    HECHT_JWT_SECRET="production-portal-secret-" + "0" * 24)
     prod = Browser(url)
     r = prod.get("/sign-in")
     set_cookie = r.headers["Set-Cookie"]

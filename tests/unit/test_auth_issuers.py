@@ -112,3 +112,56 @@ def test_without_a_jwks_development_tokens_work_as_before():
     token = auth.mint(dev, roles=["platform-admin"])
     assert "iss" not in jwt.decode(token, options={"verify_signature": False})
     assert auth.decode(token, dev).is_platform_admin
+
+
+# -- token lifetime per issuer (issue 22, item 12) ------------------------------------------------
+CENTURY = 100 * 365 * 86400
+
+
+def _hs(settings: Settings, **claims) -> str:
+    now = int(time.time())
+    body = {"sub": "x", "roles": ["platform-admin"], "iat": now, "exp": now + 60, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, settings.jwt_secret, algorithm="HS256")
+
+
+def test_a_development_token_valid_for_a_century_is_refused():
+    dev = Settings(service="members", mongo_uri="mongodb://x/hecht_members", kafka_bootstrap_servers="x")
+    now = int(time.time())
+    with pytest.raises(Unauthorized, match="longer than 86400 s"):
+        auth.decode(_hs(dev, exp=now + CENTURY), dev)
+    with pytest.raises(Unauthorized, match="longer than"):       # no iat: measured from now
+        auth.decode(_hs(dev, iat=None, exp=now + CENTURY), dev)
+    with pytest.raises(Unauthorized):                            # an iat in the future does not help
+        auth.decode(_hs(dev, iat=now + CENTURY - 60, exp=now + CENTURY), dev)
+    assert auth.decode(_hs(dev, exp=now + 86400), dev).is_platform_admin        # the maximum itself
+    assert auth.decode(auth.mint(dev, roles=["gp"], ttl=4 * 3600), dev).roles == {"gp"}  # the tests' tokens
+    longer = replace(dev, jwt_max_lifetime_s=7 * 86400)                          # HECHT_JWT_MAX_LIFETIME_S
+    assert auth.decode(_hs(longer, exp=now + 3 * 86400), longer).is_platform_admin
+
+
+def test_the_internal_issuers_tokens_live_at_most_five_minutes(production):
+    """With a JWKS, HS256 tokens are the portal's and OAuth's (300 s): nothing longer passes."""
+    assert auth.decode(auth.mint(production, roles=["gp"], region="zuid", member="m", ttl=300), production)
+    with pytest.raises(Unauthorized, match="longer than 300 s"):
+        auth.decode(auth.mint(production, roles=["gp"], region="zuid", member="m", ttl=301), production)
+    with pytest.raises(Unauthorized, match="longer than 300 s"):
+        auth.decode(auth.mint(production, roles=["platform-admin"], ttl=CENTURY), production)
+
+
+def test_the_providers_tokens_live_at_most_a_day(production):
+    now = int(time.time())
+    assert auth.decode(_idp_token(exp=now + 86400), production).roles == {"region-admin"}
+    with pytest.raises(Unauthorized, match="longer than 86400 s"):
+        auth.decode(_idp_token(exp=now + CENTURY), production)
+
+
+def test_issuer_and_audience_are_required_claims_when_configured(production):
+    with_aud = replace(production, jwt_audience="hecht")
+    assert auth.decode(_idp_token(aud="hecht"), with_aud)
+    with pytest.raises(Unauthorized):
+        auth.decode(_idp_token(), with_aud)                          # no aud
+    with pytest.raises(Unauthorized):
+        auth.decode(_idp_token(aud="other"), with_aud)
+    claims = {"sub": "x", "roles": ["region-admin"], "iat": int(time.time()), "exp": int(time.time()) + 60}
+    with pytest.raises(Unauthorized):
+        auth.decode(jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "k1"}), with_aud)  # no iss
