@@ -62,7 +62,9 @@ def gp(member_id: str, region: str = "elz-gent") -> dict:
 
 
 def sign_up(client, n: int = 1, region: str = "elz-gent", **overrides) -> str:
-    r = client.post(f"/v1/regions/{region}/members", json=form(n, **overrides))
+    """As a region-admin of the region: the only caller told the new member's id (issue 22)."""
+    r = client.post(f"/v1/regions/{region}/members", json=form(n, **overrides),
+                    headers=bearer("region-admin", region))
     assert r.status_code == 201, r.json
     return r.json["id"]
 
@@ -82,16 +84,23 @@ def test_public_sign_up_creates_a_pending_member(client):
     r = client.post("/v1/regions/elz-gent/members", json=form(
         1, email=" An.Peeters@Praktijk.BE ", registration={"scheme": "RIZIV", "number": "1-08290-59-005"},
         practice={"name": "Praktijk Zuid", "postcode": "9000", "municipality": "gent"}, category="gp-in-training"))
-    assert r.status_code == 201, r.json
-    assert set(r.json) == {"id", "status"} and r.json["status"] == "pending"
-    assert r.headers["Location"] == url(r.json["id"])
-    got = client.get(r.headers["Location"], headers=ADMIN)
+    assert r.status_code == 202, r.json
+    assert r.json == {"status": "accepted"} and "Location" not in r.headers and "ETag" not in r.headers
+    [item] = client.get("/v1/regions/elz-gent/members", headers=ADMIN).json["items"]
+    got = client.get(url(item["id"]), headers=ADMIN)
     assert got.status_code == 200 and got.headers["ETag"] == '"1"'
     m = got.json
     assert m["email"] == "An.Peeters@praktijk.be" and m["registration"] == {"scheme": "RIZIV", "number": "10829059005"}
     assert m["practice"]["municipality"] == "Gent" and m["category"] == "gp-in-training" and m["roles"] == []
     assert "email_key" not in m and "_outbox" not in m
     assert [e["type"] for e in outbox.pending(db(), m["id"])] == ["hecht.member.signed_up.v1"]
+    # a sign-up without the portal: the contact record asks notify for the confirmation e-mail
+    [record] = db()[outbox.OUTBOX].find({"subject": m["id"], outbox.RECORD_TOPIC: topics.MEMBER_CONTACTS})
+    assert record[outbox.RECORD_VALUE]["notice"]["kind"] == "sign_up_confirm"
+    # a region-admin of the region creating a member is told its id
+    r = client.post("/v1/regions/elz-gent/members", json=form(2), headers=ADMIN)
+    assert r.status_code == 201 and set(r.json) == {"id", "status"} and r.json["status"] == "pending"
+    assert r.headers["Location"] == url(r.json["id"])
 
 
 def test_sign_up_category_defaults_to_practice_owner_and_nl_schemes_work(client):
@@ -130,13 +139,14 @@ def test_sign_up_needs_every_field_and_an_existing_region(client):
     problem(client.post("/v1/regions/elz-nowhere/members", json=form(1)), 404)
 
 
-def test_the_same_registration_or_email_twice_in_a_region_is_a_conflict(client):
+def test_the_same_registration_or_email_twice_in_a_region_is_a_conflict_for_staff(client):
     sign_up(client, 1)
     # the same person with a later competence code (trainee → recognised GP) is the same registration
     again = form(2, registration={"scheme": "RIZIV", "number": riziv(108001, "004")})
-    body = problem(client.post("/v1/regions/elz-gent/members", json=again), 409)
+    body = problem(client.post("/v1/regions/elz-gent/members", json=again, headers=ADMIN), 409)
     assert "registration" in body["errors"]
-    body = problem(client.post("/v1/regions/elz-gent/members", json=form(2, email="AN1@praktijk.be")), 409)
+    body = problem(client.post("/v1/regions/elz-gent/members", json=form(2, email="AN1@praktijk.be"),
+                               headers=ADMIN), 409)
     assert "email" in body["errors"]
     assert db().members.count_documents({}) == 1
     # another region is another body: the same GP may enrol there too
@@ -149,16 +159,29 @@ def test_the_same_registration_or_email_twice_in_a_region_is_a_conflict(client):
 def test_concurrent_duplicate_sign_ups_enrol_once(app, client):
     results = []
 
-    def attempt(i):
-        results.append(app.test_client().post("/v1/regions/elz-gent/members",
+    def attempt(i, headers):
+        results.append(app.test_client().post("/v1/regions/elz-gent/members", headers=headers,
                                                json=form(7, email=f"dup{i}@praktijk.be")).status_code)
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+
+    def race(headers) -> None:
+        threads = [threading.Thread(target=attempt, args=(i, headers)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    race(ADMIN)
     assert sorted(results) == [201] + [409] * 5
     assert db().members.count_documents({}) == 1
+    # without a token: the same answer for all; one member, and its holder gets one e-mail
+    db().members.delete_many({})
+    db()[outbox.OUTBOX].delete_many({})
+    results.clear()
+    race({})
+    assert results == [202] * 6
+    [member] = db().members.find()
+    notices = [r[outbox.RECORD_VALUE]["notice"]["kind"] for r in db()[outbox.OUTBOX].find(
+        {"subject": member["_id"], outbox.RECORD_TOPIC: topics.MEMBER_CONTACTS})]
+    assert sorted(notices) == ["sign_up_attempt", "sign_up_confirm"], notices
 
 
 def test_sign_up_is_rate_limited_per_client_address(hecht_env, monkeypatch):
@@ -168,14 +191,14 @@ def test_sign_up_is_rate_limited_per_client_address(hecht_env, monkeypatch):
     c = create_app().test_client()
     assert c.post("/v1/regions", json=GENT, headers=bearer("platform-admin")).status_code == 201
     codes = [c.post("/v1/regions/elz-gent/members", json=form(i)).status_code for i in range(3)]
-    assert codes == [201, 201, 201]
+    assert codes == [202, 202, 202]
     r = c.post("/v1/regions/elz-gent/members", json=form(4))
     problem(r, 429)
     assert 1 <= int(r.headers["Retry-After"]) <= 3600
     # invalid attempts count too, and another address has its own budget
     problem(c.post("/v1/regions/elz-gent/members", json={}), 429)
     other = c.post("/v1/regions/elz-gent/members", json=form(5), environ_base={"REMOTE_ADDR": "10.1.2.3"})
-    assert other.status_code == 201
+    assert other.status_code == 202
     # the limit is on the public form only
     assert c.get("/v1/regions/elz-gent/members", headers=ADMIN).status_code == 200
 
@@ -411,8 +434,8 @@ def test_if_match_guards_profile_and_capacity_updates(client):
 
 def test_idempotency_keys_replay_sign_ups_and_actions(client):
     key = {"Idempotency-Key": "signup-1"}
-    first = client.post("/v1/regions/elz-gent/members", json=form(1), headers=key)
-    again = client.post("/v1/regions/elz-gent/members", json=form(1), headers=key)
+    first = client.post("/v1/regions/elz-gent/members", json=form(1), headers={**key, **ADMIN})
+    again = client.post("/v1/regions/elz-gent/members", json=form(1), headers={**key, **ADMIN})
     assert first.status_code == again.status_code == 201 and again.json == first.json
     assert again.headers["Idempotent-Replayed"] == "true" and db().members.count_documents({}) == 1
     m = first.json["id"]
@@ -456,12 +479,12 @@ def test_sign_ups_through_the_portal_are_limited_per_person_not_per_portal(hecht
     def via_portal(i, person):
         return c.post("/v1/regions/elz-gent/members", json=form(i),
                       headers={**portal, "X-Hecht-Client": person}).status_code
-    assert [via_portal(1, "203.0.113.7"), via_portal(2, "203.0.113.7")] == [201, 201]
+    assert [via_portal(1, "203.0.113.7"), via_portal(2, "203.0.113.7")] == [202, 202]
     assert via_portal(3, "203.0.113.7") == 429          # that person's budget is spent ...
-    assert via_portal(4, "198.51.100.9") == 201         # ... another person behind the portal has their own
+    assert via_portal(4, "198.51.100.9") == 202         # ... another person behind the portal has their own
     # without a portal token the header is ignored: the connection's address counts
-    assert c.post("/v1/regions/elz-gent/members", json=form(5), headers={"X-Hecht-Client": "1"}).status_code == 201
-    assert c.post("/v1/regions/elz-gent/members", json=form(6), headers={"X-Hecht-Client": "2"}).status_code == 201
+    assert c.post("/v1/regions/elz-gent/members", json=form(5), headers={"X-Hecht-Client": "1"}).status_code == 202
+    assert c.post("/v1/regions/elz-gent/members", json=form(6), headers={"X-Hecht-Client": "2"}).status_code == 202
     problem(c.post("/v1/regions/elz-gent/members", json=form(7), headers={"X-Hecht-Client": "3"}), 429)
     gp = bearer("gp", region="elz-gent", member="m_x")
     problem(c.post("/v1/regions/elz-gent/members", json=form(8), headers={**gp, "X-Hecht-Client": "4"}), 429)
@@ -480,10 +503,10 @@ def test_sign_up_limit_behind_a_proxy_uses_the_forwarded_address_only_if_trusted
     ingress = {"REMOTE_ADDR": "10.0.0.5"}
     codes = [c.post("/v1/regions/elz-gent/members", json=form(i), environ_base=ingress,
                     headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in (1, 2)]
-    assert codes == ([201, 201] if trusted else [201, 429])
+    assert codes == ([202, 202] if trusted else [202, 429])
     # a forged header from a client that is not the proxy never buys a fresh budget
     direct = {"REMOTE_ADDR": "203.0.113.50"}
     assert c.post("/v1/regions/elz-gent/members", json=form(3), environ_base=direct,
-                  headers={"X-Forwarded-For": "198.51.100.3"}).status_code == 201
+                  headers={"X-Forwarded-For": "198.51.100.3"}).status_code == 202
     assert c.post("/v1/regions/elz-gent/members", json=form(4), environ_base=direct,
                   headers={"X-Forwarded-For": "198.51.100.4"}).status_code == 429
