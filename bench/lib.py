@@ -27,6 +27,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 VENV_BIN = Path(sys.executable).parent
 BENCH_PREFIX = "BENCH_JSON "
+# Benchmarks run with development settings (the default JWT secret; HECHT_ENV unset means
+# production, which refuses to start without its own secret), also when started by hand.
+os.environ.setdefault("HECHT_ENV", "development")
 
 # The bench stack of scripts/bench.sh; the environment (stack.sh env) overrides these.
 DEFAULT_MONGO = "mongodb://127.0.0.1:27019"

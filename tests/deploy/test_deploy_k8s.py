@@ -432,6 +432,23 @@ def test_environment_of_each_container(production):
         assert urlsplit(values["HECHT_PORTAL_URL"]).scheme == "https"
 
 
+def test_every_web_pod_has_what_production_needs_to_start(production):
+    """HECHT_ENV unset is production: a web process refuses to start without its own JWT secret,
+    and the APIs without an issuer and an audience (hecht/config.py require_safe)."""
+    from hecht.config import Settings, production_problems
+    pods = list(_pods(production, "web"))
+    assert {labels["app.kubernetes.io/name"] for _, labels in pods} == set(SERVICES) | {PORTAL}
+    for deployment, labels in pods:
+        values = _environment(production, deployment)
+        name = labels["app.kubernetes.io/name"]
+        assert values.get("HECHT_ENV", "production").lower() not in ("development", "dev", "test"), name
+        secret = "s" * 48 if values.get("HECHT_JWT_SECRET") == "<secret>" else values.get("HECHT_JWT_SECRET", "")
+        settings = Settings(service=name, mongo_uri="mongodb://x/y", kafka_bootstrap_servers="x",
+                            jwt_secret=secret, jwt_issuer=values.get("HECHT_JWT_ISSUER") or None,
+                            jwt_audience=values.get("HECHT_JWT_AUDIENCE") or None, development=False)
+        assert production_problems(settings, verifies_tokens=name != PORTAL) == [], name
+
+
 def test_portal_settings(production):
     values = _environment(production, production.find("Deployment", "portal-web"))
     # the three APIs through their Services (same namespace), on their documented ports
