@@ -3,18 +3,20 @@ from __future__ import annotations
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from hecht.validation import HttpsUrl, one_line
 from hecht.web import EventSchema, HistorySchema, PageArgsSchema, PageSchema  # noqa: F401 - re-exported
 
 from .domain import BODIES, CHOICES, CLOSE_REASONS, PARTNER_KINDS, STATUSES, THEMES
 
-NAME = validate.Length(1, 200)
+NAME = one_line(1, 200)            # one line: no control characters (hecht.validation)
+MUNICIPALITY = one_line(1, 100)
 MEMBER_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="not a member id")
 
 
 class PartnerSchema(Schema):
     name = fields.String(required=True, validate=NAME)
     kind = fields.String(required=True, validate=validate.OneOf(PARTNER_KINDS))
-    identifier = fields.String(validate=validate.Length(1, 100),
+    identifier = fields.String(validate=one_line(1, 100),
                                metadata={"description": "e.g. the partner's AGB, RIZIV or KBO number"})
 
 
@@ -26,7 +28,8 @@ class CommitmentSchema(Schema):
 
 class DocumentSchema(Schema):
     title = fields.String(required=True, validate=NAME)
-    url = fields.Url(required=True, schemes={"https"}, validate=validate.Length(max=2000))
+    url = fields.Url(required=True, schemes={"https"}, validate=[validate.Length(max=2000), HttpsUrl()],
+                     metadata={"description": "https, without a user name or password"})
 
 
 class AgreementChangesSchema(Schema):
@@ -36,7 +39,7 @@ class AgreementChangesSchema(Schema):
     summary = fields.String(validate=validate.Length(0, 5000))
     partners = fields.List(fields.Nested(PartnerSchema), validate=validate.Length(1, 50))
     commitments = fields.List(fields.Nested(CommitmentSchema), validate=validate.Length(1, 100))
-    municipalities = fields.List(fields.String(validate=validate.Length(1, 100)), validate=validate.Length(0, 500))
+    municipalities = fields.List(fields.String(validate=MUNICIPALITY), validate=validate.Length(0, 500))
     effective_from = fields.Date()
     effective_until = fields.Date(allow_none=True)
     review_date = fields.Date(allow_none=True)
@@ -116,7 +119,7 @@ class AgreementSchema(AgreementChangesSchema):
     summary = fields.String(load_default="", validate=validate.Length(0, 5000))
     partners = fields.List(fields.Nested(PartnerSchema), required=True, validate=validate.Length(1, 50))
     commitments = fields.List(fields.Nested(CommitmentSchema), required=True, validate=validate.Length(1, 100))
-    municipalities = fields.List(fields.String(validate=validate.Length(1, 100)), load_default=list,
+    municipalities = fields.List(fields.String(validate=MUNICIPALITY), load_default=list,
                                  validate=validate.Length(0, 500))
     effective_from = fields.Date(required=True)
     effective_until = fields.Date(allow_none=True, load_default=None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from hecht.validation import ChangesSchema, one_line
 from hecht.web import EventSchema, HistorySchema, PageArgsSchema, PageSchema  # noqa: F401 - re-exported
 
 from .domain import (CAPACITY_STATUSES, CATEGORIES, COUNTRIES, LANGUAGES, MANDATE_BODIES, MAX_PROXIES,
@@ -16,7 +17,7 @@ SLUG = validate.Regexp(r"^[a-z0-9][a-z0-9-]{1,62}$",
 class SeatSchema(Schema):
     member_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$",
                                                                       error="not a member id"))
-    cluster = fields.String(required=True, validate=validate.Length(1, 100),
+    cluster = fields.String(required=True, validate=one_line(1, 100),
                             metadata={"example": "care providers"})
 
 
@@ -61,10 +62,10 @@ class RegionSchema(Schema):
     id = fields.String(required=True, validate=[SLUG, validate.NoneOf(
         RESERVED_REGION_IDS, error="this id is reserved (staff events carry it as their region)")],
         metadata={"example": "elz-demo"})
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = fields.String(required=True, validate=one_line(1, 200))
     country = fields.String(required=True, validate=validate.OneOf(COUNTRIES))
     kind = fields.String(required=True, validate=validate.OneOf(REGION_KINDS))
-    municipalities = fields.List(fields.String(validate=validate.Length(1, 100)), required=True,
+    municipalities = fields.List(fields.String(validate=one_line(1, 100)), required=True,
                                  validate=validate.Length(1, 1000))
     mandate_policy = fields.Nested(MandatePolicySchema, load_default=lambda: MandatePolicySchema().load({}))
     version = fields.Integer(dump_only=True)
@@ -85,11 +86,12 @@ class MandatePolicyUpdateSchema(Schema):
     unverified_leave_electorate = fields.Boolean(metadata={"description": _UNVERIFIED_HELP})
 
 
-class RegionUpdateSchema(Schema):
-    """Fields to change (PATCH semantics): anything left out stays as it is."""
-    name = fields.String(validate=validate.Length(1, 200))
+class RegionUpdateSchema(ChangesSchema):
+    """Fields to change (PATCH semantics): anything left out stays as it is; at least one (422)."""
+    NOT_CHANGES = ("confirm_affected",)
+    name = fields.String(validate=one_line(1, 200))
     kind = fields.String(validate=validate.OneOf(REGION_KINDS))
-    municipalities = fields.List(fields.String(validate=validate.Length(1, 100)), validate=validate.Length(1, 1000))
+    municipalities = fields.List(fields.String(validate=one_line(1, 100)), validate=validate.Length(1, 1000))
     mandate_policy = fields.Nested("MandatePolicyUpdateSchema")
     confirm_affected = fields.Boolean(load_only=True, load_default=False, metadata={
         "description": "removing a municipality that members' practices lie in answers 409 listing them "
@@ -104,16 +106,16 @@ class RegionPageSchema(PageSchema):
 class RegistrationSchema(Schema):
     scheme = fields.String(required=True, validate=validate.OneOf(SCHEMES),
                            metadata={"description": "BIG or AGB in NL regions, RIZIV (INAMI) in BE regions"})
-    number = fields.String(required=True, validate=validate.Length(1, 40),
+    number = fields.String(required=True, validate=one_line(1, 40),
                            metadata={"description": "spaces, dots and dashes are allowed and removed",
                                      "example": "1-08290-59-003"})
 
 
 class PracticeSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(1, 200))
-    postcode = fields.String(required=True, validate=validate.Length(1, 16),
+    name = fields.String(required=True, validate=one_line(1, 200))
+    postcode = fields.String(required=True, validate=one_line(1, 16),
                              metadata={"description": "NL `1234 AB`, BE four digits (1000–9999)"})
-    municipality = fields.String(required=True, validate=validate.Length(1, 100),
+    municipality = fields.String(required=True, validate=one_line(1, 100),
                                  metadata={"description": "one of the region's municipalities"})
 
 
@@ -126,8 +128,8 @@ class CapacitySchema(Schema):
 
 class SignUpSchema(Schema):
     """The public sign-up form of a GP."""
-    given_name = fields.String(required=True, validate=validate.Length(1, 100))
-    family_name = fields.String(required=True, validate=validate.Length(1, 100))
+    given_name = fields.String(required=True, validate=one_line(1, 100))
+    family_name = fields.String(required=True, validate=one_line(1, 100))
     email = fields.String(required=True, validate=validate.Length(3, 254))
     language = fields.String(required=True, validate=validate.OneOf(LANGUAGES))
     category = fields.String(load_default="practice-owner", validate=validate.OneOf(CATEGORIES))
@@ -221,15 +223,15 @@ class RolesSchema(Schema):
 
 
 class PracticeUpdateSchema(Schema):
-    name = fields.String(validate=validate.Length(1, 200))
-    postcode = fields.String(validate=validate.Length(1, 16))
-    municipality = fields.String(validate=validate.Length(1, 100))
+    name = fields.String(validate=one_line(1, 200))
+    postcode = fields.String(validate=one_line(1, 16))
+    municipality = fields.String(validate=one_line(1, 100))
 
 
 class ProfileUpdateSchema(Schema):
     """Fields to change (PATCH semantics): anything left out stays as it is."""
-    given_name = fields.String(validate=validate.Length(1, 100))
-    family_name = fields.String(validate=validate.Length(1, 100))
+    given_name = fields.String(validate=one_line(1, 100))
+    family_name = fields.String(validate=one_line(1, 100))
     email = fields.String(validate=validate.Length(3, 254))
     language = fields.String(validate=validate.OneOf(LANGUAGES))
     category = fields.String(validate=validate.OneOf(CATEGORIES))
@@ -318,16 +320,16 @@ class StaffPageSchema(PageSchema):
 class StaffCreateSchema(Schema):
     """An invitation; the portal mails the sign-in link, the first sign-in activates the account."""
     email = fields.String(required=True, validate=validate.Length(3, 254))
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = fields.String(required=True, validate=one_line(1, 200))
     language = fields.String(load_default="nl", validate=validate.OneOf(LANGUAGES))
     platform_admin = fields.Boolean(load_default=False)
     admin_of = fields.List(fields.String(validate=SLUG), load_default=list, validate=validate.Length(max=200),
                            metadata={"description": "existing regions; at least one, unless platform_admin"})
 
 
-class StaffUpdateSchema(Schema):
-    """Fields to change (PATCH semantics); send If-Match with the ETag read."""
-    name = fields.String(validate=validate.Length(1, 200))
+class StaffUpdateSchema(ChangesSchema):
+    """Fields to change (PATCH semantics; at least one, else 422); send If-Match with the ETag read."""
+    name = fields.String(validate=one_line(1, 200))
     language = fields.String(validate=validate.OneOf(LANGUAGES))
     platform_admin = fields.Boolean()
     admin_of = fields.List(fields.String(validate=SLUG), validate=validate.Length(max=200))
@@ -358,7 +360,7 @@ class RegionStaffPageSchema(PageSchema):
 
 class RegionStaffCreateSchema(Schema):
     email = fields.String(required=True, validate=validate.Length(3, 254))
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    name = fields.String(required=True, validate=one_line(1, 200))
     language = fields.String(load_default="nl", validate=validate.OneOf(LANGUAGES))
 
 
