@@ -64,13 +64,16 @@ class Hecht:
         return r.json()
 
     def agreement(self, region: str, title: str = "Transmurale zorg") -> str:
-        r = requests.post(f"{self.urls['agreements']}/v1/regions/{region}/agreements",
-                          headers=bearer("region-admin", region), timeout=10, json={
-                              "title": title, "theme": "frail-elderly", "summary": "Ontslag uit het ziekenhuis",
-                              "partners": [{"name": "AZ Sint-Lucas", "kind": "hospital"}],
-                              "commitments": [{"party": "AZ Sint-Lucas", "text": "Ontslagbrief binnen 24 uur"}],
-                              "municipalities": ["Gent"],
-                              "effective_from": (date.today() + timedelta(days=60)).isoformat()})
+        def draft():
+            r = requests.post(f"{self.urls['agreements']}/v1/regions/{region}/agreements",
+                              headers=bearer("region-admin", region), timeout=10, json={
+                                  "title": title, "theme": "frail-elderly", "summary": "Ontslag uit het ziekenhuis",
+                                  "partners": [{"name": "AZ Sint-Lucas", "kind": "hospital"}],
+                                  "commitments": [{"party": "AZ Sint-Lucas", "text": "Ontslagbrief binnen 24 uur"}],
+                                  "municipalities": ["Gent"],
+                                  "effective_from": (date.today() + timedelta(days=60)).isoformat()})
+            return None if r.status_code == 404 else [r]   # 404 until agreements has seen region.registered
+        [r] = wait_until(draft, timeout=60, message=f"agreements to know region {region}")
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
