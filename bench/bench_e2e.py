@@ -69,7 +69,10 @@ def setup(fleet: fl.Fleet, receiver_url: str) -> None:
 
 def signups(fleet: fl.Fleet, **spec) -> dict:
     return loadgen.run({"method": "POST", "url": f"{fleet.urls['members']}/v1/regions/{REGION['id']}/members",
-                        "body": SIGNUP, "id_field": "id", **spec}, timeout=600)
+                        "body": SIGNUP, "id_field": "id", **spec,
+                        # the region's admin: the only caller told the new member's id (issue 22)
+                        "headers": {"Authorization": f"Bearer {fleet.token('region-admin', REGION['id'])}"}},
+                       timeout=600)
 
 
 def phase(fleet: fl.Fleet, url: str, rate: float, duration_s: float, base: int, wait_s: float) -> dict:

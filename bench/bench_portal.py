@@ -65,7 +65,7 @@ def seed(api: fl.Fleet) -> tuple[list[dict], str]:
         body = {"given_name": f"Bench{i}", "family_name": f"Portaal{i}", "email": f"bench{i}.{api.tag}@example.org",
                 "language": "nl", "registration": {"scheme": "RIZIV", "number": riziv(i)},
                 "practice": {"name": f"Praktijk {i}", "postcode": "9000", "municipality": "Gent"}}
-        mid = ok(requests.post(f"{m}/v1/regions/{R}/members", json=body, timeout=30), 201)["id"]
+        mid = ok(requests.post(f"{m}/v1/regions/{R}/members", json=body, headers=admin, timeout=30), 201)["id"]
         ok(requests.post(f"{m}/v1/regions/{R}/members/{mid}/approve", headers=admin, json={}, timeout=30))
         ok(requests.put(f"{m}/v1/regions/{R}/members/{mid}/capacity", headers=admin, timeout=30,
                         json={"status": "open", "since": date.today().isoformat(), "note": "welkom"}))

@@ -191,8 +191,8 @@ def sign_up(body, region_id):
     e-mail saying someone tried to sign up with it (at most one an hour), and nothing about
     their membership changes. The portal's token also gets ``outcome`` (``created`` or
     ``enrolled``; it mails its own confirmation link and hides the outcome). A region-admin of
-    the region gets 201 with the member's id, or 409 for a duplicate, and the member the
-    confirmation e-mail."""
+    the region gets 201 with the member's id, or 409 for a duplicate (no e-mail: staff tell the
+    person to sign in, which confirms the address)."""
     caller = _sign_up_caller(region_id)
     doc = handlers.handle(domain.SignUp(region_id, body, caller=caller), ctx().db, g.traceparent)
     if caller == "staff":

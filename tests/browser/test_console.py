@@ -104,7 +104,8 @@ def signup(m_url: str, key: str, suffix: str) -> dict:
     body = {"given_name": given, "family_name": family, "email": email, "language": "nl",
             "registration": {"scheme": "RIZIV", "number": riziv(serial)},
             "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": municipality}}
-    mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", json=body, timeout=10), 201)["id"]
+    mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", json=body, timeout=10,
+                           headers=bearer("region-admin", R)), 201)["id"]
     return {"id": mid, "key": key, "name": f"{given} {family}", **body}
 
 
@@ -136,7 +137,7 @@ def test_console_story(hecht_env, tmp_path, visit):
         ok(requests.post(f"{m_url}/v1/staff", headers=platform_token, timeout=10, json={
             "email": other_email, "name": "Olivier Anders", "language": "nl", "platform_admin": False,
             "admin_of": [OTHER]}), 201)
-        olga = ok(requests.post(f"{m_url}/v1/regions/{OTHER}/members", timeout=10, json={
+        olga = ok(requests.post(f"{m_url}/v1/regions/{OTHER}/members", timeout=10, headers=bearer("region-admin", OTHER), json={
             "given_name": "Olga", "family_name": "Elders", "email": f"olga.{suffix}@console.example.org",
             "language": "nl", "registration": {"scheme": "RIZIV", "number": riziv(7199)},
             "practice": {"name": "Praktijk Elders", "postcode": "9300", "municipality": "Aalst"}}), 201)

@@ -54,7 +54,7 @@ def test_governance_story(hecht_env, tmp_path, visit):
         gps = {}
         for key, (given, family, town, serial, cluster, choice) in GPS.items():
             email = f"{key}.{suffix}@governance.example.org"
-            mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", timeout=10, json={
+            mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", timeout=10, headers=bearer("region-admin", R), json={
                 "given_name": given, "family_name": family, "email": email, "language": "nl",
                 "registration": {"scheme": "RIZIV", "number": riziv(serial)},
                 "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": town}}), 201)["id"]

@@ -33,7 +33,7 @@ def test_sign_in_and_vote_without_javascript(hecht_env, tmp_path, visit):
             body = {"given_name": f"Arts{i}", "family_name": f"Zonder{i}", "email": f"arts{i}.{suffix}@example.org",
                     "language": "nl", "registration": {"scheme": "RIZIV", "number": riziv(6100 + i)},
                     "practice": {"name": f"Praktijk {i}", "postcode": "9000", "municipality": "Gent"}}
-            mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", json=body, timeout=10), 201)["id"]
+            mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", json=body, timeout=10, headers=admin), 201)["id"]
             ok(requests.post(f"{m_url}/v1/regions/{R}/members/{mid}/approve", headers=admin, json={}, timeout=10))
             gps.append({"id": mid, **body})
         wait_for_agreements_to_know(R, {g["id"] for g in gps})

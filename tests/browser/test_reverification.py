@@ -42,7 +42,7 @@ def test_reverification_story(hecht_env, tmp_path, visit):
         gps = {}
         for key, family, serial in (("due", "Vervallen", 7400), ("other", "Smolders", 7401)):
             email = f"{key}.{suffix}@reverify.example.org"
-            mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", timeout=10, json={
+            mid = ok(requests.post(f"{m_url}/v1/regions/{R}/members", timeout=10, headers=bearer("region-admin", R), json={
                 "given_name": "Gert", "family_name": family, "email": email, "language": "nl",
                 "registration": {"scheme": "RIZIV", "number": riziv(serial)},
                 "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": "Gent"}}), 201)["id"]

@@ -60,7 +60,8 @@ def other_gps(members_url: str, suffix: str, n: int = 4) -> list[dict]:
                 "email": f"collega{i}.{suffix}@example.org",
                 "language": "nl", "registration": {"scheme": "RIZIV", "number": riziv(5200 + i)},
                 "practice": {"name": f"Praktijk {i}", "postcode": "9000", "municipality": "Gent"}}
-        mid = ok(requests.post(f"{members_url}/v1/regions/{R}/members", json=body, timeout=10), 201)["id"]
+        mid = ok(requests.post(f"{members_url}/v1/regions/{R}/members", json=body, timeout=10,
+                               headers=bearer("region-admin", R)), 201)["id"]
         ok(requests.post(f"{members_url}/v1/regions/{R}/members/{mid}/approve", headers=bearer("region-admin", R),
                          json={}, timeout=10))
         out.append({"id": mid, **body})

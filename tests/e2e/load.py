@@ -1,7 +1,8 @@
 """Steady background load for the fault runs (issue 6), and reading a topic to its end.
 
-``SteadyLoad`` signs GPs up through the public endpoint at a fixed rate for as
-long as the story runs, whatever is down. Every answer must be a 201 or, while
+``SteadyLoad`` signs GPs up through the sign-up endpoint at a fixed rate for as
+long as the story runs, whatever is down, as the region's admin: the only caller told
+the new member's id (an anonymous one gets 202 without it, issue 22). Every answer must be a 201 or, while
 the database is down, a 503 problem with ``Retry-After``, within the request
 timeout: a 500, another status or a hang is recorded as a violation. The ids of
 the acknowledged sign-ups are kept so the run can check each one is stored and
@@ -23,6 +24,7 @@ class SteadyLoad:
                  timeout_s: float = 15.0):
         rate_per_s = rate_per_s or float(os.environ.get("HECHT_STORY_LOAD_RATE", 2))
         self.url = f"{members_url}/v1/regions/{region}/members"
+        self.region = region
         self.suffix = suffix
         self.interval = 1.0 / rate_per_s
         self.timeout_s = timeout_s
@@ -55,7 +57,9 @@ class SteadyLoad:
                 "practice": {"name": f"Praktijk L{k}", "postcode": "9000", "municipality": "Gent"}}
 
     def _run(self) -> None:
+        from tests.conftest import bearer
         session = requests.Session()
+        session.headers.update(bearer("region-admin", self.region))
         k = 0
         next_at = time.monotonic()
         while not self._stop.is_set():

@@ -86,7 +86,8 @@ def run_story(running, topic_reader, hecht_env, fault=lambda stage, receiver, st
                     "email": f"gp{i}.{suffix}@example.org", "language": lang,
                     "registration": {"scheme": "RIZIV", "number": riziv(1000 + i)},
                     "practice": {"name": f"Praktijk {i}", "postcode": "9000", "municipality": "Gent"}}
-            created = ok(http.post(f"{m}/v1/regions/{REGION}/members", json=body), 201)
+            created = ok(http.post(f"{m}/v1/regions/{REGION}/members", json=body,
+                                   headers=bearer("region-admin", REGION)), 201)
             assert created["status"] == "pending"
             gps.append({**body, "id": created["id"]})
             if i == 4:

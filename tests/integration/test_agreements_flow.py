@@ -98,7 +98,8 @@ def test_regions_and_gps_enrolled_in_the_members_service_make_the_electorate(cli
         r = members.post(f"/v1/regions/{REGION}/members", json={
             "given_name": f"Dokter{i}", "family_name": "Peeters", "email": f"gp{i}@example.org", "language": "nl",
             "registration": {"scheme": "RIZIV", "number": number},
-            "practice": {"name": f"Praktijk {i}", "postcode": "9000", "municipality": "Gent"}})
+            "practice": {"name": f"Praktijk {i}", "postcode": "9000", "municipality": "Gent"}},
+            headers=bearer("region-admin", REGION))
         assert r.status_code == 201, r.get_json()
         signed_up.append(r.get_json()["id"])
     approved = signed_up[0]

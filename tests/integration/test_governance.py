@@ -61,7 +61,8 @@ def _enrol(members, n: int, municipality: str = "Gent", category: str | None = N
             "practice": {"name": f"Praktijk {n}", "postcode": "9000", "municipality": municipality}}
     if category:
         form["category"] = category
-    mid = _ok(members.post(f"/v1/regions/{REGION}/members", json=form), 201)["id"]
+    mid = _ok(members.post(f"/v1/regions/{REGION}/members", json=form,
+                                   headers=bearer("region-admin", REGION)), 201)["id"]
     _ok(members.post(f"/v1/regions/{REGION}/members/{mid}/approve", headers=STAFF))
     return mid
 

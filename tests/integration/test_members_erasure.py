@@ -55,7 +55,7 @@ def contacts_topic() -> str:
 def test_the_scan_finds_personal_data_where_it_is(client):
     """The detector itself: before erasure the data is there, in several collections; the
     event archive (the history) never holds any."""
-    m = client.post("/v1/regions/elz-gent/members", json=FORM).json["id"]
+    m = client.post("/v1/regions/elz-gent/members", json=FORM, headers=ADMIN).json["id"]
     assert "outbox" in {name for name, _ in leaks()}   # the contact record, waiting for the relay
     client.post(f"/v1/regions/elz-gent/members/{m}/approve", headers={**ADMIN, "Idempotency-Key": "k1"})
     members_relay(settings("members"), db()).run_once()
@@ -65,7 +65,8 @@ def test_the_scan_finds_personal_data_where_it_is(client):
 
 
 def test_erasure_leaves_a_tombstone_and_no_personal_data_anywhere(client, topic_reader):
-    m = client.post("/v1/regions/elz-gent/members", json=FORM, headers={"Idempotency-Key": "signup-qz"}).json["id"]
+    m = client.post("/v1/regions/elz-gent/members", json=FORM,
+                    headers={**ADMIN, "Idempotency-Key": "signup-qz"}).json["id"]
     base = f"/v1/regions/elz-gent/members/{m}"
     # a stored idempotent reply that carries the member's personal data
     assert client.post(f"{base}/approve", headers={**ADMIN, "Idempotency-Key": "approve-qz"}).status_code == 200
@@ -118,7 +119,7 @@ def test_erasure_leaves_a_tombstone_and_no_personal_data_anywhere(client, topic_
     assert PERSONAL["new_email"] not in _text([r.value for r in contacts])
 
     # the email and registration are free again: the GP may sign up anew
-    again = client.post("/v1/regions/elz-gent/members", json=FORM)
+    again = client.post("/v1/regions/elz-gent/members", json=FORM, headers=ADMIN)
     assert again.status_code == 201 and again.json["id"] != m
 
 
@@ -127,7 +128,7 @@ def test_a_region_admin_erases_a_member_in_any_state(client):
         n6 = 108100 + i
         form = dict(FORM, email=f"member{i}-qz@praktijk-qz.be",
                     registration={"scheme": "RIZIV", "number": f"{n6}{97 - n6 % 97:02d}003"})
-        r = client.post("/v1/regions/elz-gent/members", json=form)
+        r = client.post("/v1/regions/elz-gent/members", json=form, headers=ADMIN)
         assert r.status_code == 201, r.json
         m = r.json["id"]
         for step in steps:
@@ -146,7 +147,7 @@ def _raw_outbox(m: str) -> list[dict]:
 def test_a_relay_pass_racing_an_erasure_publishes_and_archives_nothing_personal(client, topic_reader):
     """The relay read the outbox just before the erasure; what it then writes is redacted, and the
     contact record it had in hand goes out as a tombstone."""
-    m = client.post("/v1/regions/elz-gent/members", json=FORM).json["id"]
+    m = client.post("/v1/regions/elz-gent/members", json=FORM, headers=ADMIN).json["id"]
     relay = members_relay(settings("members"), db())
     read_before = _raw_outbox(m)  # what a relay pass had in hand
     [contact] = [e for e in read_before if outbox.is_record(e)]
@@ -169,7 +170,7 @@ def test_a_relay_pass_racing_an_erasure_publishes_and_archives_nothing_personal(
 def test_a_contact_published_while_its_member_is_erased_is_followed_by_a_tombstone(client, topic_reader):
     """The check before publishing saw the member alive; the erasure committed before the send
     ended: the relay publishes one more tombstone, so the key's latest value is the tombstone."""
-    m = client.post("/v1/regions/elz-gent/members", json=FORM).json["id"]
+    m = client.post("/v1/regions/elz-gent/members", json=FORM, headers=ADMIN).json["id"]
     relay = members_relay(settings("members"), db())
     [contact] = [e for e in _raw_outbox(m) if outbox.is_record(e)]
     checks = []
@@ -190,7 +191,7 @@ def test_a_contact_published_while_its_member_is_erased_is_followed_by_a_tombsto
 
 
 def test_staff_free_text_is_length_limited(client):
-    m = client.post("/v1/regions/elz-gent/members", json=FORM).json["id"]
+    m = client.post("/v1/regions/elz-gent/members", json=FORM, headers=ADMIN).json["id"]
     base = f"/v1/regions/elz-gent/members/{m}"
     r = client.post(f"{base}/reject", json={"reason": "x" * 501}, headers=ADMIN)
     assert r.status_code == 422 and "reason" in r.get_data(as_text=True)

@@ -101,7 +101,7 @@ def _text(record) -> str:
 def test_after_an_erasure_every_topic_is_free_of_the_person_but_a_tombstoned_key(
         members, running_members_relay, notify_worker, stack):
     notify_worker("consumer", "contacts", "mailer", "relay")
-    m = members.post(f"/v1/regions/{REGION}/members", json=FORM).json["id"]
+    m = members.post(f"/v1/regions/{REGION}/members", json=FORM, headers=ADMIN).json["id"]
     base = f"/v1/regions/{REGION}/members/{m}"
     assert members.post(f"{base}/approve", headers=ADMIN).status_code == 200
     assert members.put(f"{base}/capacity", json={"status": "limited", "note": NOTE}, headers=ADMIN).status_code == 200
@@ -157,7 +157,7 @@ def test_the_address_book_follows_the_contacts_topic_and_drops_the_address_on_th
     reader = ContactsConsumer(settings("notify"), notify_db())
     relay = members_relay(settings("members"), members_db())
     try:
-        m = members.post(f"/v1/regions/{REGION}/members", json=FORM).json["id"]
+        m = members.post(f"/v1/regions/{REGION}/members", json=FORM, headers=ADMIN).json["id"]
         relay.run_once()
         book = notify_db().address_book
         wait_until(lambda: reader.poll_once() or (book.find_one({"_id": m}) or {}).get("email"),

@@ -44,7 +44,7 @@ def _enrol(members, n: int, email: str | None = None) -> str:
     form = {"given_name": f"An{n}", "family_name": f"Peeters{n}", "email": email or f"an{n}@praktijk.be",
             "language": "nl", "registration": {"scheme": "RIZIV", "number": _riziv(109000 + n)},
             "practice": {"name": f"Praktijk {n}", "postcode": "9000", "municipality": "Gent"}}
-    mid = _ok(members.post(BASE, json=form), 201)["id"]
+    mid = _ok(members.post(BASE, json=form, headers=bearer("region-admin", REGION)), 201)["id"]
     _ok(members.post(f"{BASE}/{mid}/approve", headers=STAFF))
     return mid
 
@@ -115,7 +115,7 @@ def test_only_enrolled_members_reconfirm_and_unknown_ones_are_404(members):
     form = {"given_name": "Pending", "family_name": "Peeters", "email": "pending@praktijk.be", "language": "nl",
             "registration": {"scheme": "RIZIV", "number": _riziv(109050)},
             "practice": {"name": "Praktijk", "postcode": "9000", "municipality": "Gent"}}
-    pending = _ok(members.post(BASE, json=form), 201)["id"]
+    pending = _ok(members.post(BASE, json=form, headers=bearer("region-admin", REGION)), 201)["id"]
     _problem(members.post(f"{BASE}/{pending}/reconfirm", json={}, headers=STAFF), 409)
     assert _ok(members.get(f"{BASE}/{pending}", headers=STAFF))["reverify_due_at"] is None
     _problem(members.post(f"{BASE}/m_nobody/reconfirm", json={}, headers=STAFF), 404)

@@ -40,7 +40,8 @@ def _staff_browser(portal_fleet, email: str) -> Browser:
 
 
 def _gp(hecht, region: str, number: str, given: str = "An", family: str = "Peeters") -> str:
-    r = requests.post(f"{hecht.urls['members']}/v1/regions/{region}/members", timeout=10, json={
+    r = requests.post(f"{hecht.urls['members']}/v1/regions/{region}/members", timeout=10,
+                      headers=bearer("region-admin", region), json={
         "given_name": given, "family_name": family, "email": new_email(), "language": "nl",
         "registration": {"scheme": "RIZIV", "number": number},
         "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": "Gent"}})

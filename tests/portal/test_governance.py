@@ -33,7 +33,8 @@ def _settings_form(page_html: str, **over) -> dict:
 
 def _member(hecht, region: str, email: str, number: str, town: str = "Gent", given: str = "An",
             family: str = "Peeters", approve: bool = True) -> str:
-    r = requests.post(f"{hecht.urls['members']}/v1/regions/{region}/members", timeout=10, json={
+    r = requests.post(f"{hecht.urls['members']}/v1/regions/{region}/members", timeout=10,
+                      headers=bearer("region-admin", region), json={
         "given_name": given, "family_name": family, "email": email, "language": "nl",
         "registration": {"scheme": "RIZIV", "number": number},
         "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": town}})

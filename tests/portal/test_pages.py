@@ -68,12 +68,31 @@ def test_sign_up_confirm_mail_signs_in_and_verifies_the_address(portal_fleet, he
     # The members service learnt that the address is proven.
     member = b.get(f"/r/{region}/my-data.json").json()["member_id"]
     assert hecht.member(region, member).get("email_verified_at")
-    # Signing up again with the same address: the same answer, and a sign-in link instead.
+    # Signing up again with the same address (another case): the same answer, and the member is
+    # told by e-mail that someone tried (issue 22), at the address they confirmed, in their language.
     other = Browser(portal_fleet.urls["portal"])
     before = len(mails(email))
-    r = other.post(f"/regions/{region}/sign-up", _sign_up_form(email, registration_number="10829059003"))
+    r = other.post(f"/regions/{region}/sign-up", _sign_up_form(email.upper(), registration_number="10829059003"))
     assert r.status_code == 302 and r.headers["Location"] == "/sign-up/sent"
-    wait_until(lambda: len(mails(email)) > before, message="a sign-in link instead of a second sign-up")
+    tried = wait_until(lambda: mails(email)[before:], timeout=60, message="the someone-tried e-mail")
+    assert len(tried) == 1 and tried[0]["Subject"].startswith("Quelqu'un a tenté de s'inscrire auprès de")
+    assert "cette adresse e-mail" in body_of(tried[0]) and f"/r/{region}/membership" in body_of(tried[0])
+    assert hecht.member(region, member)["status"] == "pending"   # nothing about the membership changed
+
+
+def test_sign_up_with_an_enrolled_registration_number_answers_as_any_other(portal_fleet, hecht):
+    """The registration number is as telling as the address (issue 22): the same page, no field
+    error; its holder is told by e-mail, the typed address gets nothing."""
+    region = hecht.region()
+    holder, typed = new_email(), new_email()
+    hecht.sign_up(region, holder, language="en")
+    b = Browser(portal_fleet.urls["portal"])
+    r = b.post(f"/regions/{region}/sign-up", _sign_up_form(typed))   # the holder's number (the default)
+    assert r.status_code == 302 and r.headers["Location"] == "/sign-up/sent"
+    [msg] = wait_until(lambda: mails(holder), timeout=60, message="the holder's someone-tried e-mail")
+    assert msg["Subject"].startswith("Someone tried to sign up with") and "using your details" in msg["Subject"]
+    assert "your professional registration number" in body_of(msg)
+    assert not mails(typed)
 
 
 def test_membership_capacity_and_profile_edits(portal_fleet, hecht, browser):
