@@ -45,7 +45,8 @@ class Hecht:
         return rid
 
     def sign_up(self, region: str, email: str, number: str = "10185748004", language: str = "nl") -> str:
-        r = requests.post(f"{self.urls['members']}/v1/regions/{region}/members", timeout=10, json={
+        r = requests.post(f"{self.urls['members']}/v1/regions/{region}/members", timeout=10,
+                          headers=bearer("region-admin", region), json={
             "given_name": "An", "family_name": "Peeters", "email": email, "language": language,
             "registration": {"scheme": "RIZIV", "number": number},
             "practice": {"name": "Praktijk Zuid", "postcode": "9000", "municipality": "Gent"}})
