@@ -7,6 +7,7 @@ import os
 import secrets
 import time
 from datetime import timedelta
+from urllib.parse import quote
 
 from flask import Flask, Response, g, render_template, request
 from flask_babel import Babel
@@ -71,6 +72,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _install_hooks(app: Flask) -> None:
+    from .views import signed_in
+
     @app.before_request
     def _start():
         g.started = time.perf_counter()
@@ -91,12 +94,33 @@ def _install_hooks(app: Flask) -> None:
         resp.headers.setdefault("Content-Security-Policy",
                                 "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
                                 "form-action 'self'; base-uri 'none'")
+        if request.endpoint != "static" and signed_in():
+            # Whatever a signed-in session is answered (pages, my-data.json, capacity.csv,
+            # redirects) is that person's: no shared or browser cache may keep it.
+            resp.headers["Cache-Control"] = "no-store"
         if request.endpoint != "static" and resp.mimetype == "text/html":
             resp.headers.setdefault("Cache-Control", "no-store")
             if request.headers.get("HX-Request") and request.method == "GET":
-                # htmx (hx-boost) follows a redirect inside its request: show the final URL.
-                resp.headers["HX-Push-Url"] = request.full_path.rstrip("?")
+                # htmx (hx-boost) follows a redirect inside its request: show the final URL,
+                # percent-encoded (a raw CR/LF or non-Latin-1 character is not a valid header).
+                resp.headers["HX-Push-Url"] = push_url()
         return resp
+
+
+# RFC 3986: unreserved and sub-delims, plus the separators a path or query keeps as they are.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?%"
+
+
+def push_url() -> str:
+    """The request's path and query as a header value: ASCII only, no control characters.
+    The path is werkzeug's decoded one, encoded again; the query is the bytes the client
+    sent, with anything outside the safe set (controls, spaces, non-ASCII) encoded."""
+    url = quote(request.path, safe=_PATH_SAFE)
+    qs = request.query_string.decode("latin-1")
+    if qs:
+        url += "?" + quote(qs, safe=_QUERY_SAFE, encoding="latin-1")
+    return url
 
 
 def _install_ops(app: Flask, store: Store) -> None:
