@@ -13,7 +13,8 @@ from hecht.errors import Forbidden, Invalid, NotFound
 from hecht.web import allow, check_if_match, ctx, etag, paginate, public, require
 
 from . import catalogue, domain, handlers, integrators
-from .repository import AddressBook, DeliveryRepository, NotificationRepository, SubscriptionRepository
+from .repository import (AddressBook, DeliveryRepository, NotificationRepository, RegionBook,
+                         SubscriptionRepository)
 from .schemas import (ClientSecretListSchema, DeliveryArgsSchema, DeliveryDetailSchema, DeliveryPageSchema,
                       DeliverySchema, EventTypeListSchema, IntegratorArgsSchema, IntegratorPageSchema, IntegratorSchema,
                       IntegratorSignInResultSchema, IntegratorSignInSchema, IntegratorUpdateSchema,
@@ -89,6 +90,24 @@ def _location(doc: dict) -> str:
     return f"/v1/regions/{doc['region']}/subscriptions/{doc['_id']}"
 
 
+def _known_region(region_id: str) -> None:
+    """Subscriptions and integrator applications are made only in a region notify has learned
+    from the members service's ``region.*`` events (its read model ``regions``): 404 otherwise."""
+    if not RegionBook(ctx().db).known(region_id):
+        raise NotFound(f"region {region_id!r} not found (no region event from the members service names it)")
+
+
+def _json_object_body() -> None:
+    """The request carries a JSON object (``{}`` is one). webargs reads a missing body, or one
+    sent as another media type, as ``{}``: such a request would act on defaults unasked."""
+    raw = request.get_data(cache=True)
+    if not request.is_json or not raw.strip():
+        raise Invalid("the body must be a JSON object (application/json)",
+                      errors={"_schema": ["send a JSON object, e.g. {}"]})
+    if not isinstance(request.get_json(silent=True), dict):
+        raise Invalid("the body must be a JSON object", errors={"_schema": ["send a JSON object, e.g. {}"]})
+
+
 # -- subscriptions ----------------------------------------------------------------------------
 @subscriptions.post("")
 @allow("integrator", "region-admin")
@@ -101,6 +120,7 @@ def create_subscription(body, region_id):
     (except to a retry of this very request with the same ``Idempotency-Key``).
     """
     p = require(*SUBSCRIBERS, region=region_id)
+    _known_region(region_id)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 255:
         raise Invalid("Idempotency-Key must be 1-255 characters", errors={"Idempotency-Key": ["1-255 characters"]})
@@ -147,8 +167,10 @@ def get_subscription(region_id, subscription_id):
 @subscriptions.arguments(SubscriptionUpdateSchema)
 @subscriptions.response(200, SubscriptionSchema)
 def update_subscription(body, region_id, subscription_id):
-    """Change the URL, event types, description, rate limit, or enable / disable (If-Match honoured)."""
+    """Change the URL, event types, description, rate limit, or enable / disable (If-Match honoured).
+    The body is a JSON object with at least one of these fields: 422 otherwise, nothing changes."""
     p = require(*SUBSCRIBERS, region=region_id)
+    _json_object_body()
     current = _subscription(p, region_id, subscription_id)
     check_if_match(current["version"])
     doc = _handle(domain.UpdateSubscription(region_id, subscription_id, current["version"], body,
@@ -174,8 +196,10 @@ def delete_subscription(region_id, subscription_id):
 @subscriptions.response(200, SubscriptionWithSecretSchema)
 def rotate_secret(body, region_id, subscription_id):
     """A new signing secret (shown once) or, for v1a, a new key pair; the previous one keeps
-    signing for the grace period."""
+    signing for the grace period. The body is a JSON object: ``{}`` for the default grace period
+    (24 h), or ``grace_period_s``; no body, or one that is not a JSON object, is 422."""
     p = require(*SUBSCRIBERS, region=region_id)
+    _json_object_body()
     _subscription(p, region_id, subscription_id)
     doc, secret = _handle(domain.RotateSecret(region_id, subscription_id, body["grace_period_s"]))
     return _sub_out(doc, secret), 200, {"ETag": etag(doc["version"])}
@@ -338,6 +362,7 @@ def _app_location(doc: dict) -> str:
 def create_integrator(body, region_id):
     """Invite an integrator application (region-admin): an e-mail goes to its contact address."""
     p = require("region-admin", region=region_id)
+    _known_region(region_id)
     doc = integrators.create(ctx().db, ctx().settings, region=region_id, name=body["name"],
                              contact_email=body["contact_email"], event_types=body["event_types"],
                              language=body.get("language") or "en", created_by=p.sub)

@@ -393,6 +393,10 @@ class RegionBook:
         doc = self.coll.find_one({"_id": region_id}, {"name": 1})
         return (doc or {}).get("name") or region_id
 
+    def known(self, region_id: str) -> bool:
+        """Has a ``region.*`` event from the members service named this region?"""
+        return self.coll.find_one({"_id": region_id}, {"_id": 1}) is not None
+
 
 # -- notifications ----------------------------------------------------------------------------
 class NotificationRepository:

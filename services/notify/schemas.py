@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timezone
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from hecht.web import PageArgsSchema, PageSchema
 
@@ -79,6 +79,12 @@ class SubscriptionUpdateSchema(Schema):
                                                       "failure count and circuit)"})
     rate_limit = fields.Float(allow_none=True, validate=validate.Range(min=0, min_inclusive=False, max=10_000),
                               metadata={"description": "deliveries per second; null: unlimited"})
+
+    @validates_schema
+    def something_to_change(self, data, **kwargs):
+        """An empty body changes nothing: 422, not a new version (issue 22)."""
+        if not data:
+            raise ValidationError("send at least one field to change", "_schema")
 
 
 class SubscriptionArgsSchema(PageArgsSchema):

@@ -46,6 +46,8 @@ def test_integrator_story(hecht_env, tmp_path, visit):
             "id": R, "name": REGION_NAME, "country": "BE", "kind": "eerstelijnszone",
             "municipalities": ["Brugge", "Damme"],
             "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.5, "voting_period_days": 14}}), 201)
+        from tests.integration.test_notify_support import wait_for_region
+        wait_for_region(R)  # notify invites integrators only in a region it has learned
         ok(requests.post(f"{m_url}/v1/staff", headers=platform, timeout=10, json={
             "email": admin_email, "name": "Coördinator Zuid", "language": "nl", "platform_admin": False,
             "admin_of": [R]}), 201)

@@ -72,6 +72,9 @@ def run_story(running, topic_reader, hecht_env, fault=lambda stage, receiver, st
         "municipalities": ["Gent", "Merelbeke"],
         "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.5, "voting_period_days": 14}}), 201)
 
+    from tests.integration.test_notify_support import wait_for_region
+    wait_for_region(REGION)  # notify makes subscriptions only in a region it has learned
+
     with contextlib.ExitStack() as cleanup:
         receiver = cleanup.enter_context(Receiver())
         sub = ok(http.post(f"{n}/v1/regions/{REGION}/subscriptions", headers=bearer("integrator", REGION),

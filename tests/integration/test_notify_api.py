@@ -140,3 +140,61 @@ def test_openapi_documents_the_notify_api(notify_client):
                  "/v1/regions/{region_id}/notifications"):
         assert path in doc["paths"], path
     assert notify_client.get("/docs").status_code == 200
+
+
+def test_subscriptions_and_integrators_only_in_a_region_notify_knows(notify_client):
+    """Issue 22 (8): a platform admin could make both in a region that does not exist (201).
+    Now 404 (problem) until notify has learned the region from the members service's event,
+    and nothing is stored; once ``region.registered`` arrives, the same requests succeed."""
+    from hecht import events as ev
+    region = "nonexistent-region-zz"
+    platform = bearer("platform-admin")
+    subs, apps = f"/v1/regions/{region}/subscriptions", f"/v1/regions/{region}/integrators"
+    sub_body = {"url": "https://hooks.example.com/hecht", "event_types": ["agreement.*"]}
+    app_body = {"name": "AZ Nergens", "contact_email": "it@nergens.example", "event_types": ["agreement.*"]}
+    for path, body, headers in ((subs, sub_body, platform), (apps, app_body, platform),
+                                (subs, sub_body, bearer("region-admin", region)),
+                                (subs, sub_body, bearer("integrator", region))):
+        got = _problem(notify_client.post(path, json=body, headers=headers), 404)
+        assert region in got["detail"] and "region" in got["title"].lower() + got["detail"]
+    assert notify_db().subscriptions.count_documents({"region": region}) == 0
+    assert notify_db().integrators.count_documents({"region": region}) == 0
+    assert notify_client.post(subs, json=sub_body).status_code == 401  # who asks still comes first
+    consume(ev.build("region.registered", region=region, subject=region, sequence=1, source=f"/regions/{region}",
+                     data={"region_id": region, "name": "ELZ Ergens", "country": "BE", "kind": "eerstelijnszone",
+                           "municipalities": ["Gent"], "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.5,
+                                                                          "voting_period_days": 14}}))
+    assert notify_client.post(subs, json=sub_body, headers=platform).status_code == 201
+    assert notify_client.post(apps, json=app_body, headers=platform).status_code == 201
+
+
+def test_an_empty_patch_or_rotation_body_is_422_and_changes_nothing(notify_client):
+    """Issue 22 (11): an empty PATCH bumped the version; rotate-secret took no body (or a form
+    body, ignored) as "rotate with the default grace period". Its body is a JSON object:
+    ``{}`` or ``{"grace_period_s": n}``."""
+    created = subscribe(notify_client, "https://hooks.example.com/hecht", ["agreement.*"])
+    path = f"{BASE}/{created['id']}"
+    before = notify_db().subscriptions.find_one({"_id": created["id"]})
+    json_type = {"Content-Type": "application/json"}
+    bad = [(422, {"json": {}}), (422, {}), (422, {"data": "", "headers": json_type}),
+           (422, {"data": "null", "headers": json_type}), (422, {"data": "[]", "headers": json_type}),
+           (422, {"data": '"x"', "headers": json_type}), (415, {"data": "enabled=true"}),
+           (422, {"json": {"nope": 1}})]
+    for status, kw in bad:
+        headers = {**integrator(), **kw.pop("headers", {})}
+        _problem(notify_client.patch(path, headers=headers, **kw), status)
+    rotations = [(422, {}), (422, {"data": "", "headers": json_type}), (422, {"data": "null", "headers": json_type}),
+                 (422, {"data": "[]", "headers": json_type}), (415, {"data": "grace_period_s=0"}),
+                 (422, {"json": {"grace_period_s": -1}}), (422, {"json": {"grace_period_s": "soon"}}),
+                 (422, {"json": {"grace": 5}})]
+    for status, kw in rotations:
+        headers = {**integrator(), **kw.pop("headers", {})}
+        _problem(notify_client.post(f"{path}/rotate-secret", headers=headers, **kw), status)
+    after = notify_db().subscriptions.find_one({"_id": created["id"]})
+    assert after == before  # no new version, no new secret
+    # what the body is meant to be still works: a field to change; {} or a grace period
+    changed = notify_client.patch(path, json={"description": "ander"}, headers=integrator())
+    assert changed.status_code == 200 and changed.json["version"] == before["version"] + 1
+    assert notify_client.post(f"{path}/rotate-secret", json={}, headers=integrator()).status_code == 200
+    assert notify_client.post(f"{path}/rotate-secret", json={"grace_period_s": 60},
+                              headers=integrator()).status_code == 200

@@ -113,6 +113,27 @@ def notify_db():
     return mongo.database(s.mongo_uri, s.database_name)
 
 
+# The regions the tests make subscriptions and integrator applications in (notify makes them
+# only in a region the members service announced; issue 22).
+KNOWN_REGIONS = (REGION, "elz-brugge")
+
+
+def known_region(*regions: str) -> None:
+    """The regions in notify's read model as a ``region.registered`` event puts them (sequence 0:
+    a region event a test applies afterwards replaces it; no name, so e-mails show the id)."""
+    from services.notify.repository import RegionBook
+    book = RegionBook(notify_db())
+    for region in regions:
+        book.apply(region, 0, None, None)
+
+
+def wait_for_region(region: str, timeout: float = 30) -> None:
+    """Wait until notify's worker has learned ``region`` from the members service's event."""
+    from tests.conftest import wait_until
+    wait_until(lambda: notify_db().regions.find_one({"_id": region}), timeout=timeout,
+               message=f"notify to learn region {region}")
+
+
 class Worker:
     """Notify's worker components in threads of this process, stopped at teardown."""
 
@@ -145,6 +166,7 @@ def fast(hecht_env, monkeypatch):
     for k, v in FAST.items():
         monkeypatch.setenv(k, v)
     ensure_indexes(notify_db())
+    known_region(*KNOWN_REGIONS)
     yield hecht_env
     _delete_topics(hecht_env["prefix"])
 

@@ -103,8 +103,9 @@ def test_another_integrator_of_the_same_region_gets_nothing(hecht_env):
     data, and nothing changes. The endpoints come from the URL map, so a new one is covered."""
     from services.notify.app import create_app
     from services.notify.repository import ensure_indexes
-    from tests.integration.test_notify_support import notify_db
+    from tests.integration.test_notify_support import known_region, notify_db
     ensure_indexes(notify_db())
+    known_region(REGION)
     client = create_app().test_client()
     admin = bearer("region-admin", REGION)
     apps = []

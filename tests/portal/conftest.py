@@ -42,6 +42,8 @@ class Hecht:
                                 "mandate_policy": {"quorum": 0.5, "approval_threshold": 0.5,
                                                    "voting_period_days": 14}})
         assert r.status_code == 201, r.text
+        from tests.integration.test_notify_support import wait_for_region
+        wait_for_region(rid)  # notify makes integrators and subscriptions only in a region it knows
         return rid
 
     def sign_up(self, region: str, email: str, number: str = "10185748004", language: str = "nl") -> str:
