@@ -169,19 +169,28 @@ class Crawler:
 
 
 # -- populating the region through the APIs --------------------------------------------------
-def _member(hecht, region: str, seq: int, family: str, email: str | None = None) -> tuple[str, str]:
-    email = email or new_email()
-    r = requests.post(f"{hecht.urls['members']}/v1/regions/{region}/members", timeout=10, json={
-        "given_name": "An", "family_name": family, "email": email, "language": "nl",
-        "registration": {"scheme": "RIZIV", "number": _riziv(seq)},
-        "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": "Gent"}})
+def _member(hecht, region: str, seq: int, family: str) -> tuple[str, str]:
+    """A sign-up as the region's admin would enter it (the public form's answer names no id)."""
+    email = new_email()
+    r = requests.post(f"{hecht.urls['members']}/v1/regions/{region}/members", timeout=10,
+                      headers=bearer("region-admin", region), json={
+                          "given_name": "An", "family_name": family, "email": email, "language": "nl",
+                          "registration": {"scheme": "RIZIV", "number": _riziv(seq)},
+                          "practice": {"name": f"Praktijk {family}", "postcode": "9000", "municipality": "Gent"}})
     assert r.status_code == 201, r.text
     return r.json()["id"], email
 
 
-def _as_admin(hecht, region: str, service: str, path: str, json=None, method: str = "POST") -> dict:
-    r = requests.request(method, f"{hecht.urls[service]}/v1/regions/{region}{path}", json=json, timeout=10,
-                         headers=bearer("region-admin", region))
+def _as_admin(hecht, region: str, service: str, path: str, json=None, method: str = "POST", *,
+              headers: dict | None = None) -> dict:
+    """A call as the region's admin (or with ``headers``); a 404 is retried for a while: agreements
+    and notify learn of a new region from the members' events."""
+    url = f"{hecht.urls[service]}/v1/regions/{region}{path}"
+
+    def call():
+        r = requests.request(method, url, json=json, timeout=10, headers=headers or bearer("region-admin", region))
+        return None if r.status_code == 404 else [r]
+    [r] = wait_until(call, timeout=60, message=f"{method} {path} to find the region")
     assert r.status_code in (200, 201), (path, r.status_code, r.text[:300])
     return r.json()
 
@@ -216,7 +225,6 @@ def _electorate_settled(region: str, active: int) -> None:
 
 def _populate(hecht) -> dict:
     region = hecht.region()
-    notify = hecht.urls["notify"]
     # staff: a region admin, a platform admin, one invited who never signed in
     _s, admin_email = _staff(hecht, admin_of=[region])
     _s, platform_email = _staff(hecht, platform_admin=True)
@@ -237,16 +245,12 @@ def _populate(hecht) -> dict:
     # integrators: one stays invited (its invitation: a notification without a member), one signs in
     invited_mail, contact_mail = (f"int.{uuid.uuid4().hex[:8]}@example.org" for _ in range(2))
     for name, mail in (("Apotheek Uitgenodigd", invited_mail), ("Ziekenhuis Actief", contact_mail)):
-        r = requests.post(f"{notify}/v1/regions/{region}/integrators", headers=bearer("region-admin", region),
-                          json={"name": name, "contact_email": mail, "event_types": ["agreement.*"]}, timeout=10)
-        assert r.status_code == 201, r.text
-        if mail == contact_mail:
-            app_id = r.json()["id"]
+        app_id = _as_admin(hecht, region, "notify", "/integrators",
+                           {"name": name, "contact_email": mail, "event_types": ["agreement.*"]})["id"]
     _as_admin(hecht, region, "notify", f"/integrators/{app_id}", {"status": "active"}, method="PATCH")
-    r = requests.post(f"{notify}/v1/regions/{region}/subscriptions", timeout=10,
-                      headers=bearer("integrator", region, sub=app_id),
-                      json={"url": "https://example.org/hook", "event_types": ["agreement.*"]})
-    assert r.status_code == 201, r.text
+    _as_admin(hecht, region, "notify", "/subscriptions", {"url": "https://example.org/hook",
+                                                          "event_types": ["agreement.*"]},
+              headers=bearer("integrator", region, sub=app_id))
 
     # agreements: a draft, an open vote, a rejected vote, one terminated (and its amendment in draft)
     today = date.today()
@@ -258,9 +262,8 @@ def _populate(hecht) -> dict:
     for a in (open_vote, rejected_vote, ended):
         _as_admin(hecht, region, "agreements", f"/agreements/{a}/mandate", {})
     for voter in (gp, other):
-        r = requests.put(f"{hecht.urls['agreements']}/v1/regions/{region}/agreements/{ended}/mandate/votes/{voter}",
-                         headers=bearer("gp", region, voter), json={"choice": "for"}, timeout=10)
-        assert r.status_code == 200, r.text
+        _as_admin(hecht, region, "agreements", f"/agreements/{ended}/mandate/votes/{voter}", {"choice": "for"},
+                  method="PUT", headers=bearer("gp", region, voter))
     for a in (rejected_vote, ended):
         if _status(hecht, region, a) == "in_consultation":
             _as_admin(hecht, region, "agreements", f"/agreements/{a}/mandate/close", {})
