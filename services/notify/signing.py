@@ -34,8 +34,9 @@ class SecretBox:
 
     The key comes from the environment. Several comma-separated keys are accepted (the
     first encrypts, all decrypt), so the key itself can be rotated. Without a key, in
-    development, one is derived from HECHT_JWT_SECRET and a warning is logged; a
-    deployment that verifies tokens through JWKS (production) must set a key.
+    development (``HECHT_ENV=development``, no JWKS), one is derived from HECHT_JWT_SECRET and
+    a warning is logged; production must set a key: a key derived from a secret that other
+    services share is one leak away from every webhook secret.
     """
 
     _warned = False
@@ -51,7 +52,7 @@ class SecretBox:
                 raise ValueError("HECHT_WEBHOOK_ENCRYPTION_KEY is not a Fernet key (32 url-safe base64 bytes); "
                                  "generate one with Fernet.generate_key()") from None
             return
-        if settings.jwks_url:
+        if settings.jwks_url or not settings.development:
             raise ValueError("HECHT_WEBHOOK_ENCRYPTION_KEY must be set outside development")
         with SecretBox._lock:
             if not SecretBox._warned:

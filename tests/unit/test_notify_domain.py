@@ -210,6 +210,17 @@ def test_secret_box_derives_a_development_key_only_without_jwks(monkeypatch):
         signing.SecretBox(settings("notify"))
 
 
+def test_secret_box_derives_no_key_in_production(monkeypatch):
+    """HECHT_ENV unset is production: the worker (which checks no token) must not fall back
+    to a key derived from the JWT secret either (issue 22, item 12)."""
+    monkeypatch.delenv("HECHT_WEBHOOK_ENCRYPTION_KEY", raising=False)
+    monkeypatch.delenv("HECHT_JWKS_URL", raising=False)
+    monkeypatch.delenv("HECHT_ENV", raising=False)
+    monkeypatch.setenv("HECHT_JWT_SECRET", "a-production-secret-of-at-least-32-characters")
+    with pytest.raises(ValueError, match="HECHT_WEBHOOK_ENCRYPTION_KEY"):
+        signing.SecretBox(settings("notify"))
+
+
 def test_active_secrets_drop_expired_ones():
     t = datetime(2026, 1, 1, tzinfo=timezone.utc)
     stored = [{"enc": "a", "expires_at": None}, {"enc": "b", "expires_at": t + timedelta(seconds=1)},
