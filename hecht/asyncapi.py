@@ -37,11 +37,16 @@ def render() -> dict:
             raise ValueError(f"no topic for event schema {stem}: add its prefix to PRODUCERS")
         schema = json.loads((events.EVENTS_DIR / f"{stem}.json").read_text())
         mid = _message_id(stem)
-        by_topic[topic].append(mid)
+        summary = schema.get("description", schema.get("title", stem))
+        if events.short_type(stem) in events.INTERNAL_TYPES:
+            # A draft's event: kept in its service's history, on no channel (hecht.events.is_internal).
+            summary = f"INTERNAL (on no channel). {summary}"
+        else:
+            by_topic[topic].append(mid)
         messages[mid] = {
             "name": f"hecht.{stem}",
             "title": stem,
-            "summary": schema.get("description", schema.get("title", stem)),
+            "summary": summary,
             "contentType": "application/cloudevents+json",
             "headers": {"$ref": "#/components/schemas/kafkaHeaders"},
             "payload": {
@@ -143,7 +148,11 @@ def render() -> dict:
                                 "on Kafka. Additive changes keep a type's version; anything else is a new "
                                 ".vN type published side by side during a deprecation window. Member "
                                 "events carry no personal data and no free text; hecht.members.contacts "
-                                "is internal (notify only)."},
+                                "is internal (notify only). Agreements in draft are internal too: "
+                                "their events (agreement.drafted, agreement.revised) are on no channel, "
+                                "an agreement's first event on hecht.agreements is "
+                                "agreement.mandate_requested with its full state, and its sequence "
+                                "counts the draft's events (it may start above 1)."},
         "defaultContentType": "application/cloudevents+json",
         "servers": {"local": {"host": "127.0.0.1:9092", "protocol": "kafka",
                               "description": "the local development broker (make run)"}},

@@ -60,6 +60,23 @@ def short_type(event_type: str) -> str:
     return core.rsplit(".v", 1)[0]
 
 
+# Events that never leave the service that made them (issue 22, item 3). An agreement in draft
+# is the region's work in progress: its events (``agreement.drafted``, ``agreement.revised``, and
+# any other whose ``data.status`` is ``draft``) go into the agreements service's own history, where
+# region staff read the timeline, never onto ``hecht.agreements``, a webhook or a replay. The
+# event that takes an agreement out of draft (``agreement.mandate_requested``) carries its whole
+# state, so a reader of the topic loses nothing; its ``sequence`` counts the internal events too.
+INTERNAL_TYPES = frozenset({"agreement.drafted", "agreement.revised"})
+
+
+def is_internal(event: dict) -> bool:
+    """Is this event (an envelope) one that stays inside its service? See ``INTERNAL_TYPES``."""
+    short = short_type(str(event.get("type") or ""))
+    data = event.get("data")
+    return short in INTERNAL_TYPES or (short.startswith("agreement.") and isinstance(data, dict)
+                                       and data.get("status") == "draft")
+
+
 def schema_name(event_type: str) -> str:
     """``hecht.member.enrolled.v1`` → ``member.enrolled.v1`` (file stem and URN tail)."""
     return event_type[len(TYPE_PREFIX):]

@@ -11,8 +11,10 @@ checks each property relied on here.
 The :class:`Relay` follows the outbox collection's change stream. After each
 published batch it copies the events to the ``events`` collection (the
 history the API serves), deletes them from the outbox and stores the stream's
-resume token. At start, with no token or one the server no longer knows, it
-first publishes the backlog through the outbox's ``(subject, sequence)`` index.
+resume token. Internal events (``hecht.events.is_internal``: an agreement's while
+it is a draft) are archived without being published. At start, with no token or
+one the server no longer knows, it first publishes the backlog through the
+outbox's ``(subject, sequence)`` index.
 A crash between publishing and deleting publishes those events again:
 at-least-once, and consumers drop duplicates by event id.
 
@@ -342,8 +344,12 @@ class Relay:
             return 0
         event_entries = [e for e in entries if not is_record(e)]
         records = [e for e in entries if is_record(e)]
-        if event_entries:
-            self._publish([envelope(e) for e in event_entries])
+        # Internal events (a draft's: ``events.is_internal``) are archived for the history but
+        # never published. Writers keep them out of the outbox; this holds for any that are
+        # there anyway (written by a version from before the rule, or by another writer).
+        published = [envelope(e) for e in event_entries if not ev.is_internal(envelope(e))]
+        if published:
+            self._publish(published)
         if records:
             self._publish_records(records)
         if event_entries:

@@ -4,7 +4,9 @@
   and the scheduler use. Every change is one transaction: the document is replaced
   only if its ``sequence`` is still the one the change was decided on (else
   VersionConflict: the caller reads again and decides again), and the change's
-  events go into the outbox (``hecht.outbox``) in the same transaction.
+  events go into the outbox (``hecht.outbox``) in the same transaction; a draft's events
+  (internal, ``hecht.events.is_internal``) go straight into the history (``events``) instead,
+  so they never reach Kafka, webhooks or integrators.
 * ``ballot_boxes``: who voted what, one document per agreement, apart from the
   agreement so that no list, tally or event ever touches an individual choice.
   A vote writes it in the same transaction as the tally and the ``vote_cast`` event.
@@ -217,6 +219,8 @@ class AgreementRepository:
                               data=e.data, source=source, traceparent=t)
                      for i, (e, t) in enumerate(zip(events, traces, strict=True))]
         agreement.sequence = first + len(envelopes) - 1
+        internal = [e for e in envelopes if ev.is_internal(e)]
+        published = [e for e in envelopes if not ev.is_internal(e)]
         head = to_head(agreement)
         box = None
         if agreement.ballots is not None and agreement.mandate is not None:
@@ -233,7 +237,12 @@ class AgreementRepository:
                                       "read it again and retry")
             if box is not None:
                 self.boxes.replace_one({"_id": agreement.id}, box, upsert=True, session=s)
-            self.db[outbox.OUTBOX].insert_many(outbox.outbox_entries(envelopes, actor), session=s)
+            if published:
+                self.db[outbox.OUTBOX].insert_many(outbox.outbox_entries(published, actor), session=s)
+            if internal:
+                # A draft's events never leave the service (hecht.events.INTERNAL_TYPES): straight
+                # into the history, in the same transaction, never through the outbox and its relay.
+                self.db[outbox.ARCHIVE].insert_many(outbox.outbox_entries(internal, actor), session=s)
         try:
             outbox.transaction(self.db, work)
         except DuplicateKeyError:

@@ -22,8 +22,9 @@ from hecht import events as ev
 
 from . import domain
 
-# Kinds no subscription ever receives (notify ignores staff accounts).
-NOT_DELIVERED = ("staff.", "common")
+# Kinds no subscription ever receives (notify ignores staff accounts); a draft's events
+# (hecht.events.INTERNAL_TYPES) never leave the agreements service.
+NOT_DELIVERED = ("staff.", "common", *(f"{t}.v" for t in sorted(ev.INTERNAL_TYPES)))
 
 # Values for the string patterns the schemas use; tried in order, the first that matches wins.
 _PATTERN_SAMPLES = ("elz-gent", "agreement_activated", "v1", "s_0190a1b2c3d4", "0190a1b2c3d4")

@@ -16,17 +16,21 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlsplit
 
+from hecht import events as ev
 from hecht.errors import Invalid
 
 # -- event types ------------------------------------------------------------------------------
 # The public event types (DESIGN.md); patterns are checked against them so a typo such as
-# "agrement.*" is refused instead of silently matching nothing.
+# "agrement.*" is refused instead of silently matching nothing. A draft's events
+# (``agreement.drafted``, ``agreement.revised``: hecht.events.INTERNAL_TYPES) are not among
+# them: drafts never leave the agreements service, so a subscription naming one would match
+# nothing and is refused the same way, with a message saying why.
 EVENT_TYPES = frozenset({
     "region.registered", "region.updated",
     "member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
     "member.left", "member.erased", "member.roles_changed", "member.capacity_changed",
     "member.profile_updated", "member.reverified", "member.reverification_due",
-    "agreement.drafted", "agreement.revised", "agreement.mandate_requested", "agreement.vote_cast",
+    "agreement.mandate_requested", "agreement.vote_cast",
     "agreement.mandated", "agreement.mandate_rejected", "agreement.signed", "agreement.activated",
     "agreement.review_due", "agreement.expired", "agreement.terminated", "agreement.superseded",
     "agreement.proxy_recorded", "agreement.proxy_revoked",
@@ -57,6 +61,9 @@ def normalize_patterns(patterns: list[str], known: set[str] | frozenset[str] = E
             errors[str(i)] = [f"{raw!r} is not a pattern: use '*', 'agreement.*' or 'member.capacity_changed'"]
         elif p != "*" and p.endswith(".*") and p[:-2] not in kinds:
             errors[str(i)] = [f"no event types start with {p[:-2]!r}; known: {', '.join(sorted(kinds))}"]
+        elif p != "*" and not p.endswith(".*") and p not in known and p in ev.INTERNAL_TYPES:
+            errors[str(i)] = [f"{p!r} is not delivered: a draft never leaves the agreements service; "
+                              "an agreement's first event is agreement.mandate_requested, with its full content"]
         elif p != "*" and not p.endswith(".*") and p not in known:
             errors[str(i)] = [f"unknown event type {p!r}"]
         elif p not in out:

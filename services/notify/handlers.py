@@ -220,8 +220,9 @@ def replay_deliveries(cmd: domain.ReplayDeliveries, repos: Repos, trace: str | N
     new_docs = []
     matched_ids = []
     for copy in repos.copies.since(doc["region"], cmd.since, cmd.until, MAX_REPLAY):
-        if copy["type"] == domain.PING_TYPE or not domain.matches(doc["event_types"], copy["type"]):
-            continue
+        if copy["type"] == domain.PING_TYPE or copy["type"] in ev.INTERNAL_TYPES \
+                or not domain.matches(doc["event_types"], copy["type"]):
+            continue  # a draft's event copied before drafts stayed internal is never replayed
         matched_ids.append(copy["_id"])
         new_docs.append(repos.deliveries.new_doc(doc, _meta_from_copy(copy), at))
     if new_docs:
@@ -296,6 +297,11 @@ def handle_event(event: dict, db: Database, settings: Settings) -> None:
     """
     short = ev.short_type(event["type"])
     if short.startswith(IGNORED_PREFIXES):
+        return
+    if ev.is_internal(event):
+        # A draft's event (agreements never publishes one; an older version of it did): no
+        # copy, no delivery, no replay. Drafts never reach integrators (issue 22, item 3).
+        log.warning("internal event ignored", extra={"event_id": event.get("id"), "type": short})
         return
     repos = Repos(db, settings)
     at = domain.parse_datetime(event.get("time")) or now()
@@ -506,7 +512,7 @@ MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "membe
                 "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated",
                 "member.email_verified", "member.reverified", "member.reverification_due")
 VOTE_ENDING_TYPES = ("agreement.mandated", "agreement.mandate_rejected", "agreement.signed", "agreement.activated",
-                     "agreement.revised", "agreement.expired", "agreement.terminated", "agreement.superseded",
+                     "agreement.expired", "agreement.terminated", "agreement.superseded",
                      "agreement.vote_cast")
 
 EVENT_HANDLERS: dict[str, list] = {
