@@ -8,7 +8,8 @@ from hecht.config import settings
 from services.notify.signing import SecretBox
 from tests.conftest import bearer
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
-    REGION, agreement_event, consume, fast, integrator, member_event, notify_client, notify_db, subscribe)
+    REGION, agreement_event, consume, fast, integrator, member_event, notify_client, notify_db, signed_event,
+    subscribe, vote_cast_event)
 
 BASE = f"/v1/regions/{REGION}/subscriptions"
 
@@ -75,7 +76,7 @@ def test_update_with_if_match_and_delete(notify_client):
     consume(member_event("member.capacity_changed", "m_1", 1))
     assert notify_db().deliveries.count_documents({}) == 0  # disabled: nothing fanned out
     assert notify_client.patch(path, json={"enabled": True}, headers=integrator()).status_code == 200
-    consume(member_event("member.capacity_changed", "m_1", 2), agreement_event("agreement.drafted", "a_1", 1))
+    consume(member_event("member.capacity_changed", "m_1", 2), vote_cast_event("a_1", 1))
     assert [d["event_type"] for d in notify_db().deliveries.find()] == ["member.capacity_changed"]
     assert notify_client.delete(path, headers=integrator()).status_code == 204
     _problem(notify_client.get(path, headers=integrator()), 404)
@@ -106,8 +107,8 @@ def test_subscriptions_and_deliveries_are_paginated_and_filtered(notify_client):
         url = page["next"]
     assert seen == ids
     consume(member_event("member.enrolled", "m_1", 1), member_event("member.roles_changed", "m_1", 2),
-            agreement_event("agreement.drafted", "a_1", 1), agreement_event("agreement.revised", "a_1", 2))
-    notify_db().deliveries.update_one({"subscription_id": ids[0], "event_type": "agreement.revised"},
+            vote_cast_event("a_1", 1), signed_event("a_1", 2))
+    notify_db().deliveries.update_one({"subscription_id": ids[0], "event_type": "agreement.signed"},
                                       {"$set": {"status": "failed"}})
     dpath = f"{BASE}/{ids[0]}/deliveries"
     all_items, url = [], f"{dpath}?limit=3"
@@ -115,15 +116,15 @@ def test_subscriptions_and_deliveries_are_paginated_and_filtered(notify_client):
         page = notify_client.get(url, headers=integrator()).json
         all_items += page["items"]
         url = page["next"]
-    assert [d["event_type"] for d in all_items] == ["member.enrolled", "member.roles_changed", "agreement.drafted",
-                                                    "agreement.revised"]
+    assert [d["event_type"] for d in all_items] == ["member.enrolled", "member.roles_changed", "agreement.vote_cast",
+                                                    "agreement.signed"]
     assert "attempts" not in all_items[0]
     members = notify_client.get(f"{dpath}?event_type=member.*", headers=integrator()).json["items"]
     assert [d["event_type"] for d in members] == ["member.enrolled", "member.roles_changed"]
-    exact = notify_client.get(f"{dpath}?event_type=agreement.drafted", headers=integrator()).json["items"]
-    assert [d["event_type"] for d in exact] == ["agreement.drafted"]
+    exact = notify_client.get(f"{dpath}?event_type=agreement.vote_cast", headers=integrator()).json["items"]
+    assert [d["event_type"] for d in exact] == ["agreement.vote_cast"]
     failed = notify_client.get(f"{dpath}?status=failed", headers=integrator()).json["items"]
-    assert [d["event_type"] for d in failed] == ["agreement.revised"]
+    assert [d["event_type"] for d in failed] == ["agreement.signed"]
     _problem(notify_client.get(f"{dpath}?status=lost", headers=integrator()), 422)
     _problem(notify_client.get(f"{BASE}/{ids[0]}/deliveries/dlv_nope", headers=integrator()), 404)
 

@@ -21,7 +21,7 @@ from hecht.config import settings
 from tests.conftest import bearer, wait_until
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
     REGION, agreement_event, consume, fast, mails_to, notify_client, notify_db, notify_worker, receiver,
-    unique_address)
+    signed_event, unique_address, vote_cast_event)
 
 ADMIN = bearer("region-admin", REGION)
 APPS = f"/v1/regions/{REGION}/integrators"
@@ -289,7 +289,7 @@ def test_an_ed25519_signed_delivery_verifies_with_the_spec_algorithm(notify_clie
     sub = subscribe_as(notify_client, ADMIN, receiver.url(), ["agreement.*"], signature="v1a")
     assert "secret" not in sub and sub["public_key"].startswith("whpk_") and sub["signature"] == "v1a"
     notify_worker("deliveries")
-    event = agreement_event("agreement.drafted", "a_v1a", 1)
+    event = vote_cast_event("a_v1a", 1)
     consume(event)
     wait_until(lambda: receiver.count() == 1, message="the delivery")
     req = receiver.requests[0]
@@ -308,7 +308,7 @@ def test_an_ed25519_signed_delivery_verifies_with_the_spec_algorithm(notify_clie
     rotated = notify_client.post(f"{SUBS}/{sub['id']}/rotate-secret", json={"grace_period_s": 600}, headers=ADMIN).json
     assert rotated["public_key"] != sub["public_key"] and set(rotated["public_keys"]) == {
         rotated["public_key"], sub["public_key"]} and "secret" not in rotated
-    consume(agreement_event("agreement.drafted", "a_v1a2", 1))
+    consume(vote_cast_event("a_v1a2", 1))
     wait_until(lambda: receiver.count() == 2, message="the second delivery")
     h2 = receiver.requests[1]["headers"]
     sigs = h2["webhook-signature"].split(" ")
@@ -329,7 +329,7 @@ def test_circuit_breaker_opens_probes_and_closes_in_the_attempt_log(notify_clien
     # 3 failures open it; the first probe fails (re-open); the second probe succeeds (close)
     receiver.script = [500, 500, 500, 503]
     notify_worker("deliveries")
-    consume(agreement_event("agreement.drafted", "a_cb", 1))
+    consume(vote_cast_event("a_cb", 1))
     d = wait_until(lambda: notify_client.get(f"{SUBS}/{sub['id']}/deliveries?status=succeeded",
                                              headers=ADMIN).json["items"], timeout=30, message="delivered")[0]
     detail = notify_client.get(f"{SUBS}/{sub['id']}/deliveries/{d['id']}", headers=ADMIN).json
@@ -356,11 +356,11 @@ def test_an_open_circuit_shows_on_the_subscription_and_holds_deliveries(notify_c
     sub = subscribe_as(notify_client, ADMIN, receiver.url(), ["agreement.*"])
     receiver.default = 500
     notify_worker("deliveries")
-    consume(agreement_event("agreement.drafted", "a_open", 1))
+    consume(vote_cast_event("a_open", 1))
     circuit = wait_until(lambda: (c := notify_client.get(f"{SUBS}/{sub['id']}", headers=ADMIN).json["circuit"])
                          ["state"] == "open" and c, message="open")
     assert circuit["consecutive_failures"] == 2 and circuit["retry_at"] > circuit["opened_at"]
-    consume(agreement_event("agreement.drafted", "a_open2", 1))
+    consume(vote_cast_event("a_open2", 1))
     time.sleep(1.0)
     assert receiver.count() == 2  # nothing goes while it cools down
 
@@ -376,8 +376,7 @@ def test_a_suspended_application_s_deliveries_are_held_and_resume_in_order(notif
                             headers=dict(ADMIN, **{"If-Match": notify_client.get(url, headers=ADMIN).headers["ETag"]}))
     assert r.status_code == 200, r.get_data(as_text=True)
     notify_worker("deliveries")
-    for seq in (1, 2):
-        consume(agreement_event("agreement.drafted" if seq == 1 else "agreement.revised", "a_susp", seq))
+    consume(vote_cast_event("a_susp", 1), signed_event("a_susp", 2))
     wait_until(lambda: receiver.count("/free") == 2, timeout=30, message="the other application's deliveries")
     time.sleep(1.5)
     assert receiver.count("/held") == 0
@@ -388,7 +387,7 @@ def test_a_suspended_application_s_deliveries_are_held_and_resume_in_order(notif
     assert r.status_code == 200, r.get_data(as_text=True)
     wait_until(lambda: receiver.count("/held") == 2, timeout=30, message="released after resuming")
     types = [b["type"] for b in receiver.bodies("/held")]
-    assert types == [ev.full_type("agreement.drafted"), ev.full_type("agreement.revised")]
+    assert types == [ev.full_type("agreement.vote_cast"), ev.full_type("agreement.signed")]
     assert free["owner"] == other["id"] and held["owner"] == app["id"]
 
 
@@ -396,7 +395,7 @@ def test_a_suspended_application_s_deliveries_are_held_and_resume_in_order(notif
 def test_the_rate_limit_spaces_deliveries(notify_client, notify_worker, receiver):
     sub = subscribe_as(notify_client, ADMIN, receiver.url(), ["agreement.*"], rate_limit=4)
     assert sub["rate_limit"] == 4
-    consume(*[agreement_event("agreement.drafted", f"a_rl{i}", 1) for i in range(8)])  # 8 lanes, all due
+    consume(*[vote_cast_event(f"a_rl{i}", 1) for i in range(8)])  # 8 lanes, all due
     notify_worker("deliveries")
     wait_until(lambda: receiver.count() == 8, timeout=30, message="8 deliveries")
     times = sorted(r["at"] for r in receiver.requests)

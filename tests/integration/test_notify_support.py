@@ -309,6 +309,20 @@ def agreement_event(short: str, agreement_id: str, sequence: int, **kw) -> dict:
     return build(short, subject=agreement_id, sequence=sequence, data=agreement_data(agreement_id, **kw))
 
 
+def vote_cast_event(agreement_id: str = "a_1", sequence: int = 1, **kw) -> dict:
+    """The webhook tests' sample event: a published agreement event that makes notify do nothing
+    besides the copy and the deliveries (no e-mail, no reminder). A draft's events would not do:
+    they never leave the agreements service (issue 22), and notify drops them."""
+    return agreement_event("agreement.vote_cast", agreement_id, sequence, status="in_consultation",
+                           mandate=mandate(), **kw)
+
+
+def signed_event(agreement_id: str = "a_1", sequence: int = 2, **kw) -> dict:
+    """Another published agreement event without e-mails: the vote passed and the region signed."""
+    return agreement_event("agreement.signed", agreement_id, sequence, status="mandated",
+                           mandate=mandate("passed", votes=(2, 0, 0)), **kw)
+
+
 def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 

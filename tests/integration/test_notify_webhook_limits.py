@@ -15,7 +15,7 @@ from services.notify import outbound
 from services.notify.worker import MAX_BODY_READ, RESPONSE_BYTES, DeliveryEngine
 from tests.conftest import wait_until
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
-    agreement_event, consume, deliveries, fast, notify_client, notify_db, subscribe)
+    consume, deliveries, fast, notify_client, notify_db, subscribe, vote_cast_event)
 
 MB = 1024 * 1024
 
@@ -114,7 +114,7 @@ def receivers():
 def _one_attempt(client, url: str) -> tuple[dict, dict]:
     """Subscribe ``url``, hand notify one event and make exactly one attempt: (delivery, attempt)."""
     sub = subscribe(client, url, ["agreement.*"])
-    consume(agreement_event("agreement.drafted", "a_1", 1))
+    consume(vote_cast_event("a_1", 1))
     engine = DeliveryEngine(settings("notify"), notify_db())
     try:
         assert engine.dispatch_once() == 1

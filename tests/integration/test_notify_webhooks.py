@@ -18,7 +18,7 @@ from services.notify import outbound
 from services.notify.worker import DeliveryEngine
 from tests.conftest import wait_until
 from tests.integration.test_notify_support import (  # noqa: F401 - fixtures
-    AGREEMENTS, MEMBERS, REGION, Receiver, agreement_event, consume, deliveries, fast, integrator, member_event, notify_client, notify_db, notify_worker, produce, receiver, subscribe)
+    AGREEMENTS, MEMBERS, REGION, Receiver, agreement_event, consume, deliveries, fast, integrator, member_event, notify_client, notify_db, notify_worker, produce, receiver, subscribe, vote_cast_event)
 
 MEMBER_TYPES = ("member.signed_up", "member.enrolled", "member.rejected", "member.suspended", "member.reinstated",
                 "member.left", "member.roles_changed", "member.capacity_changed", "member.profile_updated",
@@ -30,8 +30,9 @@ def _status(short: str) -> str:
             "member.left": "left", "member.erased": "erased"}.get(short, "active")
 
 
-def _drafted(agreement_id: str = "a_1", seq: int = 1, **kw) -> dict:
-    return agreement_event("agreement.drafted", agreement_id, seq, **kw)
+def _sample(agreement_id: str = "a_1", seq: int = 1, **kw) -> dict:
+    """A published agreement event (a draft's would never reach notify: issue 22)."""
+    return vote_cast_event(agreement_id, seq, **kw)
 
 
 def _sub_doc(sub_id: str) -> dict:
@@ -43,7 +44,7 @@ def test_a_delivery_is_a_signed_cloudevent_that_verifies_with_standardwebhooks(n
                                                                                receiver):
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     notify_worker("deliveries")
-    event = _drafted()
+    event = _sample()
     consume(event)
     wait_until(lambda: receiver.count() == 1, message="the delivery")
     req = receiver.requests[0]
@@ -69,11 +70,11 @@ def test_event_type_filters_and_region_scope(notify_client, notify_worker, recei
     elsewhere = subscribe(notify_client, receiver.url("/elsewhere"), ["*"], region="elz-brugge")
     notify_worker("deliveries")
     consume(member_event("member.enrolled", "m_1", 1), member_event("member.capacity_changed", "m_1", 2),
-            _drafted())
+            _sample())
     wait_until(lambda: receiver.count("/c") == 3 and receiver.count("/a") == 1 and receiver.count("/b") == 1,
                message="filtered deliveries")
     time.sleep(0.3)
-    assert [ev.short_type(b["type"]) for b in receiver.bodies("/a")] == ["agreement.drafted"]
+    assert [ev.short_type(b["type"]) for b in receiver.bodies("/a")] == ["agreement.vote_cast"]
     assert [ev.short_type(b["type"]) for b in receiver.bodies("/b")] == ["member.capacity_changed"]
     assert receiver.count("/off") == receiver.count("/elsewhere") == 0
     assert not deliveries(off["id"]) and not deliveries(elsewhere["id"])
@@ -116,7 +117,7 @@ def test_retries_after_a_500_and_a_timeout_then_success(notify_client, notify_wo
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     receiver.script = [{"status": 500, "body": "boom " * 200}, {"sleep": 2.5}, 200]
     notify_worker("deliveries")
-    consume(_drafted())
+    consume(_sample())
     d = wait_until(lambda: deliveries(sub["id"], status="succeeded"), timeout=20, message="eventual success")[0]
     assert [a["status"] for a in d["attempts"]] == [500, None, 200]
     assert "timeout" in d["attempts"][1]["error"]
@@ -131,7 +132,7 @@ def test_retry_after_on_429_is_honoured(notify_client, notify_worker, receiver):
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     receiver.script = [{"status": 429, "headers": {"Retry-After": "2"}}, 200]
     notify_worker("deliveries")
-    consume(_drafted())
+    consume(_sample())
     wait_until(lambda: deliveries(sub["id"], status="succeeded"), timeout=15, message="success after 429")
     times = [r["at"] for r in receiver.requests]
     assert len(times) == 2 and times[1] - times[0] >= 1.9
@@ -142,7 +143,7 @@ def test_an_endpoint_that_keeps_failing_is_disabled_with_an_event(notify_client,
     receiver.default = 500
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     notify_worker("deliveries", "relay")
-    consume(*[_drafted(f"a_{i}") for i in range(3)])
+    consume(*[_sample(f"a_{i}") for i in range(3)])
     wait_until(lambda: not _sub_doc(sub["id"])["enabled"], timeout=20, message="the subscription disabled")
     failed = deliveries(sub["id"], status="failed")
     assert len(failed) == 3 and all(d["attempt_count"] == 3 for d in failed)  # 1 + 2 retries each
@@ -156,9 +157,9 @@ def test_an_endpoint_that_keeps_failing_is_disabled_with_an_event(notify_client,
                              "failed_deliveries": 3}
     assert event["subject"] == sub["id"] and event["source"] == f"/regions/{REGION}/subscriptions"
     seen = receiver.count()
-    consume(_drafted("a_late"))
+    consume(_sample("a_late"))
     time.sleep(0.5)
-    assert receiver.count() == seen and not deliveries(sub["id"], event_type="agreement.drafted",
+    assert receiver.count() == seen and not deliveries(sub["id"], event_type="agreement.vote_cast",
                                                        subject="a_late")
     r = notify_client.patch(f"/v1/regions/{REGION}/subscriptions/{sub['id']}", json={"enabled": True},
                             headers=integrator())
@@ -170,7 +171,7 @@ def test_410_gone_disables_at_once(notify_client, notify_worker, receiver):
     receiver.script = [410]
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     notify_worker("deliveries")
-    consume(_drafted())
+    consume(_sample())
     wait_until(lambda: not _sub_doc(sub["id"])["enabled"], message="disabled after 410")
     d = deliveries(sub["id"])[0]
     assert d["status"] == "failed" and d["attempt_count"] == 1
@@ -184,7 +185,7 @@ def test_manual_retry_of_a_failed_delivery(notify_client, notify_worker, receive
     receiver.default = 503
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
     notify_worker("deliveries")
-    consume(_drafted())
+    consume(_sample())
     d = wait_until(lambda: deliveries(sub["id"], status="failed"), timeout=15, message="failed")[0]
     base = f"/v1/regions/{REGION}/subscriptions/{sub['id']}/deliveries"
     receiver.default = 200
@@ -194,7 +195,7 @@ def test_manual_retry_of_a_failed_delivery(notify_client, notify_worker, receive
     got = notify_client.get(f"{base}/{d['_id']}", headers=integrator()).json
     assert got["status"] == "succeeded" and [a["status"] for a in got["attempts"]] == [503, 503, 503, 200]
     assert notify_client.post(f"{base}/nope/retry", headers=integrator()).status_code == 404
-    consume(_drafted("a_2"))
+    consume(_sample("a_2"))
     pending = wait_until(lambda: deliveries(sub["id"], subject="a_2"), message="second delivery")[0]
     notify_db().deliveries.update_one({"_id": pending["_id"]}, {"$set": {
         "status": "pending", "next_attempt_at": datetime.now(timezone.utc) + timedelta(hours=1)}})
@@ -203,7 +204,7 @@ def test_manual_retry_of_a_failed_delivery(notify_client, notify_worker, receive
 
 def test_replay_since_a_time_from_notifys_own_copy(notify_client, notify_worker, receiver):
     now = datetime.now(timezone.utc)
-    old = [agreement_event("agreement.drafted", f"a_{h}", 1) for h in range(3)]
+    old = [vote_cast_event(f"a_{h}", 1) for h in range(3)]
     for h, e in enumerate(old):
         e["time"] = (now - timedelta(hours=3 - h)).isoformat().replace("+00:00", "Z")  # 3 h, 2 h, 1 h ago
     member = member_event("member.enrolled", "m_1", 1)
@@ -292,7 +293,7 @@ def test_two_engines_never_send_the_same_delivery(notify_client, fast, receiver)
 
 def test_a_dead_workers_lease_runs_out_and_the_delivery_goes_out(notify_client, notify_worker, receiver):
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
-    consume(_drafted())
+    consume(_sample())
     d = deliveries(sub["id"])[0]
     now = datetime.now(timezone.utc)
     from services.notify.repository import DeliveryRepository
@@ -312,7 +313,7 @@ def test_a_dead_workers_lease_runs_out_and_the_delivery_goes_out(notify_client, 
 def test_an_outcome_after_the_lease_was_taken_over_is_not_recorded(notify_client, fast, receiver):
     from services.notify.repository import DeliveryRepository
     sub = subscribe(notify_client, receiver.url(), ["agreement.*"])
-    consume(_drafted())
+    consume(_sample())
     [d] = deliveries(sub["id"])
     repo = DeliveryRepository(notify_db())
     now = datetime.now(timezone.utc)
@@ -335,7 +336,7 @@ def test_an_outcome_after_the_lease_was_taken_over_is_not_recorded(notify_client
 def test_a_claim_on_a_stale_read_or_a_live_lease_wins_nothing(notify_client, fast):
     from services.notify.repository import DeliveryRepository
     sub = subscribe(notify_client, "http://127.0.0.1:9/hook", ["agreement.*"])
-    consume(*[_drafted(f"a_{i}") for i in range(4)])
+    consume(*[_sample(f"a_{i}") for i in range(4)])
     repo = DeliveryRepository(notify_db())
     read = deliveries(sub["id"])
     now = datetime.now(timezone.utc)
@@ -345,7 +346,7 @@ def test_a_claim_on_a_stale_read_or_a_live_lease_wins_nothing(notify_client, fas
     # nothing is free now, whoever asks and whatever they read
     assert repo.claim(deliveries(sub["id"]), "w3", now, now + timedelta(seconds=30)) == set()
     # 48 claimers racing for one fresh delivery: exactly one wins
-    consume(_drafted("a_race"))
+    consume(_sample("a_race"))
     [fresh] = deliveries(sub["id"], subject="a_race")
     now = datetime.now(timezone.utc)
     won, start = [], threading.Barrier(48)
@@ -371,7 +372,7 @@ def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(notify_
     new = r.json["secret"]
     assert new.startswith("whsec_") and new != old and r.json["signing_secrets"] == 2
     notify_worker("deliveries")
-    consume(_drafted("a_1"))
+    consume(_sample("a_1"))
     wait_until(lambda: receiver.count() == 1, message="delivery during the grace period")
     req = receiver.requests[0]
     assert len(req["headers"]["webhook-signature"].split(" ")) == 2
@@ -380,7 +381,7 @@ def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(notify_
 
     newest = notify_client.post(path, json={"grace_period_s": 0}, headers=integrator()).json
     assert newest["signing_secrets"] == 1
-    consume(_drafted("a_2"))
+    consume(_sample("a_2"))
     wait_until(lambda: receiver.count() == 2, message="delivery after an immediate rotation")
     req = receiver.requests[1]
     Webhook(newest["secret"]).verify(req["body"], req["headers"])
@@ -428,7 +429,7 @@ def test_the_resolved_address_is_checked_at_connect_time(notify_client, fast, re
     client = create_app().test_client()
     sub = subscribe(client, f"https://hooks.example.test:{receiver.port}/hook", ["agreement.*"])
     answers["hooks.example.test"] = "127.0.0.1"  # the rebinding
-    consume(_drafted())
+    consume(_sample())
     engine = DeliveryEngine(settings("notify"), notify_db())
     try:
         assert engine.dispatch_once() == 1
@@ -464,15 +465,15 @@ def _resolver(answers: dict[str, str]):
 # -- through Kafka ----------------------------------------------------------------------------
 def test_events_from_kafka_fan_out_once_even_when_redelivered(notify_client, notify_worker, receiver):
     sub = subscribe(notify_client, receiver.url(), ["agreement.*", "member.enrolled", "subscription.*"])
-    drafted = _drafted()
+    sample = _sample()
     enrolled = member_event("member.enrolled", "m_1", 1)
-    produce(AGREEMENTS, drafted, drafted)
+    produce(AGREEMENTS, sample, sample)
     produce(MEMBERS, enrolled)
     notify_worker("consumer", "deliveries")
     wait_until(lambda: receiver.count() == 2, timeout=30, message="deliveries from Kafka")
-    consume(drafted)  # a redelivery that got past the inbox (crash before the inbox write)
+    consume(sample)  # a redelivery that got past the inbox (crash before the inbox write)
     time.sleep(0.5)
-    assert sorted(b["id"] for b in receiver.bodies()) == sorted([drafted["id"], enrolled["id"]])
+    assert sorted(b["id"] for b in receiver.bodies()) == sorted([sample["id"], enrolled["id"]])
     assert len(deliveries(sub["id"])) == 2
     assert "personal" not in next(b for b in receiver.bodies() if b["id"] == enrolled["id"])["data"]
 
@@ -493,15 +494,15 @@ def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(no
         assert [ix.get("expireAfterSeconds") for ix in ttl] == [0], name
     busy = subscribe(notify_client, receiver.url(), ["agreement.*", "member.enrolled"])
     waiting = subscribe(notify_client, receiver.url("/waiting"), ["agreement.*"])
-    drafted, enrolled = _drafted(), member_event("member.enrolled", "m_1", 1)
+    sample, enrolled = _sample(), member_event("member.enrolled", "m_1", 1)
     unmatched = member_event("member.capacity_changed", "m_1", 2)
     receiver.script = [500]  # the first attempt fails: a delivery settles with an earlier attempt
-    consume(drafted, enrolled, unmatched)
+    consume(sample, enrolled, unmatched)
     r = notify_client.patch(f"/v1/regions/{REGION}/subscriptions/{waiting['id']}", json={"enabled": False},
                             headers=integrator())
     assert r.status_code == 200  # its delivery waits, pending, until re-enabled
     copies = {c["_id"]: c for c in db.event_copies.find()}
-    assert "expires_at" not in copies[drafted["id"]] and "expires_at" not in copies[enrolled["id"]]
+    assert "expires_at" not in copies[sample["id"]] and "expires_at" not in copies[enrolled["id"]]
     assert copies[unmatched["id"]]["expires_at"] == copies[unmatched["id"]]["time"] + keep  # nobody needs it
     notify_worker("deliveries")
     # Settling writes the delivery first, then its earlier attempts' expiry and then its copy's:
@@ -519,7 +520,7 @@ def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(no
     [pending] = deliveries(waiting["id"])
     assert pending["status"] == "pending" and "expires_at" not in pending
     assert _near(released["expires_at"], datetime.now(timezone.utc) + keep)
-    assert "expires_at" not in db.event_copies.find_one({"_id": drafted["id"]})  # the waiting delivery needs it
+    assert "expires_at" not in db.event_copies.find_one({"_id": sample["id"]})  # the waiting delivery needs it
 
     # a finished delivery queued again: it, its attempts and its copy no longer expire
     d = next(d for d in settled if d["event_id"] == enrolled["id"])
@@ -539,7 +540,7 @@ def test_retention_settled_deliveries_expire_and_pending_ones_keep_their_copy(no
     # the waiting subscription goes: its deliveries with it, and the copy only they needed expires
     assert notify_client.delete(f"/v1/regions/{REGION}/subscriptions/{waiting['id']}",
                                 headers=integrator()).status_code == 204
-    assert _near(db.event_copies.find_one({"_id": drafted["id"]}).get("expires_at"),
+    assert _near(db.event_copies.find_one({"_id": sample["id"]}).get("expires_at"),
                  datetime.now(timezone.utc) + keep)
 
 

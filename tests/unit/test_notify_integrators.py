@@ -82,6 +82,23 @@ def test_every_catalogue_schema_is_self_contained():
     for entry in entries:
         validator = jsonschema.Draft202012Validator(entry["schema"], format_checker=jsonschema.FormatChecker())
         assert list(validator.iter_errors(entry["example"])) == [], entry["type"]
-    drafted = next(e for e in entries if e["type"] == "agreement.drafted")
-    assert "common.agreements.v1" in drafted["schema"]["$defs"]
-    assert "agreement" in drafted["schema"]["$defs"]["common.agreements.v1"]["$defs"]
+    signed = next(e for e in entries if e["type"] == "agreement.signed")
+    assert "common.agreements.v1" in signed["schema"]["$defs"]
+    assert "agreement" in signed["schema"]["$defs"]["common.agreements.v1"]["$defs"]
+
+
+def test_the_catalogue_offers_no_draft_event_and_subscriptions_to_one_are_refused():
+    """Drafts never leave the agreements service (issue 22): their types are neither in the
+    catalogue nor subscribable, and the refusal says why (an unknown type would say 'unknown')."""
+    import pytest
+    from hecht.errors import Invalid
+    from services.notify import domain
+    types = {e["type"] for e in catalogue.catalogue()}
+    assert {"agreement.mandate_requested", "agreement.signed"} <= types
+    assert not types & {"agreement.drafted", "agreement.revised"}
+    assert domain.normalize_patterns(["agreement.*"]) == ["agreement.*"]
+    for pattern in ("agreement.drafted", "hecht.agreement.revised.v1"):
+        with pytest.raises(Invalid) as e:
+            domain.normalize_patterns(["agreement.signed", pattern])
+        [message] = e.value.errors["event_types"]["1"]
+        assert "not delivered" in message and "agreement.mandate_requested" in message
