@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from tests.browser.conftest import elapsed, wait_for_link
+from tests.browser.conftest import elapsed, riziv, wait_for_agreements_to_know, wait_for_link
 from tests.browser.test_console import _, ok, sign_in_by_mail, submit
 from tests.conftest import bearer, wait_until
 from tests.support import maildir
@@ -123,33 +123,48 @@ def test_integrator_story(hecht_env, tmp_path, visit):
         i.shot("23-integrations-delivery")
 
         # -- an agreement event, delivered; a replay delivers it again ----------------------------
-        ok(requests.post(f"{f.urls['agreements']}/v1/regions/{R}/agreements", headers=bearer("region-admin", R),
-                         timeout=10, json={
+        # A draft never leaves the agreements service (issue 22): the integrator's first event of
+        # the agreement is the vote opening, so the region needs a GP who may vote.
+        gp = ok(requests.post(f"{m_url}/v1/regions/{R}/members", headers=bearer("region-admin", R), timeout=10,
+                              json={"given_name": "Griet", "family_name": "Integraties",
+                                    "email": f"griet.{suffix}@integraties.example.org", "language": "nl",
+                                    "registration": {"scheme": "RIZIV", "number": riziv(4242)},
+                                    "practice": {"name": "Praktijk Brugge", "postcode": "8000",
+                                                 "municipality": "Brugge"}}), 201)["id"]
+        ok(requests.post(f"{m_url}/v1/regions/{R}/members/{gp}/approve", headers=bearer("region-admin", R),
+                         json={}, timeout=10))
+        wait_for_agreements_to_know(R, {gp})
+        agreement = ok(requests.post(f"{f.urls['agreements']}/v1/regions/{R}/agreements",
+                                     headers=bearer("region-admin", R), timeout=10, json={
                              "title": "Ontslagmanagement AZ Sint-Jan", "theme": "frail-elderly",
                              "summary": "Ontslagbrief binnen 24 uur",
                              "partners": [{"name": "AZ Sint-Jan", "kind": "hospital"}],
                              "commitments": [{"party": "AZ Sint-Jan", "text": "Ontslagbrief binnen 24 uur"}],
                              "municipalities": ["Brugge"],
                              "effective_from": (date.today() + timedelta(days=60)).isoformat()}), 201)
+        ok(requests.post(f"{f.urls['agreements']}/v1/regions/{R}/agreements/{agreement['id']}/mandate",
+                         headers=bearer("region-admin", R), json={}, timeout=10), 201)
 
-        def drafted() -> int:
-            return sum(1 for e in receiver.events() if "agreement.drafted" in e.get("type", ""))
-        wait_until(lambda: drafted() >= 1, timeout=45, message="agreement.drafted at the receiver")
+        def opened() -> int:
+            return sum(1 for e in receiver.events() if "agreement.mandate_requested" in e.get("type", ""))
+        wait_until(lambda: opened() >= 1, timeout=45, message="agreement.mandate_requested at the receiver")
+        assert not [e for e in receiver.events() if e.get("subject") == agreement["id"]
+                    and (e["data"].get("status") == "draft" or "agreement.drafted" in e["type"])]
         i.goto(f"/integrations/{R}/{app_id}/subscriptions/{sub['id']}", "subscription, agreement delivered")
         since = (datetime.now(ZoneInfo("Europe/Brussels")) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
         i.page.fill("#since", since)
         submit(i, "main form[action$='/replay']", "replay queued", url=rf"/subscriptions/{sub['id']}$")
         assert re.search(r"\d+", i.text("main .flash")), i.text("main")
-        wait_until(lambda: drafted() >= 2, timeout=45, message="the replayed agreement.drafted")
+        wait_until(lambda: opened() >= 2, timeout=45, message="the replayed agreement.mandate_requested")
         print(f"ping, delivery and replay after {elapsed(started)}")
 
         # -- the catalogue and the signature guide -------------------------------------------------
         i.click("main nav a[href='/integrations/catalogue']", "catalogue", url=r"/integrations/catalogue$")
-        assert "agreement.drafted" in i.text()
-        summary = i.page.locator("article[id='agreement.drafted'] details summary").first
+        assert "agreement.mandate_requested" in i.text() and "agreement.drafted" not in i.text()
+        summary = i.page.locator("article[id='agreement.mandate_requested'] details summary").first
         summary.click()
         i.check("catalogue, a schema opened")
-        assert '"properties"' in i.text("article[id='agreement.drafted'] details[open]")
+        assert '"properties"' in i.text("article[id='agreement.mandate_requested'] details[open]")
         i.shot("24-integrations-catalogue")
         i.click("main a[href='/integrations/verify-signatures']", "signature guide",
                 url=r"/integrations/verify-signatures$")
