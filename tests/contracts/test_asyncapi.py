@@ -61,3 +61,23 @@ def test_the_envelope_rejects_an_event_without_a_schema():
         assert "no schema" in str(e)
     else:
         raise AssertionError("an event type without a schema must be refused")
+
+
+def test_a_drafts_event_types_are_internal_on_no_channel_and_not_subscribable():
+    """Issue 22: drafts never leave the agreements service. Every type whose schema fixes
+    ``status: draft`` is internal (hecht.events.INTERNAL_TYPES), so a new draft-only type cannot
+    slip onto the topic; the AsyncAPI document lists them on no channel, marked INTERNAL; notify
+    neither offers nor accepts them."""
+    from services.notify import domain
+    schemas = events._registry()[1]
+    draft_only = {events.short_type(stem) for stem, s in schemas.items()
+                  if (s.get("properties", {}).get("status") or {}).get("const") == "draft"}
+    assert draft_only == set(events.INTERNAL_TYPES) == {"agreement.drafted", "agreement.revised"}
+    doc = load_doc()
+    on_channels = {m for c in doc["channels"].values() for m in c.get("messages", {})}
+    for short in events.INTERNAL_TYPES:
+        mid = f"{short.replace('.', '-')}-v1"
+        assert mid not in on_channels, mid
+        assert doc["components"]["messages"][mid]["summary"].startswith("INTERNAL"), mid
+        assert short not in domain.EVENT_TYPES
+    assert {"agreement-mandate_requested-v1", "agreement-signed-v1"} <= on_channels
