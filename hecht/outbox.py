@@ -347,7 +347,7 @@ class Relay:
         # Internal events (a draft's: ``events.is_internal``) are archived for the history but
         # never published. Writers keep them out of the outbox; this holds for any that are
         # there anyway (written by a version from before the rule, or by another writer).
-        published = [envelope(e) for e in event_entries if not ev.is_internal(envelope(e))]
+        published = [out for out in map(envelope, event_entries) if not ev.is_internal(out)]
         if published:
             self._publish(published)
         if records:
