@@ -13,6 +13,9 @@ between deployments comes from the environment:
                           it above the load balancer's idle timeout if that
                           one is longer)
 ``HECHT_LOG_LEVEL``       log level of gunicorn's own messages (default info)
+``GUNICORN_ACCESSLOG``    gunicorn's access log (default off: the services log
+                          every request themselves, hecht/web.py); ``-`` writes
+                          it to stdout as JSON lines as well
 ``GUNICORN_LIMIT_REQUEST_LINE``  longest request line gunicorn reads (default
                           8190, its maximum); the services answer longer URIs
                           than ``HECHT_MAX_URI_BYTES`` (4096) themselves
@@ -25,8 +28,12 @@ Why these choices:
   own ``MongoClient`` after the fork (``create_app()`` runs in the worker).
 - ``worker_tmp_dir = /dev/shm``: the heartbeat file lives in memory, so a slow
   or read-only disk (``readOnlyRootFilesystem``) cannot stall the workers.
-- Access log: one JSON object per line on stdout, like the application's own
-  logs; gunicorn's error log is JSON on stderr.
+- One log line per request: the service's own (hecht/web.py: method, path,
+  status, duration, client, request id and trace id), so gunicorn's access log
+  is off unless ``GUNICORN_ACCESSLOG`` asks for it (then one JSON object per
+  line on stdout). gunicorn's error log goes to stderr as JSON, or as short
+  text lines with ``HECHT_ENV=development`` like the services' logs
+  (hecht/logs.py; ``HECHT_LOG_FORMAT=json|text`` overrides).
 - ``max_requests`` with jitter recycles workers now and then, which bounds
   slow memory growth without restarting them all at once.
 - Requests gunicorn itself refuses (a request line or headers too long, a
@@ -41,6 +48,7 @@ import datetime
 import json
 import logging
 import os
+import re
 
 from gunicorn import glogging, util as _gunicorn_util
 
@@ -72,8 +80,17 @@ control_socket_disable = True
 limit_request_line = _int_env("GUNICORN_LIMIT_REQUEST_LINE", 8190)
 
 loglevel = os.environ.get("HECHT_LOG_LEVEL", "info").strip().lower() or "info"
-accesslog = "-"
+# The services log each request (hecht/web.py): gunicorn's access log would print it twice.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "").strip() or None
 errorlog = "-"
+
+
+def _text_logs():
+    """Short text lines for gunicorn's own messages, as hecht/logs.py decides for the services."""
+    chosen = os.environ.get("HECHT_LOG_FORMAT", "").strip().lower()
+    if chosen in ("json", "text"):
+        return chosen == "text"
+    return os.environ.get("HECHT_ENV", "").strip().lower() in ("development", "dev", "test")
 
 
 def _timestamp(seconds=None):
@@ -100,6 +117,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS <service>  message`` (development); the service is read from the app's module."""
+
+    def __init__(self, service):
+        super().__init__()
+        self.service = service
+
+    def format(self, record):
+        level = "" if record.levelname == "INFO" else record.levelname + " "
+        line = "%s %-10s %s%s" % (datetime.datetime.fromtimestamp(record.created).strftime("%H:%M:%S"),
+                                  self.service, level, record.getMessage())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _service_name(cfg):
+    """``portal`` for ``services.portal.app:create_app()``; else gunicorn's process name."""
+    match = re.search(r"services\.(\w+)\.", str(getattr(cfg, "default_proc_name", "") or ""))
+    return match.group(1) if match else "gunicorn"
+
+
 class JsonLogger(glogging.Logger):
     """gunicorn logger writing the access log as JSON lines on stdout.
 
@@ -111,8 +150,9 @@ class JsonLogger(glogging.Logger):
 
     def setup(self, cfg):
         super().setup(cfg)
+        errors = TextFormatter(_service_name(cfg)) if _text_logs() else JsonFormatter()
         for handler in self.error_log.handlers:
-            handler.setFormatter(JsonFormatter())
+            handler.setFormatter(errors)
         for handler in self.access_log.handlers:
             handler.setFormatter(logging.Formatter("%(message)s"))
 

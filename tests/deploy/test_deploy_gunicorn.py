@@ -6,6 +6,7 @@ import datetime
 import io
 import json
 import logging
+import re
 import runpy
 import types
 
@@ -16,7 +17,8 @@ from .deploy_helpers import DEPLOY
 
 CONF = DEPLOY / "gunicorn.conf.py"
 ENV_NAMES = ("HECHT_BIND", "WEB_CONCURRENCY", "GUNICORN_THREADS", "GUNICORN_TIMEOUT",
-             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_KEEPALIVE", "HECHT_LOG_LEVEL")
+             "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_KEEPALIVE", "HECHT_LOG_LEVEL", "GUNICORN_ACCESSLOG",
+             "HECHT_LOG_FORMAT")
 
 
 def _load(monkeypatch, **env):
@@ -44,7 +46,8 @@ def test_defaults(monkeypatch):
     assert conf["workers"] == 2
     assert conf["preload_app"] is False  # pymongo is not fork-safe
     assert conf["worker_tmp_dir"] == "/dev/shm"
-    assert conf["accesslog"] == "-" and conf["errorlog"] == "-"
+    # the services log each request themselves (hecht/web.py): no second line from gunicorn
+    assert conf["accesslog"] is None and conf["errorlog"] == "-"
     assert conf["loglevel"] == "info"
     assert 0 < conf["graceful_timeout"] < 30 - 5  # fits terminationGracePeriodSeconds minus preStop
     assert conf["timeout"] == 30
@@ -99,8 +102,13 @@ class _Request:
     ]
 
 
+def test_access_log_only_when_asked_for(monkeypatch):
+    assert _load(monkeypatch, GUNICORN_ACCESSLOG="-")["accesslog"] == "-"
+    assert _load(monkeypatch, GUNICORN_ACCESSLOG=" ")["accesslog"] is None
+
+
 def test_access_log_is_one_json_object_per_line(monkeypatch):
-    cfg = _config(monkeypatch)
+    cfg = _config(monkeypatch, GUNICORN_ACCESSLOG="-")
     logger = cfg.logger_class(cfg)
     stream = io.StringIO()
     for handler in logger.access_log.handlers:
@@ -122,7 +130,7 @@ def test_access_log_is_one_json_object_per_line(monkeypatch):
 
 
 def test_error_log_is_json(monkeypatch):
-    cfg = _config(monkeypatch)
+    cfg = _config(monkeypatch, HECHT_ENV="production")
     logger = cfg.logger_class(cfg)
     stream = io.StringIO()
     for handler in logger.error_log.handlers:
@@ -130,6 +138,22 @@ def test_error_log_is_json(monkeypatch):
     logger.warning("worker %s timed out", 7)
     entry = json.loads(stream.getvalue().splitlines()[-1])
     assert entry["level"] == "warning" and entry["message"] == "worker 7 timed out"
+
+
+@pytest.mark.parametrize("env", [{"HECHT_ENV": "development"}, {"HECHT_ENV": "production", "HECHT_LOG_FORMAT": "text"}])
+def test_error_log_is_text_in_development(monkeypatch, env):
+    """`make run`: gunicorn's own messages as short lines named after the service, like the services'."""
+    cfg = _config(monkeypatch, **env)
+    cfg.set("default_proc_name", "services.portal.app:create_app()")
+    logger = cfg.logger_class(cfg)
+    stream = io.StringIO()
+    for handler in logger.error_log.handlers:
+        handler.setStream(stream)
+    logger.info("Listening at: %s", "http://127.0.0.1:8000")
+    logger.warning("worker %s timed out", 7)
+    text = stream.getvalue()   # (the gunicorn.error logger may keep other tests' handlers too)
+    assert re.search(r"^\d\d:\d\d:\d\d portal +Listening at: http://127\.0\.0\.1:8000$", text, re.M), text
+    assert re.search(r"^\d\d:\d\d:\d\d portal +WARNING worker 7 timed out$", text, re.M), text
 
 
 @pytest.mark.parametrize("value", ["", "  "])
