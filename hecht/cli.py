@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .demo import add_parser as add_demo_parser   # `hecht demo` (hecht/demo.py)
     add_demo_parser(sub)
+    from .devsummary import add_parser as add_dev_summary_parser   # `make run`'s closing summary
+    add_dev_summary_parser(sub)
 
     pu = sub.add_parser("purge-unconfirmed", help="erase stale sign-ups (address unconfirmed too long)")
     pu.add_argument("--days", type=int, default=None, help="default: HECHT_SIGNUP_CONFIRM_DAYS (7)")

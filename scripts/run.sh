@@ -8,7 +8,7 @@ STACK=deploy/local/stack.sh
 $STACK start
 demo_pid=
 stop_all() {
-  # the demo seeder runs in the background: stop it (by pid) before the stack goes
+  # the summary (demo seeder) runs in the background: stop it (by pid) before the stack goes
   if [ -n "$demo_pid" ] && kill -0 "$demo_pid" 2>/dev/null; then
     kill "$demo_pid" 2>/dev/null || true
     wait "$demo_pid" 2>/dev/null || true
@@ -28,29 +28,24 @@ unset MONGO_URI   # each service uses its own database (hecht_<service>)
 export HECHT_ENV=${HECHT_ENV:-development}   # the portal on plain http: no Secure cookie; links in its log
 export HECHT_PORTAL_URL=${HECHT_PORTAL_URL:-http://127.0.0.1:8000}
 
-cat <<MSG
+# Coloured log lines when the terminal is one (hecht/logs.py; NO_COLOR or HECHT_LOG_COLOR=0 turn it off):
+# the services write into honcho's pipes, where they cannot see the terminal themselves.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then export HECHT_LOG_COLOR=${HECHT_LOG_COLOR:-1}; fi
 
-hecht is starting:
-  portal      ${HECHT_PORTAL_URL}   (GPs: sign up, sign in, vote)
-  agreements  http://127.0.0.1:8001   (docs: /docs, spec: /openapi.json)
-  members     http://127.0.0.1:8002
-  notify      http://127.0.0.1:8003
-  Kafka ${KAFKA_BOOTSTRAP_SERVERS} · MongoDB (SecantusDB) ${HECHT_MONGO_URL:-mongodb://127.0.0.1:27017} · SMTP sink ${HECHT_SMTP_URL}
-
-platform-admin token (1 h):
-  export TOKEN=$(.venv/bin/hecht token --role platform-admin)
-  $(.venv/bin/hecht token --role platform-admin)
-other tokens: .venv/bin/hecht token --role region-admin|gp|integrator --region <id> [--member <id>]
-
-MSG
-# Seed the demo region once the services answer (idempotent: a restart changes nothing);
-# it prints how to sign in as each demo person. HECHT_DEMO=0 leaves the databases alone.
-if [ "${HECHT_DEMO:-1}" != 0 ]; then
-  echo "demo: seeding the demo region (hecht demo) once the services are up; HECHT_DEMO=0 skips it"
-  .venv/bin/hecht demo --wait 180 &
-  demo_pid=$!
-else
-  echo "demo: skipped (HECHT_DEMO=0); run .venv/bin/hecht demo to seed the demo region"
-fi
-exec_honcho() { .venv/bin/honcho -f Procfile start; }
-exec_honcho
+echo "hecht: starting the services and workers (Procfile); the URLs, a platform-admin token and the demo"
+echo "sign-ins are printed last, once every service answers /readyz (HECHT_DEMO=0 skips the demo)."
+# `hecht dev-summary` (hecht/devsummary.py) waits for every /readyz, seeds the demo region
+# (`hecht demo`, idempotent: a restart changes nothing) and then prints the summary.
+summary_args=()
+if [ "${HECHT_DEMO:-1}" = 0 ]; then summary_args+=(--no-demo); fi
+.venv/bin/hecht dev-summary --wait 180 ${summary_args[@]+"${summary_args[@]}"} &
+demo_pid=$!
+# honcho in the background, so that a SIGINT/SIGTERM to this script alone stops it too (Ctrl-C
+# reaches the whole process group anyway). --no-prefix: the services' lines carry time and name.
+.venv/bin/honcho -f Procfile start --no-prefix &
+honcho_pid=$!
+forward() { kill -"$1" "$honcho_pid" 2>/dev/null || true; }
+trap 'forward INT' INT
+trap 'forward TERM' TERM
+# `wait` returns early when a trapped signal arrives: wait until honcho has stopped its processes.
+while kill -0 "$honcho_pid" 2>/dev/null; do wait "$honcho_pid" || true; done
