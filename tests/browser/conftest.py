@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "var" / "browser"
 DOCS_SHOTS = REPO / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}     # a common phone (issue 28 item 11)
 LOCALES = {"nl": "nl-BE", "fr": "fr-BE", "en": "en-GB"}
 
 
@@ -165,11 +166,13 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture
 def visit(browser, axe, request):
-    """``visit(base_url, lang="nl", javascript=True)`` → a :class:`Visit` in a fresh context."""
+    """``visit(base_url, lang="nl", javascript=True, viewport=None)`` → a :class:`Visit` in a fresh
+    context (``viewport``: e.g. ``PHONE``; the desktop ``VIEWPORT`` by default)."""
     opened = []
 
-    def make(base_url: str, lang: str = "nl", *, javascript: bool = True, shots: bool = False) -> Visit:
-        context = browser.new_context(viewport=VIEWPORT, locale=LOCALES[lang], java_script_enabled=javascript,
+    def make(base_url: str, lang: str = "nl", *, javascript: bool = True, shots: bool = False,
+             viewport: dict | None = None) -> Visit:
+        context = browser.new_context(viewport=viewport or VIEWPORT, locale=LOCALES[lang], java_script_enabled=javascript,
                                       accept_downloads=True,
                                       extra_http_headers={"Accept-Language": f"{LOCALES[lang]},{lang};q=0.9"})
         v = Visit(context, axe, base_url, javascript=javascript, lang=lang, shots=shots_mode() if shots else None)
