@@ -19,8 +19,8 @@ from .schemas import (CapacityHistorySchema, CapacityOverviewSchema, CapacitySch
                       ProfileUpdateSchema, ReasonSchema, ReconfirmSchema, RegionPageSchema, RegionSchema,
                       RegionStaffCreateSchema, RegionStaffListArgsSchema, RegionStaffPageSchema, RegionStaffSchema, RegionUpdateSchema,
                       RolesSchema, SignInResultSchema, SignInSchema, SignUpResultSchema, SignUpSchema,
-                      SnapshotSchema, StaffCreateSchema, StaffListArgsSchema, StaffPageSchema, StaffSchema,
-                      StaffUpdateSchema)
+                      SnapshotSchema, StaffCreateSchema, StaffListArgsSchema, StaffNamesArgsSchema, StaffNamesSchema,
+                      StaffPageSchema, StaffSchema, StaffUpdateSchema)
 
 regions = Blueprint("regions", __name__, url_prefix="/v1/regions",
                     description="Regions: the regional GP bodies that own everything else")
@@ -221,11 +221,16 @@ def list_members(args, region_id):
                                         now=datetime.now(timezone.utc),
                                         confirm_days=ctx().settings.signup_confirm_days)
     months = _reverify_months(region_id)
-    if args.get("reverify_due") is not None:
+    if args.get("ids"):
+        # Named members (a history's actors, the notifications log): whatever their status.
+        query = {"region": region_id, "_id": {"$in": sorted(set(args["ids"]))}}
+        if args.get("status"):
+            query["status"] = args["status"]
+    elif args.get("reverify_due") is not None:
         # The staff list of registrations to re-confirm (issue 16).
         due = MemberRepository.reverify_due_query(datetime.now(timezone.utc), months, args["reverify_due"])
         query = {"$and": [query, due]}
-    if args.get("outside_region") is not None:
+    if args.get("outside_region") is not None and not args.get("ids"):
         # Flagged to staff, never silently dropped: a practice outside the region's municipalities.
         inside = RegionRepository(ctx().db).get_doc(region_id)["municipalities"]
         where = {"$nin" if args["outside_region"] else "$in": inside}
@@ -519,6 +524,20 @@ def list_region_staff(args, region_id):
     docs, next_url = paginate(ctx().db.staff, query, limit=args["limit"], after=args["after"],
                               projection=STAFF_INTERNAL_FIELDS)
     return {"items": [_region_staff_out(d, region_id) for d in docs], "next": next_url}
+
+
+@region_staff.get("/names")
+@allow("region-admin")
+@region_staff.arguments(StaffNamesArgsSchema, location="query")
+@region_staff.response(200, StaffNamesSchema)
+def region_staff_names(args, region_id):
+    """The names of staff ids as the region's histories show them (region-admin of the region):
+    of the accounts that administer or administered the region and of platform admins, who may
+    act in any region; any other id is left out, known or not. Names only: no addresses, no
+    other regions. ``?ids=stf_a,stf_b`` (at most 100)."""
+    _admin(region_id)
+    RegionRepository(ctx().db).get_doc(region_id)
+    return {"items": StaffRepository(ctx().db).names_for_region(region_id, args["ids"])}
 
 
 @region_staff.post("")

@@ -12,7 +12,7 @@ from hecht.outbox import EventDraft, RecordDraft
 from hecht.web import new_id
 
 from . import domain
-from .repository import MemberRepository, RegionRepository, StaffRepository
+from .repository import MemberRepository, RegionRepository, StaffRepository, refresh_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -437,5 +437,22 @@ COMMAND_HANDLERS = {
 }
 
 
+# The commands that can change a region's capacity counts (active members by municipality and
+# capacity): today's snapshot, once taken, is counted again after each (issue 28).
+CAPACITY_COMMANDS = (domain.UpdateRegion, domain.ApproveMember, domain.SuspendMember, domain.ReinstateMember,
+                     domain.LeaveRegion, domain.SetCapacity, domain.UpdateProfile, domain.EraseMember)
+
+
+def _refresh_capacity_snapshot(db, region_id: str) -> None:
+    try:
+        refresh_snapshot(db, region_id, datetime.now(timezone.utc).date())
+    except Exception as e:  # noqa: BLE001 - the command is done; the next change counts again
+        log.warning("today's capacity snapshot not refreshed",
+                    extra={"region": region_id, "error": f"{type(e).__name__}: {e}"})
+
+
 def handle(cmd, db, trace: str | None = None):
-    return COMMAND_HANDLERS[type(cmd)](cmd, Repos(db), trace)
+    result = COMMAND_HANDLERS[type(cmd)](cmd, Repos(db), trace)
+    if isinstance(cmd, CAPACITY_COMMANDS):
+        _refresh_capacity_snapshot(db, cmd.region_id)
+    return result

@@ -466,6 +466,25 @@ class StaffRepository:
         self.get_doc(staff_id)
         return outbox.history(self.db, staff_id, actors=True)
 
+    def names_for_region(self, region_id: str, ids: list[str]) -> list[dict]:
+        """``[{id, name}]`` of the accounts among ``ids`` that may have acted in the region: its
+        admins and the platform admins, now or at any time before (their ``staff.*`` events carry
+        ``admin_of`` and ``platform_admin``), so a history keeps the names of those who left.
+        Any other id is left out, whether it exists or not; never the address or other regions."""
+        ids = sorted(set(ids))
+        if not ids:
+            return []
+        docs = {d["_id"]: d for d in self.coll.find({"_id": {"$in": ids}}, {"name": 1, "admin_of": 1,
+                                                                            "platform_admin": 1})}
+        allowed = {i for i, d in docs.items() if d.get("platform_admin") or region_id in (d.get("admin_of") or [])}
+        earlier = [i for i in docs if i not in allowed]
+        if earlier:
+            query = {"subject": {"$in": earlier}, **outbox.NOT_A_RECORD,
+                     "$or": [{"data.admin_of": region_id}, {"data.platform_admin": True}]}
+            for coll in (outbox.ARCHIVE, outbox.OUTBOX):
+                allowed |= {e["subject"] for e in self.db[coll].find(query, {"subject": 1})}
+        return [{"id": i, "name": docs[i]["name"]} for i in ids if i in allowed and docs[i].get("name")]
+
 
 # ============================================================================================
 # Capacity over time: one snapshot per region and day
@@ -503,10 +522,28 @@ def write_snapshots(db: Database, region_id: str, days: list[tuple[date, list[di
 def take_snapshot(db: Database, region_id: str, day: date) -> tuple[dict, bool]:
     """Count the region's active members per municipality by capacity now, as ``day``'s
     snapshot; (the snapshot, whether the day is new). NotFound for an unknown region."""
+    started = datetime.now(timezone.utc)   # before counting: see refresh_snapshot
     region, _ = RegionRepository(db).get(region_id)
     rows = snapshot_rows(region.municipalities, MemberRepository(db).capacity_counts(region_id))
-    created = write_snapshot(db, region_id, day, rows)
+    created = write_snapshot(db, region_id, day, rows, taken_at=started)
     return {"region_id": region_id, "day": day.isoformat(), "municipalities": rows}, created
+
+
+def refresh_snapshot(db: Database, region_id: str, day: date) -> bool:
+    """Count ``day``'s snapshot again if it has been taken (issue 28: the day's point must agree
+    with the live overview after the day's approvals and capacity changes); a day not taken
+    yet is left to the daily job. Called after every command that can change the counts.
+
+    ``taken_at`` is when counting began: a count that began later has seen every write the
+    earlier one saw, so an older count never replaces a newer one (two changes at once)."""
+    sid = snapshot_id(region_id, day)
+    if db[SNAPSHOTS].find_one({"_id": sid}, {"_id": 1}) is None:
+        return False
+    started = datetime.now(timezone.utc)
+    region, _ = RegionRepository(db).get(region_id)
+    rows = snapshot_rows(region.municipalities, MemberRepository(db).capacity_counts(region_id))
+    doc = {"region_id": region_id, "day": day.isoformat(), "municipalities": rows, "taken_at": started}
+    return db[SNAPSHOTS].replace_one({"_id": sid, "taken_at": {"$lte": started}}, doc).matched_count == 1
 
 
 def snapshot_history(db: Database, region_id: str, start: date, end: date) -> list[dict]:

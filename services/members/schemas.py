@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
+from webargs.fields import DelimitedList
 
 from hecht.validation import ChangesSchema, one_line
 from hecht.web import EventSchema, HistorySchema, PageArgsSchema, PageSchema  # noqa: F401 - re-exported
@@ -199,6 +200,11 @@ class MemberListArgsSchema(PageArgsSchema):
     outside_region = fields.Boolean(metadata={
         "description": "true: only members whose practice lies outside the region's municipalities (e.g. after "
                        "a municipality was removed; they are not in an assembly's electorate); false: only inside"})
+    ids = DelimitedList(fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="not a member id")),
+                        validate=validate.Length(1, 100), metadata={
+        "description": "comma-separated member ids (at most 100): only these members, whatever their status "
+                       "(tombstones and stale sign-ups too), e.g. to name the members a history or the "
+                       "notifications log shows; with it only `status` also applies"})
 
 
 class ReconfirmSchema(Schema):
@@ -366,6 +372,28 @@ class RegionStaffCreateSchema(Schema):
 
 class RegionStaffListArgsSchema(PageArgsSchema):
     status = fields.String(validate=validate.OneOf(("invited", "active")))
+
+
+STAFF_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="not a staff id")
+MAX_NAME_LOOKUPS = 100
+
+
+class StaffNamesArgsSchema(Schema):
+    ids = DelimitedList(fields.String(validate=STAFF_ID), required=True,
+                               validate=validate.Length(1, MAX_NAME_LOOKUPS), metadata={
+                                   "description": f"comma-separated staff ids (at most {MAX_NAME_LOOKUPS}), e.g. "
+                                                  "the `staff:<id>` actors of a history"})
+
+
+class StaffNameSchema(Schema):
+    id = fields.String()
+    name = fields.String()
+
+
+class StaffNamesSchema(Schema):
+    items = fields.List(fields.Nested(StaffNameSchema), metadata={
+        "description": "the names of the ids asked for that are or were admins of the region, or platform "
+                       "admins; any other id is left out (unknown or not, alike). No e-mail addresses"})
 
 
 # -- capacity over time -------------------------------------------------------------------------------

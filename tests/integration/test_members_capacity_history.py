@@ -146,3 +146,47 @@ def test_the_job_runs_in_the_worker_loop_until_stopped(client):
         stop.set()
         t.join(timeout=5)
     assert not t.is_alive()
+
+
+def test_todays_snapshot_follows_the_days_changes_and_agrees_with_the_overview(client):
+    """Issue 28 item 9: the day's snapshot was taken before the day's approvals ("0 reported")
+    while the dashboard said 3. Once taken, today's snapshot is counted again after every
+    command that can change the counts, so today's point equals the live overview."""
+    yesterday = today() - timedelta(days=1)
+    write_snapshot(db(), "elz-gent", yesterday, [row("Gent", open_=9)])
+    morning = client.post(SNAPSHOT, headers=ADMIN)
+    assert morning.status_code == 201 and morning.json["municipalities"][0] == row("Gent")
+
+    def todays() -> list[dict]:
+        days = client.get(HISTORY, headers=ADMIN).json["days"]
+        assert days[-1]["day"] == today().isoformat(), days
+        return days[-1]["municipalities"]
+
+    def overview() -> list[dict]:
+        r = client.get("/v1/regions/elz-gent/capacity", headers=ADMIN)
+        assert r.status_code == 200, r.json
+        return [{k: m[k] for k in ("municipality", "open", "limited", "closed", "unknown")}
+                for m in r.json["municipalities"]]
+
+    a, b, c = active(client, 1), active(client, 2), active(client, 3)   # the day's approvals
+    assert todays() == overview() and todays()[0] == row("Gent", unknown=3)
+    set_capacity(client, a, "open")
+    set_capacity(client, b, "closed")
+    assert todays() == overview() and todays()[0] == row("Gent", open_=1, closed=1, unknown=1)
+    assert client.post(url(c, "/suspend"), json={"reason": "x"}, headers=ADMIN).status_code == 200
+    assert todays()[0] == row("Gent", open_=1, closed=1)
+    r = client.patch(url(b), json={"practice": {"municipality": "Melle"}}, headers=ADMIN)
+    assert r.status_code == 200, r.json
+    assert todays() == overview() == [row("Gent", open_=1), row("Merelbeke"), row("Melle", closed=1)]
+    assert client.post(url(a, "/leave"), json={"reason": "retired"}, headers=ADMIN).status_code == 200
+    assert todays() == overview() and todays()[0] == row("Gent")
+    # A past day is the record of that day: never counted again.
+    assert db()[SNAPSHOTS].find_one({"_id": f"elz-gent:{yesterday.isoformat()}"})["municipalities"] == [
+        row("Gent", open_=9)]
+    assert db()[SNAPSHOTS].count_documents({"region_id": "elz-gent"}) == 2
+
+
+def test_a_day_not_yet_snapshotted_is_left_to_the_daily_job(client):
+    active(client, 1)   # a change before the day's snapshot: nothing is taken early
+    assert db()[SNAPSHOTS].count_documents({}) == 0
+    assert client.post(SNAPSHOT, headers=ADMIN).status_code == 201

@@ -293,3 +293,60 @@ def test_notify_and_agreements_ignore_staff_events(client):
     agreements_db = mongo.database(as_.mongo_uri, as_.database_name)
     agreements.event_handler(agreements_db)(staff_event)
     assert {c for c in agreements_db.list_collection_names() if c.endswith("_view")} == set()
+
+
+# -- names for a region's histories (issue 28) ------------------------------------------------------
+def test_a_region_admin_names_the_staff_who_may_have_acted_in_their_region(client):
+    """``GET /v1/regions/{r}/staff/names?ids=``: names (never addresses) of the region's admins,
+    now or before, and of platform admins; anyone else is left out, known or not."""
+    gent = invite(client, "gent@zone.be", "Griet Gent", admin_of=["elz-gent"]).json["id"]
+    platform = invite(client, "plat@hecht.be", "Piet Platform", platform_admin=True).json["id"]
+    utrecht = invite(client, "utrecht@zone.nl", "Uta Utrecht", admin_of=["zg-utrecht"]).json["id"]
+    former = invite(client, "former@zone.be", "Frans Vroeger", admin_of=["elz-gent", "zg-utrecht"]).json["id"]
+    assert client.delete(f"/v1/regions/elz-gent/staff/{former}", headers=ADMIN).status_code == 204
+    asked = ",".join([gent, platform, utrecht, former, "stf_unknown"])
+
+    r = client.get("/v1/regions/elz-gent/staff/names", query_string={"ids": asked}, headers=ADMIN)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert sorted(r.json["items"], key=lambda i: i["name"]) == [
+        {"id": former, "name": "Frans Vroeger"},      # an admin of Gent before: still named in its history
+        {"id": gent, "name": "Griet Gent"},
+        {"id": platform, "name": "Piet Platform"}]    # platform admins may act in every region
+    body = r.get_data(as_text=True)
+    assert "@" not in body and "Uta" not in body and "stf_unknown" not in body and "zg-utrecht" not in body
+
+    r = client.get("/v1/regions/zg-utrecht/staff/names", query_string={"ids": asked}, headers=UTRECHT_ADMIN)
+    assert {i["name"] for i in r.json["items"]} == {"Uta Utrecht", "Piet Platform", "Frans Vroeger"}
+
+    # Only the region's own admins ask: another region 404, a GP or the portal 403, odd ids 422.
+    problem(client.get("/v1/regions/zg-utrecht/staff/names", query_string={"ids": gent}, headers=ADMIN), 404)
+    problem(client.get("/v1/regions/elz-gent/staff/names", query_string={"ids": gent},
+                       headers=bearer("gp", "elz-gent", "m_x")), 403)
+    problem(client.get("/v1/regions/elz-gent/staff/names", query_string={"ids": gent}, headers=PORTAL), 403)
+    for ids in ("", "a b", ",".join(f"stf_{i}" for i in range(101)), "x" * 65):
+        problem(client.get("/v1/regions/elz-gent/staff/names", query_string={"ids": ids}, headers=ADMIN), 422)
+    problem(client.get("/v1/regions/elz-gent/staff/names", headers=ADMIN), 422)
+    problem(client.get("/v1/regions/nowhere/staff/names", query_string={"ids": gent},
+                       headers=bearer("platform-admin")), 404)
+
+
+def test_members_named_by_id_whatever_their_status(client):
+    """``GET …/members?ids=``: the members a history or the notifications log names, in one call."""
+    from tests.integration.test_members_api import url
+    a, b, c = sign_up(client, 1), sign_up(client, 2), sign_up(client, 3)
+    assert client.post(url(a, "/approve"), headers=ADMIN).status_code == 200
+    assert client.delete(url(c), headers=ADMIN).status_code in (200, 204)
+    other = sign_up(client, 4, region="zg-utrecht", registration={"scheme": "BIG", "number": "19012345601"},
+                    practice={"name": "P", "postcode": "3511 AB", "municipality": "Utrecht"})
+    r = client.get("/v1/regions/elz-gent/members", query_string={"ids": f"{a},{b},{c},{other},m_none"},
+                   headers=ADMIN)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    got = {m["id"]: m for m in r.json["items"]}
+    assert set(got) == {a, b, c}   # another region's member is not there
+    assert (got[a]["status"], got[b]["status"], got[c]["status"]) == ("active", "pending", "erased")
+    assert got[a]["given_name"] and "given_name" not in got[c]
+    r = client.get("/v1/regions/elz-gent/members", query_string={"ids": f"{a},{b}", "status": "active"},
+                   headers=ADMIN)
+    assert [m["id"] for m in r.json["items"]] == [a]
+    problem(client.get("/v1/regions/elz-gent/members", query_string={"ids": "a b"}, headers=ADMIN), 422)
+    problem(client.get("/v1/regions/elz-gent/members", query_string={"ids": a}, headers=PORTAL), 403)

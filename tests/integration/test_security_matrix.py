@@ -156,6 +156,7 @@ PART2 = [
     ("POST", "/v1/staff/<staff_id>/revoke", "platform"),
     ("GET", "/v1/regions/<region_id>/staff", "region"), ("POST", "/v1/regions/<region_id>/staff", "region"),
     ("DELETE", "/v1/regions/<region_id>/staff/<staff_id>", "region"),
+    ("GET", "/v1/regions/<region_id>/staff/names", "region"),
     ("POST", "/v1/regions/<region_id>/capacity/snapshots", "region"),
     ("GET", "/v1/regions/<region_id>/capacity/history", "region"),
 ]
