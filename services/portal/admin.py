@@ -107,6 +107,56 @@ def problem_text(e: ApiError) -> str:
     return _("This is not possible now.")
 
 
+# -- who acted: names, not ids (issue 28) -----------------------------------------------------------
+ACTOR = re.compile(r"^(staff|member):([A-Za-z0-9_-]{1,64})$")
+NAMES_PER_CALL = 100
+
+
+def _looked_up(path: str, ids, extra: dict | None = None) -> list[dict]:
+    """The items a members lookup (``?ids=``) answers, at most NAMES_PER_CALL ids a call; a
+    refusal leaves the names out (the ids are shown then), never an error page."""
+    ids = sorted(set(ids))
+    out: list[dict] = []
+    for i in range(0, len(ids), NAMES_PER_CALL):
+        try:
+            reply = call("GET", "members", rpath(path),
+                         params={"ids": ",".join(ids[i:i + NAMES_PER_CALL]), **(extra or {})})
+        except ApiError:
+            continue
+        out.extend(x for x in reply.data.get("items") or [] if isinstance(x, dict))
+    return out
+
+
+def staff_names(ids) -> dict[str, str]:
+    """Staff ids → names, as the region may know them (its admins, now or before, and platform
+    admins; no addresses): ``GET /v1/regions/{r}/staff/names``."""
+    return {x["id"]: str(x["name"]) for x in _looked_up("/staff/names", ids) if x.get("id") and x.get("name")}
+
+
+def member_names(ids) -> dict[str, str]:
+    """Member ids → names (region staff may read their members): ``GET …/members?ids=``."""
+    return {m["id"]: member_name(m, m["id"]) for m in _looked_up("/members", ids, {"limit": NAMES_PER_CALL})
+            if m.get("id") and m.get("region_id") in (None, g.region)}
+
+
+def named(history: list[dict]) -> list[dict]:
+    """A history whose ``staff:<id>`` and ``member:<id>`` actors carry their ``name`` (the
+    timeline shows it and keeps the id in a tooltip); two lookups for the whole history."""
+    wanted: dict[str, set] = {"staff": set(), "member": set()}
+    for e in history:
+        a = e.get("actor") if isinstance(e, dict) else None
+        m = ACTOR.match(str(a.get("sub") or "")) if isinstance(a, dict) else None
+        if m:
+            wanted[m[1]].add(m[2])
+    names = {f"staff:{k}": v for k, v in (staff_names(wanted["staff"]) if wanted["staff"] else {}).items()}
+    names.update({f"member:{k}": v for k, v in (member_names(wanted["member"]) if wanted["member"] else {}).items()})
+    for e in history:
+        a = e.get("actor") if isinstance(e, dict) else None
+        if isinstance(a, dict) and names.get(str(a.get("sub"))):
+            e["actor"] = dict(a, name=names[str(a.get("sub"))])
+    return history
+
+
 def _date(value) -> date | None:
     if not value:
         return None
@@ -244,7 +294,7 @@ def _member(m: str) -> tuple[dict, str | None]:
 def _member_page(m: str, *, errors=None, message=None, stale=False, given=None, status=200):
     member, etag = _member(m)
     region, _etag = _region()
-    history = call("GET", "members", rpath(f"/members/{m}/history")).data.get("items") or []
+    history = named(call("GET", "members", rpath(f"/members/{m}/history")).data.get("items") or [])
     return render_template("admin/member.html", member=member, etag=etag or "", history=history,
                            errors=errors or {}, message=message, stale=stale, given=given or {},
                            roles=MEMBER_ROLES, outside=outside_region(member, region),
@@ -486,7 +536,7 @@ def _agreement(a: str) -> tuple[dict, str | None]:
 
 
 def _history(a: str) -> list[dict]:
-    return call("GET", "agreements", rpath(f"/agreements/{a}/history")).data.get("items") or []
+    return named(call("GET", "agreements", rpath(f"/agreements/{a}/history")).data.get("items") or [])
 
 
 def _agreement_page(a: str, *, errors=None, message=None, reason="", status=200):
@@ -539,9 +589,41 @@ def agreement_save(r, a):
     return redirect(url_for("admin.agreement", r=r, a=a))
 
 
-AGREEMENT_ACTIONS = {"open-vote": ("POST", "/mandate"), "close-vote": ("POST", "/mandate/close"),
-                     "sign": ("POST", "/sign"), "terminate": ("POST", "/terminate"),
+AGREEMENT_ACTIONS = {"open-vote": ("POST", "/mandate"), "sign": ("POST", "/sign"), "terminate": ("POST", "/terminate"),
                      "amend": ("POST", "/amendments")}
+
+
+@bp.route("/agreements/<a>/close-vote", methods=["GET", "POST"])
+@staff_required
+def agreement_close_vote(r, a):
+    """Closing a vote early is a confirmation step (issue 28), like erasure: the GET page (and a
+    POST without ``confirm``) states the turnout so far and what closing means; only a POST
+    with ``confirm=y`` closes. Works without JavaScript."""
+    def page(message=None, status=200):
+        agreement, etag = _agreement(a)
+        mandate = agreement.get("mandate") or {}
+        if agreement.get("status") != "in_consultation" or mandate.get("status") != "open":
+            flash(_("The vote is not open (any more): nothing to close."))
+            return redirect(url_for("admin.agreement", r=r, a=a))
+        region, _etag = _region()
+        return render_template("admin/close_vote.html", region=region, agreement=agreement, mandate=mandate,
+                               etag=etag or "", time_left=time_left(mandate.get("deadline")),
+                               message=message), status
+
+    if request.method == "GET" or request.form.get("confirm") != "y":
+        return page()
+    try:
+        call("POST", "agreements", rpath(f"/agreements/{check_id(a)}/mandate/close"),
+             if_match=request.form.get("etag") or None)
+    except ApiError as e:
+        if e.status in (401, 403, 404):
+            raise
+        if e.status == 412:   # a vote came in meanwhile: the turnout shown is no longer the turnout
+            return page(_("This was changed by someone else in the meantime. Nothing has been done; check the "
+                          "current state below."), 409)
+        return _agreement_page(a, errors={"": [problem_text(e)]}, status=409)
+    flash(_("The vote has been closed."))
+    return redirect(url_for("admin.agreement", r=r, a=a))
 
 
 @bp.post("/agreements/<a>/<action>")
@@ -574,7 +656,7 @@ def agreement_action(r, a, action):
         errors = {"reason": api_errors(e).get("reason", [problem_text(e)])} if action == "terminate" \
             else {"": [problem_text(e)]}
         return _agreement_page(a, errors=errors, reason=reason, status=409)
-    flash({"open-vote": _("The vote has been opened."), "close-vote": _("The vote has been closed."),
+    flash({"open-vote": _("The vote has been opened."),
            "sign": _("The agreement has been signed."), "terminate": _("The agreement has been terminated."),
            "amend": _("An amendment has been drafted: a new version that needs its own vote.")}[action])
     target = reply.data.get("id") if action == "amend" and reply.data.get("id") else a
@@ -608,7 +690,9 @@ def notifications(r):
             raise
         errors.update(api_errors(e))
         items, nxt = [], None
-    return render_template("admin/notifications.html", region=region, items=items, errors=errors,
+    # Names, not ids (issue 28); the id stays in the link's tooltip and in the filter.
+    names = member_names({n["member_id"] for n in items if isinstance(n, dict) and n.get("member_id")})
+    return render_template("admin/notifications.html", region=region, items=items, errors=errors, names=names,
                            status=params.get("status", ""), member=params.get("member", ""),
                            next_after=nxt, first_page=not after, statuses=NOTIFICATION_STATUSES), \
         (422 if errors else 200)
@@ -713,7 +797,7 @@ def _seat_errors(errors: dict) -> dict:
 
 
 def _settings_page(region, etag, values, *, errors=None, stale=False, affected=None, extra_rows=1, status=200):
-    history = call("GET", "members", rpath("/history")).data.get("items") or []
+    history = named(call("GET", "members", rpath("/history")).data.get("items") or [])
     seats = values.get("seats") or []
     people = _region_members([s["member_id"] for s in seats] + [a.get("member_id", "") for a in affected or []])
     choices = sorted(((i, member_name(m, i)) for i, m in people.items() if m.get("status") != "erased"),

@@ -339,7 +339,8 @@ def sign_in():
     if request.method == "POST":
         if not form.validate() or not _EMAIL.fullmatch((form.email.data or "").strip()):
             errors = {"email": [_("Enter your e-mail address, like name@example.org.")]}
-            return render_template("sign_in.html", form=form, errors=errors), 422
+            return render_template("sign_in.html", form=form, errors=errors,
+                                   purpose=sign_in_purpose(form.next.data)), 422
         email = form.email.data.strip()
         # Per client first (a script trying many addresses), then per address (mail bombing);
         # both are counted whether or not the address is known.
@@ -349,7 +350,33 @@ def sign_in():
             return _rate_limited(wait)
         _send_link(email, safe_next(form.next.data), lang())
         return redirect(url_for("portal.sign_in_sent"))
-    return render_template("sign_in.html", form=form, errors={})
+    return render_template("sign_in.html", form=form, errors={}, purpose=sign_in_purpose(form.next.data))
+
+
+_BALLOT_NEXT = re.compile(r"^/r/([^/?#]+)/votes/([^/?#]+)/?(?:\?.*)?$")
+
+
+def sign_in_purpose(next_path: str | None) -> str | None:
+    """What a signed-out person is signing in for (issue 28): a vote e-mail's link says "Sign in
+    to vote on “X”". The title is read with the portal's own token, which reads only what is
+    public (a draft, or an agreement of another region under this URL, is a 404 there), so a
+    signed-out visitor learns nothing more than that; when the title cannot be read, nothing is
+    said (the same page as for an unknown id)."""
+    m = _BALLOT_NEXT.match(safe_next(next_path, ""))
+    if not m or not (_ID.fullmatch(m[1]) and _ID.fullmatch(m[2])):
+        return None
+    try:
+        a = public("GET", "agreements", f"/v1/regions/{m[1]}/agreements/{m[2]}").data
+    except (ApiError, ApiUnavailable):
+        return None
+    title = a.get("title") if isinstance(a, dict) else None
+    if (not isinstance(title, str) or not title.strip() or a.get("id") != m[2]
+            or a.get("region_id") not in (None, m[1]) or a.get("status") in (None, "draft")):
+        return None
+    title = title.strip()[:200]
+    if a.get("status") == "in_consultation" and (a.get("mandate") or {}).get("status") == "open":
+        return _("Sign in to vote on “%(title)s”", title=title)
+    return _("Sign in to see the vote on “%(title)s”", title=title)
 
 
 @bp.get("/sign-in/sent")

@@ -437,8 +437,12 @@ def stale_edit(a, a_url: str, aid: str) -> None:
 
 
 def close_vote(a, aid: str) -> None:
-    submit(a, f"form[action$='/agreements/{aid}/close-vote']", "agreement, vote closed",
-           url=rf"/admin/{R}/agreements/{aid}")
+    # one click asks first (issue 28): the turnout so far and what closing means, then confirm
+    submit(a, f"form[action$='/agreements/{aid}/close-vote']", "close the vote: confirmation",
+           url=rf"/admin/{R}/agreements/{aid}/close-vote")
+    assert _("Turnout so far") in a.text(), a.text()
+    submit(a, f"form[method=post][action$='/agreements/{aid}/close-vote']", "agreement, vote closed",
+           url=rf"/admin/{R}/agreements/{aid}$")
     assert f"{_('Mandate vote')}: {_('Passed')}" in a.text(), a.text()
 
 

@@ -149,7 +149,11 @@ def test_governance_story(hecht_env, tmp_path, visit):
 
         # -- the admin closes the vote; the result per cluster ---------------------------------
         a.goto(f"/admin/{R}/agreements/{aid}", "vote open, three of four voted")
-        a.click(f"form[action$='/agreements/{aid}/close-vote'] button[type=submit]", "vote closed",
+        # one click asks first (issue 28): the turnout so far and what closing means, then confirm
+        a.click(f"form[action$='/agreements/{aid}/close-vote'] button[type=submit]", "close the vote: confirmation",
+                url=rf"/admin/{R}/agreements/{aid}/close-vote\??$")
+        assert _("Turnout so far") in a.text()
+        a.click(f"form[method=post][action$='/agreements/{aid}/close-vote'] button[type=submit]", "vote closed",
                 url=rf"/admin/{R}/agreements/{aid}$")
         artifact(p, "governance-council-result")
         clusters = a.text("table.clusters")

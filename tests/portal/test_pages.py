@@ -231,3 +231,50 @@ def test_language_choice_then_accept_language_then_dutch(portal_fleet):
     assert '<html lang="en">' in page.text and "These regional GP organisations" in page.text
     b.post("/sign-out", csrf_from="/")
     assert '<html lang="en">' in b.get("/").text
+
+
+def test_a_signed_out_vote_link_says_what_signing_in_is_for(portal_fleet, hecht, browser):
+    """Issue 28 item 7: following a vote e-mail's link while signed out, the sign-in page says
+    "Sign in to vote on 'X'" (the agreement's public title, in nl/fr/en); never a draft's title
+    or anything of another region; after signing in the person lands on the ballot."""
+    import requests
+
+    from tests.conftest import bearer
+    region = hecht.region()
+    voter = new_email()
+    hecht.approve(region, hecht.sign_up(region, voter))
+    agreement = hecht.agreement(region, title="Zorgpad <diabetes> & co")
+    hecht.open_vote(region, agreement)
+    draft = hecht.agreement(region, title="Geheim ontwerp")
+    ballot = f"/r/{region}/votes/{agreement}"
+
+    r = browser.get(ballot, allow_redirects=False)
+    assert r.status_code == 302 and r.headers["Location"].startswith("/sign-in?next="), r.headers
+    page = browser.get(r.headers["Location"])
+    assert page.status_code == 200
+    assert "<h1>Log in om te stemmen over “Zorgpad &lt;diabetes&gt; &amp; co”</h1>" in page.text, page.text[:3000]
+    assert f'name="next" value="{ballot}"' in page.text
+    for language, text in (("fr", "Connectez-vous pour voter sur «\u202fZorgpad &lt;diabetes&gt; &amp; co\u202f»"),
+                           ("en", "Sign in to vote on “Zorgpad &lt;diabetes&gt; &amp; co”")):
+        other = Browser(browser.portal)
+        other.s.headers["Accept-Language"] = language
+        assert text in other.get(r.headers["Location"]).text
+
+    # Nothing that is not public: a draft, the agreement under another region, an unknown id.
+    elsewhere = hecht.region()
+    for path in (f"/r/{region}/votes/{draft}", f"/r/{elsewhere}/votes/{agreement}", f"/r/{region}/votes/a_none",
+                 f"/r/nowhere/votes/{agreement}", f"/r/{region}/votes/{agreement}/../{draft}"):
+        page = browser.get("/sign-in", params={"next": path})
+        assert page.status_code == 200 and "<h1>Inloggen</h1>" in page.text, path
+        assert "Geheim ontwerp" not in page.text and "Zorgpad" not in page.text, path
+
+    # Signing in from there lands on the ballot (the link carries next).
+    r = browser.sign_in(voter, ballot)
+    assert r.headers["Location"] == ballot
+    assert "Zorgpad &lt;diabetes&gt; &amp; co" in browser.get(ballot).text
+    # Once the vote is closed the link still says what it is for.
+    closed = requests.post(f"{hecht.urls['agreements']}/v1/regions/{region}/agreements/{agreement}/mandate/close",
+                           headers=bearer("region-admin", region), timeout=10)
+    assert closed.status_code == 200, closed.text
+    assert "Log in om de stemming over “Zorgpad" in Browser(browser.portal).get(
+        "/sign-in", params={"next": ballot}).text
