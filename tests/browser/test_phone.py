@@ -164,6 +164,8 @@ def test_every_page_fits_a_phone(hecht_env, tmp_path, visit):
                             (f"/admin/{R}/staff", "admins"),
                             (f"/admin/{R}/settings", "settings")):
             see(a, path, label, problems)
+            if label in ("agreement editor", "settings"):
+                a.shot(f"phone-console-{label.replace(' ', '-')}")
         a.page.set_viewport_size(NARROW)
         for path, label in ((f"/admin/{R}/members", "members"), (f"/admin/{R}/members/{me['id']}", "member"),
                             (f"/admin/{R}/agreements/new", "agreement editor")):
