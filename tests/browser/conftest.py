@@ -172,8 +172,8 @@ def visit(browser, axe, request):
 
     def make(base_url: str, lang: str = "nl", *, javascript: bool = True, shots: bool = False,
              viewport: dict | None = None) -> Visit:
-        context = browser.new_context(viewport=viewport or VIEWPORT, locale=LOCALES[lang], java_script_enabled=javascript,
-                                      accept_downloads=True,
+        context = browser.new_context(viewport=viewport or VIEWPORT, locale=LOCALES[lang],
+                                      java_script_enabled=javascript, accept_downloads=True,
                                       extra_http_headers={"Accept-Language": f"{LOCALES[lang]},{lang};q=0.9"})
         v = Visit(context, axe, base_url, javascript=javascript, lang=lang, shots=shots_mode() if shots else None)
         opened.append(v)
