@@ -36,6 +36,8 @@ from datetime import date, timedelta
 
 import requests
 
+from hecht import emails
+
 REGION = "elz-demo"
 SUBJECT = "demo:hecht"   # fixed token subject: Idempotency-Key replies are scoped by it
 KEY_PREFIX = "hecht-demo-v1"
@@ -203,7 +205,7 @@ class Demo:
     def _staff_by_email(self, email: str) -> dict | None:
         page = self._call("GET", f"{self.members_url}/v1/staff", headers=self._token("platform-admin"),
                           params={"q": email, "limit": 200}).json()
-        return next((a for a in page["items"] if a["email"].casefold() == email.casefold()), None)
+        return next((a for a in page["items"] if emails.key(a["email"]) == emails.key(email)), None)
 
     def staff(self) -> dict[str, dict]:
         """Each demo staff account invited, with at least its demo roles; returns key → account."""
@@ -241,7 +243,7 @@ class Demo:
                 page = self._call("GET", url, headers=self.admin, params=params).json()
                 for m in page["items"]:
                     if m.get("email"):
-                        found[m["email"].casefold()] = m
+                        found[emails.key(m["email"])] = m
                 nxt = page.get("next")
                 url = (nxt if nxt.startswith("http") else f"{self.members_url}{nxt}") if nxt else None
                 params = None
@@ -252,13 +254,13 @@ class Demo:
         existing = self._members_by_email()
         out = {}
         for p in PEOPLE:
-            m = existing.get(p.email.casefold())
+            m = existing.get(emails.key(p.email))
             if m is None:
                 # as the region's admin: the only caller told the new member's id (issue 22)
                 r = self._call("POST", f"{self.members_url}/v1/regions/{REGION}/members", ok=(201, 409),
                                key=f"sign-up:{p.key}", headers=self.admin, json=p.sign_up_body())
                 if r.status_code == 409:   # a concurrent run won the race: read it back
-                    m = self._members_by_email().get(p.email.casefold())
+                    m = self._members_by_email().get(emails.key(p.email))
                     if m is None:
                         raise DemoError(f"sign-up of {p.email}: 409 and not listed: {r.text[:300]}")
                 else:

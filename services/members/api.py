@@ -18,7 +18,8 @@ from .schemas import (CapacityHistorySchema, CapacityOverviewSchema, CapacitySch
                       LeaveSchema, MemberExportSchema, MemberListArgsSchema, MemberPageSchema, MemberSchema,
                       ProfileUpdateSchema, ReasonSchema, ReconfirmSchema, RegionPageSchema, RegionSchema,
                       RegionStaffCreateSchema, RegionStaffListArgsSchema, RegionStaffPageSchema, RegionStaffSchema, RegionUpdateSchema,
-                      RolesSchema, SignInResultSchema, SignInSchema, SignUpResultSchema, SignUpSchema,
+                      RolesSchema, SignInAddressesSchema, SignInResultSchema, SignInSchema, SignUpResultSchema,
+                      SignUpSchema,
                       SnapshotSchema, StaffCreateSchema, StaffListArgsSchema, StaffNamesArgsSchema, StaffNamesSchema,
                       StaffPageSchema, StaffSchema, StaffUpdateSchema)
 
@@ -39,7 +40,8 @@ def create_region(body):
     """Register a region (platform-admin)."""
     require("platform-admin")
     region = domain.Region(id=body["id"], name=body["name"], country=body["country"], kind=body["kind"],
-                           municipalities=body["municipalities"], mandate_policy=body["mandate_policy"])
+                           municipalities=body["municipalities"], mandate_policy=body["mandate_policy"],
+                           unicode_email_local_parts=body["unicode_email_local_parts"])
     doc = handlers.handle(domain.RegisterRegion(region), ctx().db, g.traceparent)
     return _region_out(doc), 201, {"ETag": etag(doc["version"]), "Location": f"/v1/regions/{region.id}"}
 
@@ -572,6 +574,23 @@ def remove_region_staff(region_id, staff_id):
 # ============================================================================================
 sign_ins = Blueprint("sign_ins", __name__, url_prefix="/v1/sign-ins",
                      description="The portal reports a used sign-in link: the address is proven")
+sign_in_addresses = Blueprint("sign_in_addresses", __name__, url_prefix="/v1/sign-in-addresses",
+                              description="The portal asks where a sign-in link for a typed address may go")
+
+
+@sign_in_addresses.post("")
+@allow(PORTAL)
+@sign_in_addresses.arguments(SignInSchema)
+@sign_in_addresses.response(200, SignInAddressesSchema)
+def find_sign_in_addresses(body):
+    """The stored addresses of the accounts a typed address names (portal only): the portal mails
+    a sign-in link to each of them and never to the address as typed. Matching follows the rule
+    of README "Security": the domain as IDNA A-labels, only ASCII letters case-insensitive, so
+    ``ß`` never matches ``ss``. Nothing changes; an unknown address gets an empty list."""
+    p = require(PORTAL)
+    if not p.is_portal:
+        raise Forbidden("only the portal asks for sign-in addresses")
+    return {"addresses": handlers.sign_in_addresses(body["email"], handlers.Repos(ctx().db))}
 
 
 @sign_ins.post("")

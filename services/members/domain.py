@@ -11,8 +11,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 
-from email_validator import EmailNotValidError, validate_email
-
+from hecht import emails
 from hecht.errors import Invalid, InvalidTransition
 
 COUNTRIES = ("NL", "BE")
@@ -96,6 +95,9 @@ class Region:
     kind: str
     municipalities: list[str]
     mandate_policy: MandatePolicy = field(default_factory=MandatePolicy)
+    # Members' (and integrator contacts') addresses may have a non-ASCII local part
+    # (``jürgen@…``): off unless the region opts in (hecht/emails.py).
+    unicode_email_local_parts: bool = False
 
     def __post_init__(self):
         if isinstance(self.mandate_policy, dict):
@@ -112,7 +114,8 @@ class Region:
 
     def event_data(self) -> dict:
         return {"region_id": self.id, "name": self.name, "country": self.country, "kind": self.kind,
-                "municipalities": list(self.municipalities), "mandate_policy": self.mandate_policy.as_dict()}
+                "municipalities": list(self.municipalities), "mandate_policy": self.mandate_policy.as_dict(),
+                "unicode_email_local_parts": self.unicode_email_local_parts}
 
     def removed_municipalities(self, wanted: list[str]) -> list[str]:
         """The region's municipalities (its spelling) that ``wanted`` no longer lists."""
@@ -303,17 +306,17 @@ def validate_postcode(raw: str, country: str) -> str:
     raise ValueError(f"no postcode rule for country {country}")
 
 
-def normalise_email(raw: str) -> str:
-    """Syntax-checked and normalised (domain lower-cased, Unicode NFC); no DNS lookups."""
-    try:
-        return validate_email((raw or "").strip(), check_deliverability=False).normalized
-    except EmailNotValidError as e:
-        raise ValueError(str(e)) from None
+def normalise_email(raw: str, *, unicode_local: bool = False) -> str:
+    """Syntax-checked and in the normal form of hecht/emails.py (the domain's lower-case
+    A-labels, the local part as given: ASCII unless ``unicode_local``); no DNS lookups.
+    Raises ValueError (``emails.AddressError``)."""
+    return emails.validate(raw, unicode_local=unicode_local)
 
 
 def email_key(email: str) -> str:
-    """The uniqueness key: addresses differing only in case reach the same person."""
-    return email.casefold()
+    """The uniqueness and matching key (hecht/emails.py): addresses differing only in the case
+    of ASCII letters reach the same person; nothing else is folded (``ß`` is not ``ss``)."""
+    return emails.key(email)
 
 
 def clean_name(raw: str) -> str:
@@ -665,7 +668,7 @@ def profile_fields(data: dict, region: Region, *, partial: bool = False) -> dict
                 errors[key] = [str(e)]
     if "email" in data:
         try:
-            out["email"] = normalise_email(data["email"])
+            out["email"] = normalise_email(data["email"], unicode_local=region.unicode_email_local_parts)
         except ValueError as e:
             errors["email"] = [str(e)]
     for key, allowed in (("language", LANGUAGES), ("category", CATEGORIES)):
@@ -855,10 +858,11 @@ class SignIn:
 
 
 def sign_in_email(raw: str) -> str:
-    """The address as sign-up normalises it, or Invalid (422) naming the field. Staff addresses
-    under ``.local`` (development) pass too; no member can have one."""
+    """The address in its normal form (hecht/emails.py), or Invalid (422) naming the field: the
+    shape only, as a look-up needs it. A non-ASCII local part passes (a region may allow them);
+    it matches only an account that stored it."""
     try:
-        return normalise_staff_email(raw)
+        return emails.normalise(raw, unicode_local=True)
     except ValueError as e:
         raise Invalid("the email address is not valid", errors={"email": [str(e)]}) from None
 
@@ -885,9 +889,9 @@ def normalise_staff_email(raw: str) -> str:
     """As ``normalise_email``, but also accepting development addresses under ``.local`` (the
     demo's ``admin@demo.hecht.local``), which the e-mail validator refuses as a special-use
     name. Their syntax is checked as if the domain ended in ``.org``."""
-    value = (raw or "").strip()
+    value = emails.normalise(raw)   # staff belong to no region: ASCII local parts only
     local, at, domain = value.rpartition("@")
-    if at and domain.casefold().endswith(_DEV_TLD) and len(domain) > len(_DEV_TLD):
+    if domain.endswith(_DEV_TLD) and len(domain) > len(_DEV_TLD):
         stand_in = normalise_email(f"{local}@{domain[:-len(_DEV_TLD)]}.org")
         return stand_in[:-len(".org")] + _DEV_TLD
     return normalise_email(value)

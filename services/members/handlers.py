@@ -268,9 +268,25 @@ def sign_in(cmd: domain.SignIn, repos: "Repos", trace: str | None) -> tuple[str,
                 doc = repos.members.get_doc(doc["region"], doc["_id"])
             except (InvalidTransition, NotFound):
                 continue  # erased meanwhile: no longer theirs to list
-        if doc.get("status") != "erased" and domain.email_key(doc.get("email") or "") == email.casefold():
+        if doc.get("status") != "erased" and domain.email_key(doc.get("email") or "") == domain.email_key(email):
             out.append(doc)
     return email, out, staff
+
+
+def sign_in_addresses(email: str, repos: "Repos") -> list[dict]:
+    """The stored addresses (with the person's language) of the accounts the typed ``email``
+    names under the rule of hecht/emails.py: its non-erased memberships and its non-revoked
+    staff account. The portal mails a sign-in link to each of them, never to the typed address;
+    nothing changes here."""
+    email = domain.sign_in_email(email)
+    found: dict[str, str | None] = {}
+    for doc in repos.members.with_email(email):
+        if doc.get("status") != "erased" and doc.get("email"):
+            found.setdefault(doc["email"], doc.get("language"))
+    staff = repos.staff.with_email(email)
+    if staff is not None and staff["status"] != "revoked":
+        found.setdefault(staff["email"], staff.get("language"))
+    return [{"email": e, "language": lang} for e, lang in found.items()]
 
 
 def _sign_in_staff(email: str, repos: "Repos", trace: str | None) -> dict | None:

@@ -8,8 +8,9 @@ from datetime import date, datetime, timedelta, timezone
 
 from pymongo import ASCENDING, ReplaceOne
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
-from hecht import outbox, topics
+from hecht import emails, outbox, topics
 from hecht.errors import Conflict, NotFound, PreconditionFailed
 from hecht.outbox import AggregateStore, EventDraft, RecordDraft
 
@@ -46,6 +47,36 @@ def ensure_indexes(db: Database) -> None:
     db.staff.create_index([("admin_of", ASCENDING), ("_id", ASCENDING)], name="admin_of_id_order")
     # The daily job asks "which regions have today's snapshot?" (history reads go by _id).
     db[SNAPSHOTS].create_index([("day", ASCENDING)], name="snapshot_day")
+    rekey_emails(db)
+
+
+# Addresses with a character outside ASCII: the only ones whose key the rule of hecht/emails.py
+# (issue 22) changed. For ASCII addresses ``casefold()``, the earlier key, is the new key.
+_NON_ASCII = {"$regex": "[^\\x00-\\x7F]"}
+
+
+def rekey_emails(db: Database) -> int:
+    """Recompute ``email_key`` of members and staff stored with the earlier rule (``casefold()``
+    of the whole address), so they are found under the rule of hecht/emails.py. Idempotent, run
+    with the indexes (at start-up and by ``hecht migrate``); reads only addresses with non-ASCII
+    characters. A key that another account of the same scope already holds is left as it was
+    (logged): the two are one identity now, and staff must decide which account stays."""
+    changed = 0
+    for coll, scope in ((db.members, ("region",)), (db.staff, ())):
+        for doc in coll.find({"email": _NON_ASCII, "status": {"$ne": "erased"}},
+                             {"email": 1, "email_key": 1, **{f: 1 for f in scope}}):
+            new = emails.key(doc["email"])
+            if doc.get("email_key") == new:
+                continue
+            try:
+                changed += coll.update_one({"_id": doc["_id"], "email": doc["email"]},
+                                           {"$set": {"email_key": new}}).modified_count
+            except DuplicateKeyError:
+                log.warning("email key not recomputed: another account has it",
+                            extra={"collection": coll.name, "id": doc["_id"]})
+    if changed:
+        log.info("email keys recomputed", extra={"documents": changed})
+    return changed
 
 
 def _aware(moment: datetime) -> datetime:
@@ -66,7 +97,8 @@ class RegionRepository:
     @staticmethod
     def to_domain(doc: dict) -> Region:
         return Region(id=doc["_id"], name=doc["name"], country=doc["country"], kind=doc["kind"],
-                      municipalities=doc["municipalities"], mandate_policy=doc["mandate_policy"])
+                      municipalities=doc["municipalities"], mandate_policy=doc["mandate_policy"],
+                      unicode_email_local_parts=bool(doc.get("unicode_email_local_parts")))
 
     def get_doc(self, region_id: str) -> dict:
         doc = self.db.regions.find_one({"_id": region_id})
@@ -139,7 +171,7 @@ class MemberRepository:
         """Values of the unique indexes; a member without one gets a placeholder of its own."""
         active = m.status != "erased"
         return {
-            "email_key": m.email.casefold() if active and m.email else f"erased:{m.id}",
+            "email_key": emails.key(m.email) if active and m.email else f"erased:{m.id}",
             "registration_key": m.registration.identity_key if active and m.registration else f"erased:{m.id}",
             "chair_seat": f"chair:{m.region}" if m.holds_chair else f"none:{m.id}",
         }
@@ -255,8 +287,9 @@ class MemberRepository:
         return [d["_id"] for d in self.coll.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)]
 
     def with_email(self, email: str) -> list[dict]:
-        """Every membership, in every region, with this address (erased ones have none)."""
-        return list(self.coll.find({"email_key": email.casefold()}, INTERNAL_FIELDS).sort("region", ASCENDING))
+        """Every membership, in every region, whose address has this one's key (hecht/emails.py;
+        erased ones have none)."""
+        return list(self.coll.find({"email_key": emails.key(email)}, INTERNAL_FIELDS).sort("region", ASCENDING))
 
     def stale_ids(self, now: datetime, confirm_days: int, limit: int = 10_000) -> list[tuple[str, str]]:
         """(region, member id) of the stale sign-ups, oldest first."""
@@ -399,7 +432,7 @@ class StaffRepository:
 
     @staticmethod
     def _fields(s: Staff) -> dict:
-        return {"email": s.email, "email_key": s.email.casefold(), "name": s.name, "language": s.language,
+        return {"email": s.email, "email_key": emails.key(s.email), "name": s.name, "language": s.language,
                 "platform_admin": s.platform_admin, "admin_of": list(s.admin_of), "status": s.status,
                 "invited_at": s.invited_at, "activated_at": s.activated_at, "revoked_at": s.revoked_at}
 
@@ -421,7 +454,8 @@ class StaffRepository:
         return self.to_domain(doc), doc["version"]
 
     def with_email(self, email: str) -> dict | None:
-        return self.coll.find_one({"email_key": email.casefold()}, STAFF_INTERNAL_FIELDS)
+        """The account whose address has this one's key (hecht/emails.py)."""
+        return self.coll.find_one({"email_key": emails.key(email)}, STAFF_INTERNAL_FIELDS)
 
     @staticmethod
     def list_query(*, status: str | None = None, region: str | None = None, q: str | None = None) -> dict:
@@ -457,7 +491,7 @@ class StaffRepository:
         return {k: v for k, v in doc.items() if k not in STAFF_INTERNAL_FIELDS}
 
     def _duplicate(self, s: Staff) -> Conflict:
-        if self.coll.find_one({"email_key": s.email.casefold(), "_id": {"$ne": s.id}}, {"_id": 1}):
+        if self.coll.find_one({"email_key": emails.key(s.email), "_id": {"$ne": s.id}}, {"_id": 1}):
             return Conflict("a staff account with this email address already exists",
                             errors={"email": ["already on a staff account"]})
         return Conflict(f"staff account {s.id} already exists")

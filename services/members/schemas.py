@@ -59,6 +59,11 @@ class MandatePolicySchema(Schema):
         "description": "+1 on every change; a vote keeps the version in force when it opened"})
 
 
+_UNICODE_LOCAL_HELP = ("members' and integrator contacts' e-mail addresses may have a non-ASCII part before "
+                       "the @ (e.g. jürgen@example.de); false (the default) accepts ASCII only there. "
+                       "Changing it does not touch addresses already stored")
+
+
 class RegionSchema(Schema):
     id = fields.String(required=True, validate=[SLUG, validate.NoneOf(
         RESERVED_REGION_IDS, error="this id is reserved (staff events carry it as their region)")],
@@ -69,6 +74,7 @@ class RegionSchema(Schema):
     municipalities = fields.List(fields.String(validate=one_line(1, 100)), required=True,
                                  validate=validate.Length(1, 1000))
     mandate_policy = fields.Nested(MandatePolicySchema, load_default=lambda: MandatePolicySchema().load({}))
+    unicode_email_local_parts = fields.Boolean(load_default=False, metadata={"description": _UNICODE_LOCAL_HELP})
     version = fields.Integer(dump_only=True)
 
 
@@ -94,6 +100,7 @@ class RegionUpdateSchema(ChangesSchema):
     kind = fields.String(validate=validate.OneOf(REGION_KINDS))
     municipalities = fields.List(fields.String(validate=one_line(1, 100)), validate=validate.Length(1, 1000))
     mandate_policy = fields.Nested("MandatePolicyUpdateSchema")
+    unicode_email_local_parts = fields.Boolean(metadata={"description": _UNICODE_LOCAL_HELP})
     confirm_affected = fields.Boolean(load_only=True, load_default=False, metadata={
         "description": "removing a municipality that members' practices lie in answers 409 listing them "
                        "(`affected`) unless this is true"})
@@ -271,6 +278,18 @@ class CapacityOverviewSchema(Schema):
 class SignInSchema(Schema):
     email = fields.String(required=True, validate=validate.Length(3, 254),
                           metadata={"description": "the address a used sign-in link was sent to"})
+
+
+class SignInAddressSchema(Schema):
+    email = fields.String(metadata={"description": "the address as the account stored it"})
+    language = fields.String(allow_none=True, metadata={"description": "the person's language (nl, fr, en)"})
+
+
+class SignInAddressesSchema(Schema):
+    addresses = fields.List(fields.Nested(SignInAddressSchema), metadata={
+        "description": "the distinct stored addresses of the non-erased memberships and the non-revoked staff "
+                       "account whose address has the key of the one asked for (README, Security); empty "
+                       "when none"})
 
 
 class MembershipSchema(Schema):

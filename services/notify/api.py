@@ -17,7 +17,8 @@ from .repository import (AddressBook, DeliveryRepository, NotificationRepository
                          SubscriptionRepository)
 from .schemas import (ClientSecretListSchema, DeliveryArgsSchema, DeliveryDetailSchema, DeliveryPageSchema,
                       DeliverySchema, EventTypeListSchema, IntegratorArgsSchema, IntegratorPageSchema, IntegratorSchema,
-                      IntegratorSignInResultSchema, IntegratorSignInSchema, IntegratorUpdateSchema,
+                      IntegratorSignInAddressesSchema, IntegratorSignInResultSchema, IntegratorSignInSchema,
+                      IntegratorUpdateSchema,
                       MemberExportSchema, NewClientSecretSchema, NotificationArgsSchema, NotificationPageSchema,
                       NotificationSchema, PingResultSchema, ReplayResultSchema, ReplaySchema, RotateSecretSchema,
                       SubscriptionArgsSchema, SubscriptionPageSchema, SubscriptionSchema, SubscriptionUpdateSchema,
@@ -337,6 +338,9 @@ apps = Blueprint("integrators", __name__, url_prefix="/v1/regions/<region_id>/in
                  description="Integrator applications: identity, allowed event types, client secrets")
 sign_ins = Blueprint("integrator_sign_ins", __name__, url_prefix="/v1/integrator-sign-ins",
                      description="The portal reports an integrator's sign-in (portal token only)")
+sign_in_addresses = Blueprint("integrator_sign_in_addresses", __name__,
+                              url_prefix="/v1/integrator-sign-in-addresses",
+                              description="The portal asks where an integrator's sign-in link may go (portal token only)")
 event_types = Blueprint("event_types", __name__, url_prefix="/v1/event-types",
                         description="The event catalogue: every deliverable type, its schema and an example")
 
@@ -459,6 +463,20 @@ def integrator_sign_in(body):
     docs = integrators.sign_in(ctx().db, body["email"])
     return {"integrators": [{"id": d["_id"], "region": d["region"], "name": d["name"], "status": d["status"]}
                             for d in docs]}
+
+
+@sign_in_addresses.post("")
+@allow("portal")
+@sign_in_addresses.arguments(IntegratorSignInSchema)
+@sign_in_addresses.response(200, IntegratorSignInAddressesSchema)
+def integrator_sign_in_addresses(body):
+    """The stored contact addresses of the invited or active applications a typed address names
+    (portal token only): the portal mails a sign-in link to each, never to the address as typed.
+    Nothing changes; an unknown address gets an empty list."""
+    p = require("portal")
+    if not p.is_portal:
+        raise Forbidden("only the portal asks for sign-in addresses")
+    return {"addresses": integrators.sign_in_addresses(ctx().db, body["email"])}
 
 
 @event_types.get("")

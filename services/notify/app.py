@@ -4,7 +4,8 @@ from __future__ import annotations
 from hecht.web import create_service_app
 
 from . import oauth
-from .api import apps, event_types, members, notifications, reject_inactive_integrators, sign_ins, subscriptions
+from .api import (apps, event_types, members, notifications, reject_inactive_integrators, sign_in_addresses,
+                  sign_ins, subscriptions)
 from .repository import ensure_indexes
 
 
@@ -15,7 +16,8 @@ def create_app(test_config: dict | None = None):
         description="Webhook subscriptions for integrators (Standard Webhooks signatures, retries, replay, "
                     "rate limits, circuit breaker), integrator applications and their OAuth 2.0 client "
                     "credentials, the event catalogue, and e-mail notifications to GPs in their language.",
-        blueprints=[subscriptions, notifications, members, apps, sign_ins, event_types, oauth.tokens],
+        blueprints=[subscriptions, notifications, members, apps, sign_ins, sign_in_addresses, event_types,
+                    oauth.tokens],
         index_setup=ensure_indexes,
         test_config=test_config,
     )

@@ -336,7 +336,7 @@ def fan_out(repos: Repos, event: dict, short: str, at: datetime) -> int:
 def remember_region(event: dict, repos: Repos) -> None:
     data = event["data"]
     repos.regions.apply(data.get("region_id") or event["subject"], event["sequence"], data.get("name"),
-                        data.get("country"))
+                        data.get("country"), bool(data.get("unicode_email_local_parts")))
 
 
 def remember_member(event: dict, repos: Repos) -> None:

@@ -19,6 +19,7 @@ import secrets as _random
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 
+from hecht import emails
 from hecht.config import Settings
 from hecht.errors import Conflict, Invalid, NotFound
 from hecht.outbox import AggregateStore, transaction
@@ -67,6 +68,33 @@ def check_within(allowed: list[str], patterns: list[str]) -> None:
                       errors={"event_types": errors}, allowed_event_types=allowed)
 
 
+# -- contact addresses --------------------------------------------------------------------------
+def contact_address(db: Database, region: str, raw: str) -> str:
+    """The contact address in the normal form of hecht/emails.py (a non-ASCII local part only if
+    the region opts in), or 422 naming the field. ``.test`` domains pass, as test set-ups use them."""
+    try:
+        return emails.validate(raw, unicode_local=RegionBook(db).unicode_email_local_parts(region),
+                               test_environment=True)
+    except emails.AddressError as e:
+        raise Invalid("the contact address is not valid", errors={"contact_email": [str(e)]}) from None
+
+
+def rekey_contacts(db: Database) -> int:
+    """``contact_email_key`` (hecht/emails.py) for applications stored with the earlier
+    ``contact_email_lc`` (``lower()`` of the whole address), or whose address has non-ASCII
+    characters. Idempotent; run with the indexes."""
+    changed = 0
+    query = {"$or": [{"contact_email_key": {"$exists": False}},
+                     {"contact_email": {"$regex": "[^\\x00-\\x7F]"}}]}
+    for doc in db.integrators.find(query, {"contact_email": 1, "contact_email_key": 1}):
+        new = emails.key(doc.get("contact_email") or "")
+        if doc.get("contact_email_key") != new:
+            changed += db.integrators.update_one({"_id": doc["_id"], "contact_email": doc.get("contact_email")},
+                                                 {"$set": {"contact_email_key": new},
+                                                  "$unset": {"contact_email_lc": ""}}).modified_count
+    return changed
+
+
 # -- repository -------------------------------------------------------------------------------
 class IntegratorRepository:
     def __init__(self, db: Database):
@@ -97,9 +125,10 @@ def create(db: Database, settings: Settings, *, region: str, name: str, contact_
     ``notifications`` collection is notify's e-mail outbox, so the invitation is sent exactly
     when the application exists."""
     patterns = domain.normalize_patterns(event_types)
+    contact_email = contact_address(db, region, contact_email)
     at = now()
     doc = {"_id": new_id(ID_PREFIX), "region": region, "name": name.strip(), "contact_email": contact_email,
-           "contact_email_lc": contact_email.lower(), "event_types": patterns, "status": INVITED,
+           "contact_email_key": emails.key(contact_email), "event_types": patterns, "status": INVITED,
            "language": domain.language_of(language), "created_at": at, "updated_at": at, "activated_at": None,
            "created_by": created_by, "secrets": [], "version": 1}
     link = f"{settings.portal_url.rstrip('/')}/integrations/{region}" if settings.portal_url else None
@@ -128,7 +157,8 @@ def update(db: Database, doc: dict, changes: dict) -> dict:
     if "name" in changes:
         out["name"] = changes["name"].strip()
     if "contact_email" in changes:
-        out.update(contact_email=changes["contact_email"], contact_email_lc=changes["contact_email"].lower())
+        address = contact_address(db, doc["region"], changes["contact_email"])
+        out.update(contact_email=address, contact_email_key=emails.key(address))
     if "event_types" in changes:
         patterns = domain.normalize_patterns(changes["event_types"])
         beyond = [s["_id"] for s in db.subscriptions.find(
@@ -201,12 +231,32 @@ def authenticate(db: Database, client_id: str, secret: str) -> dict | None:
 
 
 # -- portal sign-in ---------------------------------------------------------------------------
+def _contact_of(db: Database, email: str):
+    """The invited or active applications whose contact address has the key of ``email``
+    (hecht/emails.py), or 422 for something that is not an address."""
+    try:
+        wanted = emails.lookup_key(email)
+    except emails.AddressError as e:
+        raise Invalid("the email address is not valid", errors={"email": [str(e)]}) from None
+    return db.integrators.find({"contact_email_key": wanted,
+                                "status": {"$in": [INVITED, ACTIVE]}}).sort("_id", ASCENDING)
+
+
+def sign_in_addresses(db: Database, email: str) -> list[dict]:
+    """The stored contact addresses (and languages) of the applications ``email`` names: where
+    the portal may send a sign-in link. Nothing changes."""
+    found: dict[str, str | None] = {}
+    for doc in _contact_of(db, email):
+        found.setdefault(doc["contact_email"], doc.get("language"))
+    return [{"email": e, "language": lang} for e, lang in found.items()]
+
+
 def sign_in(db: Database, email: str) -> list[dict]:
-    """The invited or active applications whose contact address this is; ``invited`` → ``active``."""
+    """The invited or active applications whose contact address this is (by its key);
+    ``invited`` → ``active``."""
     at = now()
     out = []
-    for doc in db.integrators.find({"contact_email_lc": email.strip().lower(),
-                                    "status": {"$in": [INVITED, ACTIVE]}}).sort("_id", ASCENDING):
+    for doc in _contact_of(db, email):
         if doc["status"] == INVITED:
             doc = db.integrators.find_one_and_update(
                 {"_id": doc["_id"], "status": INVITED},

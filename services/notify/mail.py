@@ -8,6 +8,7 @@ and tallies are business facts.
 """
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from datetime import date, datetime
@@ -63,6 +64,17 @@ def format_datetime(value, language: str) -> str:
     return f"{format_date(local, language)} {at} {local:%H:%M}"
 
 
+def plural(n, language: str, one: str, other: str) -> str:
+    """``{{ votes_abstain|plural(lang, "abstention", "abstentions") }}``: the count and the noun
+    in the form the language asks for (French uses the singular for 0 and 1 as well)."""
+    try:
+        n = int(n or 0)
+    except (TypeError, ValueError):
+        n = 0
+    singular = n in (0, 1) if language_of(language) == "fr" else n == 1
+    return f"{n} {one if singular else other}"
+
+
 def percent(value) -> str:
     try:
         return f"{round(float(value) * 100)}%"
@@ -79,6 +91,7 @@ def _env() -> Environment:
     env.filters["date"] = format_date
     env.filters["datetime"] = format_datetime
     env.filters["percent"] = percent
+    env.filters["plural"] = plural
     return env
 
 
@@ -93,11 +106,15 @@ def render(template: str, language: str, context: dict) -> tuple[str, str, str]:
     env = _env()
     tpl = env.get_template(f"{language}/{template}.txt.j2")
     ctx = tpl.new_context(dict(context, lang=language))
-    subject = " ".join("".join(tpl.blocks["subject"](ctx)).split())
+    # every run of whitespace (line breaks included) becomes one space, except French's no-break
+    # spaces (before ":" and inside « »), which stay
+    subject = re.sub(r"[^\S\u00a0\u202f]+", " ", "".join(tpl.blocks["subject"](ctx))).strip(" ")
     body = "".join(tpl.blocks["body"](tpl.new_context(dict(context, lang=language)))).strip()
     paragraphs = [" ".join(p.split("\n")).strip() for p in body.split("\n\n") if p.strip()]
     link = context.get("link")
-    text = body + (f"\n\n{_LINK_LABEL[language]}: {link}" if link else "") + "\n\n-- \n" + _FOOTER[language] + "\n"
+    colon = "\u202f:" if language == "fr" else ":"   # French: a narrow no-break space before the colon
+    text = (body + (f"\n\n{_LINK_LABEL[language]}{colon} {link}" if link else "") + "\n\n-- \n" + _FOOTER[language]
+            + "\n")
     html = env.get_template("_layout.html.j2").render(lang=language, subject=subject, paragraphs=paragraphs,
                                                       link=link, link_label=_LINK_LABEL[language],
                                                       footer=_FOOTER[language])

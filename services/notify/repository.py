@@ -82,7 +82,9 @@ def ensure_indexes(db: Database) -> None:
     db.reminders.create_index([("agreement_id", ASCENDING)])
     db.subscriptions.create_index([("region", ASCENDING), ("owner", ASCENDING), ("_id", ASCENDING)])
     db.integrators.create_index([("region", ASCENDING), ("_id", ASCENDING)])
-    db.integrators.create_index([("contact_email_lc", ASCENDING)])  # the portal's integrator sign-in
+    db.integrators.create_index([("contact_email_key", ASCENDING)])  # the portal's integrator sign-in
+    from .integrators import rekey_contacts
+    rekey_contacts(db)
     db.integrators.create_index([("status", ASCENDING)])  # the delivery engine holds suspended ones
 
 
@@ -386,8 +388,10 @@ class RegionBook:
     def __init__(self, db: Database):
         self.coll = db.regions
 
-    def apply(self, region_id: str, sequence: int, name: str, country: str | None) -> None:
-        _apply_newer(self.coll, region_id, sequence, {"name": name, "country": country})
+    def apply(self, region_id: str, sequence: int, name: str, country: str | None,
+              unicode_email_local_parts: bool = False) -> None:
+        _apply_newer(self.coll, region_id, sequence, {"name": name, "country": country,
+                                                      "unicode_email_local_parts": bool(unicode_email_local_parts)})
 
     def name(self, region_id: str) -> str:
         doc = self.coll.find_one({"_id": region_id}, {"name": 1})
@@ -396,6 +400,12 @@ class RegionBook:
     def known(self, region_id: str) -> bool:
         """Has a ``region.*`` event from the members service named this region?"""
         return self.coll.find_one({"_id": region_id}, {"_id": 1}) is not None
+
+    def unicode_email_local_parts(self, region_id: str) -> bool:
+        """Does the region accept non-ASCII local parts in addresses (hecht/emails.py)? No until
+        its events said so."""
+        doc = self.coll.find_one({"_id": region_id}, {"unicode_email_local_parts": 1})
+        return bool((doc or {}).get("unicode_email_local_parts"))
 
 
 # -- notifications ----------------------------------------------------------------------------

@@ -286,7 +286,20 @@ class ClientSecretListSchema(Schema):
 
 
 class IntegratorSignInSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(3, 254))
+    email = fields.String(required=True, validate=validate.Length(3, 254), metadata={
+        "description": "an e-mail address; matched on its key (README, Security: the domain's IDNA A-labels, "
+                       "only ASCII letters case-insensitive)"})
+
+
+class SignInAddressSchema(Schema):
+    email = fields.String(metadata={"description": "the contact address as the application stored it"})
+    language = fields.String(allow_none=True, metadata={"description": "the application's language (nl, fr, en)"})
+
+
+class IntegratorSignInAddressesSchema(Schema):
+    addresses = fields.List(fields.Nested(SignInAddressSchema), metadata={
+        "description": "the distinct stored contact addresses of the invited or active applications the address "
+                       "names; empty when none"})
 
 
 class SignedInIntegratorSchema(Schema):

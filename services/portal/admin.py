@@ -13,11 +13,12 @@ from datetime import date, datetime, timedelta, timezone
 from urllib.parse import parse_qs, urlsplit
 
 from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, session, url_for
-from flask_babel import gettext as _
+from flask_babel import gettext as _, ngettext
 
 from . import fielderrors
 from .client import ApiError
 from .i18n import moment_of
+from .labels import label
 from .views import (api, check_id, guarded, may_admin, recheck_staff, reverify_state, send_invite,
                     staff_account)
 
@@ -173,10 +174,12 @@ def time_left(deadline) -> str:
     left = d - datetime.now(timezone.utc)
     if left.total_seconds() <= 0:
         return _("the deadline has passed")
-    days, hours = left.days, left.seconds // 3600
+    days, hours, minutes = left.days, left.seconds // 3600, (left.seconds % 3600) // 60
     if days:
-        return _("%(days)s days and %(hours)s hours left", days=days, hours=hours)
-    return _("%(hours)s hours and %(minutes)s minutes left", hours=hours, minutes=(left.seconds % 3600) // 60)
+        return _("%(larger)s and %(smaller)s left", larger=ngettext("%(num)s day", "%(num)s days", days),
+                 smaller=ngettext("%(num)s hour", "%(num)s hours", hours))
+    return _("%(larger)s and %(smaller)s left", larger=ngettext("%(num)s hour", "%(num)s hours", hours),
+             smaller=ngettext("%(num)s minute", "%(num)s minutes", minutes))
 
 
 # -- dashboard --------------------------------------------------------------------------------
@@ -258,7 +261,7 @@ def members(r):
         if len(q) <= 100:
             args["q"] = q
         else:
-            errors["q"] = [_("Use at most %(max)s characters.", max=100)]
+            errors["q"] = [ngettext("Use at most %(num)s character.", "Use at most %(num)s characters.", 100)]
     after = request.args.get("after", "").strip()[:200]
     limit = request.args.get("limit", "")
     if limit.isdigit() and 1 <= int(limit) <= 200:
@@ -299,7 +302,8 @@ def _member_page(m: str, *, errors=None, message=None, stale=False, given=None, 
                            errors=errors or {}, message=message, stale=stale, given=given or {},
                            roles=MEMBER_ROLES, outside=outside_region(member, region),
                            reverify=reverify_state(member),
-                           schemes=schemes_of(region)), status
+                           schemes=[(s, label(s, "scheme")) for s in schemes_of(region)],
+                           country=region.get("country")), status
 
 
 def schemes_of(region: dict) -> tuple[str, ...]:
@@ -847,7 +851,7 @@ def _settings_check(values: dict) -> tuple[dict, dict]:
     if policy.get("body") == "council" and not values["seats"]:
         errors["mandate_policy_seats"] = [_("A council needs its seats: add at least one member and cluster.")]
     if len(values["seats"]) > MAX_SEATS:
-        errors["mandate_policy_seats"] = [_("At most %(n)s seats.", n=MAX_SEATS)]
+        errors["mandate_policy_seats"] = [ngettext("At most %(num)s seat.", "At most %(num)s seats.", MAX_SEATS)]
     return policy, errors
 
 
@@ -1024,7 +1028,7 @@ def staff(r):
     if values["language"] not in LANGUAGES:
         values["language"] = "nl"
     try:
-        call("POST", "members", rpath("/staff"), json={k: v for k, v in values.items() if v})
+        invited = call("POST", "members", rpath("/staff"), json={k: v for k, v in values.items() if v}).data
     except ApiError as e:
         if e.status in (401, 403, 404):
             raise
@@ -1032,7 +1036,8 @@ def staff(r):
         if e.status == 409 and not e.errors:
             errors = {"email": [problem_text(e)]}
         return _staff_page(region, values=values, errors=errors, status=422)
-    send_invite(values["email"], f"/admin/{r}", values["language"], region.get("name") or r)
+    # To the address as the account stored it (an existing account keeps its own), not as typed.
+    send_invite(invited.get("email") or values["email"], f"/admin/{r}", values["language"], region.get("name") or r)
     flash(_("The invitation has been sent to %(email)s.", email=values["email"]))
     return redirect(url_for("admin.staff", r=r))
 

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import re
 
-from flask_babel import gettext as _
+from flask_babel import gettext as _, ngettext
+
+from .labels import label
 
 # (pattern, message factory taking the match)
 _RULES = [
     (r"Missing data for required field\.|required|must not be empty|Field may not be null\.",
      lambda m: _("This field is required.")),
     (r"Length must be between (\d+) and (\d+)\.",
-     lambda m: _("Use between %(min)s and %(max)s characters.", min=m[1], max=m[2])),
-    (r"Longer than maximum length (\d+)\.", lambda m: _("Use at most %(max)s characters.", max=m[1])),
-    (r"Shorter than minimum length (\d+)\.", lambda m: _("Use at least %(min)s characters.", min=m[1])),
+     lambda m: ngettext("Use between %(min)s and %(num)s character.", "Use between %(min)s and %(num)s characters.",
+                        int(m[2]), min=m[1])),
+    (r"Longer than maximum length (\d+)\.",
+     lambda m: ngettext("Use at most %(num)s character.", "Use at most %(num)s characters.", int(m[1]))),
+    (r"Shorter than minimum length (\d+)\.",
+     lambda m: ngettext("Use at least %(num)s character.", "Use at least %(num)s characters.", int(m[1]))),
     (r"(Must be one of: .*|one of .*|Not a valid choice\.?)", lambda m: _("Choose one of the options.")),
     (r"Not a valid date\.", lambda m: _("Enter a date as YYYY-MM-DD.")),
     (r"Not a valid URL\.", lambda m: _("Enter a web address that starts with https://.")),
@@ -49,8 +54,9 @@ _RULES = [
      lambda m: _("Competence code %(code)s is a specialist's; only general-medicine codes (001–008) can "
                  "enrol as a GP.", code=m[1])),
     (r"(\S+) numbers are not used in (\S+) regions; use (.+)",
-     lambda m: _("%(scheme)s numbers are not used in this region; use %(allowed)s.",
-                 scheme=m[1], allowed=m[3])),
+     lambda m: _("%(scheme)s numbers are not used in this region; use %(allowed)s.",   # INAMI in French
+                 scheme=label(m[1], "scheme"),
+                 allowed=" / ".join(label(s, "scheme") for s in m[3].split(" or ")))),
     (r"a Dutch postcode looks like 1234 AB", lambda m: _("A Dutch postcode looks like 1234 AB.")),
     (r"Dutch postcodes do not use the letters (\S+)",
      lambda m: _("Dutch postcodes do not use the letters %(letters)s.", letters=m[1])),
@@ -61,6 +67,8 @@ _RULES = [
      lambda m: _("%(pattern)s is not among the event types this application may receive (%(allowed)s).",
                  pattern=m[1], allowed=m[2])),
     (r"already enrolled in this region", lambda m: _("This is already enrolled in this region.")),
+    (r"the part before the @ may only contain ASCII .*",   # hecht/emails.py: the region did not opt in
+     lambda m: _("Before the @, use only letters without accents (a–z), digits and punctuation.")),
     (r"a council needs its seats.*", lambda m: _("A council needs its seats: add at least one member and cluster.")),
     (r"a member holds at most one seat", lambda m: _("A member holds at most one seat.")),
     (r"every seat names its cluster", lambda m: _("Name the cluster of every seat.")),

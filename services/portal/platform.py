@@ -193,7 +193,7 @@ def staff_new():
     body = {k: x for k, x in v.items() if x not in ("", None)}
     body["platform_admin"], body["admin_of"] = v["platform_admin"], v["admin_of"]
     try:
-        call("POST", "members", "/v1/staff", json=body)
+        invited = call("POST", "members", "/v1/staff", json=body).data
     except ApiError as e:
         if e.status in (401, 403):
             raise
@@ -203,7 +203,7 @@ def staff_new():
         return _staff_form(v, errors=errors, status=422)
     place = _("the platform console") if v["platform_admin"] else ", ".join(v["admin_of"]) or "hecht"
     nxt = "/platform" if v["platform_admin"] else (f"/admin/{v['admin_of'][0]}" if v["admin_of"] else "/")
-    send_invite(v["email"], nxt, v["language"], place)
+    send_invite(invited.get("email") or v["email"], nxt, v["language"], place)   # as stored, not as typed
     flash(_("The invitation has been sent to %(email)s.", email=v["email"]))
     return redirect(url_for("platform.staff"))
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from hecht import mongo
+from hecht import emails, mongo
 from hecht.web import ensure_ttl_index
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class Store:
             ensure_ttl_index(db.sessions, "expires_at", 0)
             ensure_ttl_index(db.rate_limits, "expires_at", 0)
             db.sessions.create_index([("email", ASCENDING)], sparse=True)
+            # Erasure and "my data" find a membership's sessions by its member id.
+            db.sessions.create_index([("data.memberships.member_id", ASCENDING)], sparse=True)
+            db.links.create_index([("email_key", ASCENDING)], sparse=True)
             _indexes_ready.add(key)
 
     # -- sign-in links --------------------------------------------------------------------
@@ -61,7 +64,8 @@ class Store:
         """A new single-use link token; only its hash is stored."""
         token = secrets.token_urlsafe(32)
         t = now()
-        self.db.links.insert_one({"_id": digest(token), "email": email, "next": next_path,
+        self.db.links.insert_one({"_id": digest(token), "email": email, "email_key": emails.key(email),
+                                  "next": next_path,
                                   "language": language, "purpose": purpose,
                                   "created_at": t, "expires_at": t + valid})
         return token
@@ -92,17 +96,36 @@ class Store:
     def delete_session(self, sid: str) -> None:
         self.db.sessions.delete_one({"_id": digest(sid)})
 
-    def sessions_of(self, email: str) -> list[dict]:
-        """The signed-in sessions of an address (for "my data"): times only, no ids."""
+    def sessions_of(self, member_id: str) -> list[dict]:
+        """The signed-in sessions holding a membership (for "my data"): times only, no ids."""
         return [{"created_at": d.get("created_at"), "updated_at": d.get("updated_at"),
                  "expires_at": d.get("expires_at")}
-                for d in self.db.sessions.find({"email": email}, {"data": 0}).limit(200)]
+                for d in self.db.sessions.find({"data.memberships.member_id": member_id}, {"data": 0}).limit(200)]
 
-    def forget(self, email: str | None) -> None:
-        """Erasure: the address's sessions and unused links go as well."""
+    def end_sessions_of(self, member_id: str, *, keep_sid: str | None = None) -> int:
+        """Erasure: every session holding the membership ends (but ``keep_sid``'s). Matched on the
+        member id, not the address: a session may have signed in with another spelling of it."""
+        query: dict = {"data.memberships.member_id": member_id}
+        if keep_sid:
+            query["_id"] = {"$ne": digest(keep_sid)}
+        return self.db.sessions.delete_many(query).deleted_count
+
+    def forget_links(self, email: str | None) -> None:
+        """Erasure: the unused sign-in links to the address (any spelling with its key) go too."""
         if email:
-            self.db.sessions.delete_many({"email": email})
-            self.db.links.delete_many({"email": email})
+            self.db.links.delete_many({"$or": [{"email": email}, {"email_key": emails.key(email)}]})
+
+    def once(self, bucket: str, key: str, window_s: int) -> bool:
+        """True the first time in the current fixed window (the windows of :meth:`hit`)."""
+        t = time.time()
+        window = int(t // window_s)
+        try:
+            self.db.rate_limits.insert_one({
+                "_id": f"{bucket}:{digest(key)}:{window}",
+                "expires_at": datetime.fromtimestamp((window + 1) * window_s, timezone.utc)})
+        except DuplicateKeyError:
+            return False
+        return True
 
     # -- rate limits ---------------------------------------------------------------------
     def hit(self, bucket: str, key: str, limit: int, window_s: int) -> int | None:

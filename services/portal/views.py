@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -15,19 +16,21 @@ from functools import wraps
 
 from flask import (Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request,
                    session, url_for)
-from flask_babel import get_locale, gettext as _, lazy_gettext as _l
+from flask_babel import get_locale, gettext as _, lazy_gettext as _l, ngettext
+
+from hecht import emails
 
 from . import fielderrors, mail
 from .client import ApiError, ApiUnavailable
 from .forms import (CapacityForm, ChooseRegionForm, EmailForm, EmptyForm, EraseForm, LanguageForm, LeaveForm,
                     ProfileForm, SignUpForm, VoteForm, category_choices)
 from .i18n import COOKIE as LANG_COOKIE, LANGUAGES, moment_of
+from .labels import label
 
 log = logging.getLogger(__name__)
 bp = Blueprint("portal", __name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
 SCHEMES_BY_COUNTRY = {"NL": ("BIG", "AGB"), "BE": ("RIZIV",)}
 UPCOMING = ("in_consultation", "mandated")
 ENDED = ("expired", "terminated", "superseded", "rejected")
@@ -202,7 +205,8 @@ def _signup_form(reg: dict, formdata=None) -> SignUpForm:
     if formdata is None:
         form.language.data = lang()
     form.category.choices = category_choices()
-    form.registration_scheme.choices = [(s, s) for s in SCHEMES_BY_COUNTRY.get(reg.get("country"), ("BIG", "AGB", "RIZIV"))]
+    form.registration_scheme.choices = [(s, label(s, "scheme"))   # INAMI in French, RIZIV in Dutch
+                                        for s in SCHEMES_BY_COUNTRY.get(reg.get("country"), ("BIG", "AGB", "RIZIV"))]
     form.practice_municipality.choices = [(m, m) for m in reg.get("municipalities") or []]
     return form
 
@@ -278,9 +282,9 @@ def _link_url(token: str) -> str:
     return f"{settings().portal_url}/sign-in/{token}"
 
 
-def _deliver(email: str, subject: str, body: str, link: str) -> None:
+def _deliver(email: str, subject: str, body: str, link: str | None) -> None:
     s = settings()
-    if s.development:
+    if s.development and link:
         log.info("sign-in link (development only)", extra={"to": email, "link": link})
         print(f"[portal] sign-in link for {email}: {link}", flush=True)
     try:
@@ -301,12 +305,62 @@ def _filled(body: dict) -> dict:
     return out
 
 
-def _send_link(email: str, next_path: str, language: str) -> None:
+def _stored_addresses(email: str) -> list[dict]:
+    """Where a sign-in link asked for with ``email`` may go: ``[{email, language}]``, the stored
+    addresses of the accounts it names under the rule of hecht/emails.py (memberships and staff
+    accounts from the members service, integrator contacts from notify), each once. Never the
+    address as typed: ``victim@xn--strae-oqa.example`` must not receive a link that opens the
+    account of ``victim@strasse.example`` (issue 22). Empty for an unknown address."""
+    items: list = []
+    try:
+        items += public("POST", "members", "/v1/sign-in-addresses", json={"email": email}).data.get("addresses") or []
+    except ApiError as e:
+        if e.status != 422:
+            raise
+    try:
+        items += public("POST", "notify", "/v1/integrator-sign-in-addresses",
+                        json={"email": email}).data.get("addresses") or []
+    except (ApiError, ApiUnavailable) as e:
+        # Members and staff still get their link; an integrator contact asks again later.
+        log.warning("integrator sign-in address lookup failed", extra={"error": str(e)})
+    found: dict[str, str | None] = {}
+    for a in items:
+        if isinstance(a, dict) and isinstance(a.get("email"), str) and a["email"]:
+            found.setdefault(a["email"], a.get("language") if a.get("language") in LANGUAGES else None)
+    return [{"email": e, "language": lang_} for e, lang_ in found.items()]
+
+
+def _mail_link(address: str, next_path: str, language: str) -> None:
+    """A new sign-in link to ``address``, which must be an account's stored address; the mail
+    is handed to SMTP after the answer (``_after_answer``), so the sign-in page answers in the
+    same time whether or not the address is known."""
     s = settings()
-    token = store().create_link(email, next_path=next_path, language=language,
+    token = store().create_link(address, next_path=next_path, language=language,
                                 valid=timedelta(minutes=s.link_minutes))
     link = _link_url(token)
-    _deliver(email, *mail.sign_in_message(language, link, s.link_minutes), link)
+    _after_answer(_deliver, address, *mail.sign_in_message(language, link, s.link_minutes), link)
+
+
+def _request_links(email: str, next_path: str, language: str) -> None:
+    """The sign-in page's work for a well-formed address. Per identity (the key of
+    hecht/emails.py) at most HECHT_PORTAL_SIGNIN_LIMIT_ADDRESS links go out in a window, counted
+    whether or not the address is known; past that, the person gets ONE e-mail per window saying
+    that links were requested, and the page answers as always: anyone can ask for anyone's
+    links, so an address's own limit never shows as a 429 (issue 22, item 6)."""
+    s = settings()
+    found = _stored_addresses(email)
+    key = emails.key(email)
+    wait = limited("sign-in-address", key, s.signin_limit_address)
+    if not found:
+        return
+    if wait is None:
+        for a in found:
+            _mail_link(a["email"], next_path, language)
+    elif store().once("sign-in-notice", key, s.signin_window_s):
+        minutes = max(1, math.ceil(wait / 60))
+        for a in found:
+            _after_answer(_deliver, a["email"], *mail.sign_in_limited_message(a["language"] or language, minutes),
+                          None)
 
 
 def _send_confirm(email: str, r: str, region_name: str, language: str) -> None:
@@ -337,18 +391,21 @@ def _rate_limited(wait: int):
 def sign_in():
     form = EmailForm(next=safe_next(request.args.get("next"), "")) if request.method == "GET" else EmailForm()
     if request.method == "POST":
-        if not form.validate() or not _EMAIL.fullmatch((form.email.data or "").strip()):
+        try:
+            # The address in its normal form (hecht/emails.py); the shape only, the accounts decide.
+            email = emails.normalise(form.email.data, unicode_local=True) if form.validate() else None
+        except emails.AddressError:
+            email = None
+        if email is None:
             errors = {"email": [_("Enter your e-mail address, like name@example.org.")]}
             return render_template("sign_in.html", form=form, errors=errors,
                                    purpose=sign_in_purpose(form.next.data)), 422
-        email = form.email.data.strip()
-        # Per client first (a script trying many addresses), then per address (mail bombing);
-        # both are counted whether or not the address is known.
-        wait = (limited("sign-in-client", client_key(), settings().signin_limit_client)
-                or limited("sign-in-address", email.casefold(), settings().signin_limit_address))
+        # Per client (a script trying many addresses): this one may answer 429. The per-address
+        # limit is in _request_links and never shows: the same page whether or not a link went out.
+        wait = limited("sign-in-client", client_key(), settings().signin_limit_client)
         if wait:
             return _rate_limited(wait)
-        _send_link(email, safe_next(form.next.data), lang())
+        _request_links(email, safe_next(form.next.data), lang())
         return redirect(url_for("portal.sign_in_sent"))
     return render_template("sign_in.html", form=form, errors={}, purpose=sign_in_purpose(form.next.data))
 
@@ -384,8 +441,8 @@ def sign_in_sent():
     return render_template("message.html", title=_("Check your e-mail"),
                            lines=[_("If this address is known to us, you will receive an e-mail with a "
                                     "sign-in link within a few minutes."),
-                                  _("The link works once, for %(minutes)s minutes.",
-                                    minutes=settings().link_minutes)])
+                                  ngettext("The link works once, for %(num)s minute.",
+                                           "The link works once, for %(num)s minutes.", settings().link_minutes)])
 
 
 def _link_invalid():
@@ -686,6 +743,7 @@ def _membership_page(member, etag, *, profile=None, capacity=None, errors=None, 
                            profile_form=profile or _profile_form(member, etag),
                            capacity_form=capacity or _capacity_form(member, etag),
                            registration=registration or member.get("registration") or {}, schemes=schemes,
+                           country=country,
                            etag=etag or "", errors=errors or {}, reverify=reverify_state(member)), status
 
 
@@ -1021,7 +1079,7 @@ def my_data_json(r):
     doc = {"exported_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
            "region_id": g.region, "member_id": g.member,
            "members": members_export, "notify": notify_export,
-           "portal": {"email": session.get("email"), "sessions": store().sessions_of(session.get("email"))}}
+           "portal": {"email": session.get("email"), "sessions": store().sessions_of(g.member)}}
     body = json.dumps(doc, ensure_ascii=False, indent=2, default=_json_default)
     resp = Response(body, mimetype="application/json")
     resp.headers["Content-Disposition"] = f'attachment; filename="hecht-{g.region}-{g.member}.json"'
@@ -1061,12 +1119,15 @@ def erase(r):
             errors = {"confirm": [_("Tick the box to confirm.")]}
             return render_template("erase.html", form=form, errors=errors), 422
         gp("DELETE", "members", member_path())
+        # The person's other sessions holding this membership end, found by its member id: one
+        # signed in with another spelling of the address is theirs too (issue 22, item 5).
+        store().end_sessions_of(g.member, keep_sid=session.sid)
         mine = [m for m in memberships() if m["region_id"] != r]
         session["memberships"] = mine
         session.pop("region", None)
         if not mine:
-            # Nothing left to sign in to: forget the address here too (every device's session).
-            store().forget(session.get("email"))
+            # Nothing left to sign in to: the unused links go, and this session ends too.
+            store().forget_links(session.get("email"))
             session.end()
         flash(_("Your personal data in this region has been erased."))
         return redirect(url_for("portal.index"))

@@ -19,10 +19,10 @@ REGION = "elz-sec"
 # What a ``portal`` token may call (docs/PORTAL.md); everything else answers it 403.
 PORTAL_ALLOWED = {
     ("members", "GET", "/v1/regions"), ("members", "GET", "/v1/regions/<region_id>"),
-    ("members", "POST", "/v1/sign-ins"),
+    ("members", "POST", "/v1/sign-ins"), ("members", "POST", "/v1/sign-in-addresses"),
     ("agreements", "GET", "/v1/regions/<region_id>/agreements"),
     ("agreements", "GET", "/v1/regions/<region_id>/agreements/<agreement_id>"),
-    ("notify", "POST", "/v1/integrator-sign-ins"),
+    ("notify", "POST", "/v1/integrator-sign-ins"), ("notify", "POST", "/v1/integrator-sign-in-addresses"),
 }
 
 
