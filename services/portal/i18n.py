@@ -9,6 +9,9 @@ from jinja2 import pass_context
 
 LANGUAGES = ("nl", "fr", "en")
 COOKIE = "hecht_lang"
+# French puts a narrow no-break space (U+202F) before : ; ? and ! (the catalogue's French
+# strings carry it; ``punct`` adds it where a template joins a message and its value).
+NARROW_NBSP = "\u202f"
 
 
 def select_locale() -> str:
@@ -41,6 +44,13 @@ def _parse(value):
         return None
 
 
+def punct(mark: str = ":") -> str:
+    """A colon, semicolon, question or exclamation mark that a template puts after a translated
+    label ("Mandate vote: Open"): in French preceded by a narrow no-break space."""
+    from flask_babel import get_locale
+    return (NARROW_NBSP + mark) if str(get_locale() or "") == "fr" else mark
+
+
 def install(app: Flask) -> None:
     from flask_babel import format_date, format_datetime, get_locale
 
@@ -71,6 +81,7 @@ def install(app: Flask) -> None:
         return label(value, kind)
 
     app.jinja_env.filters.update(day=day, moment=moment, pct=pct, label=label_filter)
+    app.jinja_env.globals["punct"] = punct
 
     @app.context_processor
     def _languages():

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
-from flask_babel import gettext as _
+from flask_babel import gettext as _, ngettext
 
 from . import fielderrors
 from .admin import api_errors as _api_errors, problem_text
@@ -331,9 +331,11 @@ def subscription_action(r, app, s, action):
                 if e.status in (401, 403, 404):
                     raise
                 return _subscription_page(s, errors=api_errors(e), since=since, status=422)
-            flash(_("Replay queued: %(matched)s events since then, %(created)s new deliveries, %(reopened)s "
-                    "sent again.", matched=reply.data.get("matched", 0), created=reply.data.get("created", 0),
-                    reopened=reply.data.get("reopened", 0)))
+            matched, created, reopened = (int(reply.data.get(k) or 0) for k in ("matched", "created", "reopened"))
+            flash(_("Replay queued: %(events)s since then, %(deliveries)s, %(again)s.",
+                    events=ngettext("%(num)s event", "%(num)s events", matched),
+                    deliveries=ngettext("%(num)s new delivery", "%(num)s new deliveries", created),
+                    again=ngettext("%(num)s sent again", "%(num)s sent again", reopened)))
     except ApiError as e:
         if e.status in (401, 403, 404):
             raise

@@ -30,6 +30,9 @@ LABELS = {
                     "regio-organisatie": _l("Regional organisation"), "eerstelijnszone": _l("Primary care zone"),
                     "other": _l("Other")},
     "country": {"NL": _l("the Netherlands"), "BE": _l("Belgium")},
+    # A registration scheme as people know it in their language (INAMI in French, RIZIV in
+    # Dutch); the code stays what the API stores and checks.
+    "scheme": {"RIZIV": _l("RIZIV/INAMI")},
     "choice": {"for": _l("For"), "against": _l("Against"), "abstain": _l("Abstain")},
     "notification_status": {"queued": _l("Queued"), "sent": _l("Sent"), "failed": _l("Failed")},
     "template": {"enrolment_approved": _l("Sign-up approved"), "enrolment_rejected": _l("Sign-up not approved"),

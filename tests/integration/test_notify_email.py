@@ -163,9 +163,12 @@ def test_outcomes_reach_all_active_members_and_review_due_the_board(notify_worke
     assert mails_to(addresses["m_susp"]) == [] and mails_to(addresses["m_new"]) == []
     subjects = sorted(m["Subject"] for m in wait_until(lambda: len(mails_to(addresses["m_gp"])) == 2 and
                                                        mails_to(addresses["m_gp"]), message="both"))
-    assert subjects == ["Accord en vigueur : « Zorgpad diabetes »", "Mandat accordé : « Zorgpad diabetes »"]
+    # French typography (issue 28): a narrow no-break space before ":" and ";", no-break spaces in « »
+    assert subjects == ["Accord en vigueur\u202f: «\u00a0Zorgpad diabetes\u00a0»",
+                        "Mandat accordé\u202f: «\u00a0Zorgpad diabetes\u00a0»"]
     [passed] = [m for m in mails_to(addresses["m_gp"]) if "Mandat" in m["Subject"]]
-    assert "3 pour, 1 contre, 0 abstentions ; participation 100%" in passed.get_body(("plain",)).get_content()
+    # French uses the singular for 0 (issue 28)
+    assert "3 pour, 1 contre, 0 abstention\u202f; participation 100%" in passed.get_body(("plain",)).get_content()
 
 
 def test_erasure_purges_the_address_and_a_later_mail_fails_without_sending(notify_worker):

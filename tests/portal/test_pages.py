@@ -144,13 +144,13 @@ def test_ballot_shows_turnout_and_own_vote_never_the_counts(portal_fleet, hecht,
     votes = browser.get(f"/r/{region}/votes")
     assert "Transmurale zorg" in votes.text
     page = browser.get(f"/r/{region}/votes/{agreement}")
-    assert "Je hebt nog niet gestemd" in page.text and "AZ Sint-Lucas" in page.text
+    assert "U hebt nog niet gestemd" in page.text and "AZ Sint-Lucas" in page.text
     assert browser.post(f"/r/{region}/votes/{agreement}", {"choice": "for"}).status_code == 302
     page = browser.get(f"/r/{region}/votes/{agreement}")
-    assert "Je huidige stem: Voor" in page.text and "Gestemd: 1 van de 2 leden (50%)" in page.text
+    assert "Uw huidige stem: Voor" in page.text and "Gestemd: 1 lid van de 2 (50%)" in page.text
     assert browser.post(f"/r/{region}/votes/{agreement}", {"choice": "against"}).status_code == 302
     page = browser.get(f"/r/{region}/votes/{agreement}")
-    assert "Je huidige stem: Tegen" in page.text and "Gestemd: 1 van de 2 leden" in page.text
+    assert "Uw huidige stem: Tegen" in page.text and "Gestemd: 1 lid van de 2" in page.text
     # Nothing on the page tells how many voted for or against.
     main = page.text[page.text.index("<main"):page.text.index("</main>")]
     assert not re.search(r"\b(for|against|abstain)\b\W*\d", main, re.I)

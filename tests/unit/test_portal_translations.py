@@ -23,7 +23,8 @@ def catalog(lang: str):
 def used_messages() -> set[str]:
     """What the code and templates ask for (the same extraction as babel.cfg)."""
     method_map = [("**.py", "python"), ("templates/**.html", "jinja2")]
-    keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "_l": None}
+    keywords = {"_": None, "gettext": None, "ngettext": (1, 2), "lazy_gettext": None, "_l": None,
+                "lazy_ngettext": (1, 2), "_nl": (1, 2)}
     found = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
             str(PORTAL), method_map=method_map, keywords=keywords, options_map={"templates/**.html": {}}):
@@ -35,14 +36,20 @@ def used_messages() -> set[str]:
 def test_every_message_is_translated(lang):
     cat = catalog(lang)
     assert not cat.fuzzy, f"{lang}: the catalogue header is marked fuzzy"
-    messages = {m.id: m for m in cat if m.id}
+    messages = {(m.id if isinstance(m.id, str) else m.id[0]): m for m in cat if m.id}
     missing = sorted(used_messages() - set(messages))
     assert not missing, f"{lang}: messages without an entry (run pybabel extract/update): {missing[:5]}"
     for msgid, m in messages.items():
-        assert m.string and m.string.strip(), f"{lang}: no translation for {msgid!r}"
+        # a plural message (ngettext): one form per plural category of the language, each
+        # with the placeholders of the English plural (the count %(num)s included)
+        forms = list(m.string) if m.pluralizable else [m.string]
+        wanted = set(PLACEHOLDER.findall(m.id[1] if m.pluralizable else msgid))
+        if m.pluralizable:
+            assert len(forms) == cat.num_plurals, f"{lang}: {len(forms)} plural forms for {msgid!r}"
         assert not m.fuzzy, f"{lang}: fuzzy translation for {msgid!r}"
-        assert set(PLACEHOLDER.findall(m.string)) == set(PLACEHOLDER.findall(msgid)), \
-            f"{lang}: placeholders differ in {msgid!r} → {m.string!r}"
+        for form in forms:
+            assert form and form.strip(), f"{lang}: no translation for {msgid!r}"
+            assert set(PLACEHOLDER.findall(form)) == wanted, f"{lang}: placeholders differ in {msgid!r} → {form!r}"
 
 
 def test_dutch_and_french_are_not_english():
