@@ -94,8 +94,8 @@ def render() -> dict:
                                                 "it was written with; an older one is ignored"},
                                    "notice": {
                                        "type": "object", "required": ["id", "kind"],
-                                       "description": "an e-mail notify sends the member once per id "
-                                                      "(issue 22): sign_up_confirm (a new sign-up made "
+                                       "description": "an e-mail notify sends the member once per id"
+                                                      ": sign_up_confirm (a new sign-up made "
                                                       "without the portal), sign_up_attempt (someone signed "
                                                       "up with the member's address or registration, "
                                                       "via says which); the contact fields are the "

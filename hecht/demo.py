@@ -256,7 +256,7 @@ class Demo:
         for p in PEOPLE:
             m = existing.get(emails.key(p.email))
             if m is None:
-                # as the region's admin: the only caller told the new member's id (issue 22)
+                # as the region's admin: the only caller told the new member's id
                 r = self._call("POST", f"{self.members_url}/v1/regions/{REGION}/members", ok=(201, 409),
                                key=f"sign-up:{p.key}", headers=self.admin, json=p.sign_up_body())
                 if r.status_code == 409:   # a concurrent run won the race: read it back

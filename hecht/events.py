@@ -60,7 +60,7 @@ def short_type(event_type: str) -> str:
     return core.rsplit(".v", 1)[0]
 
 
-# Events that never leave the service that made them (issue 22, item 3). An agreement in draft
+# Events that never leave the service that made them. An agreement in draft
 # is the region's work in progress: its events (``agreement.drafted``, ``agreement.revised``, and
 # any other whose ``data.status`` is ``draft``) go into the agreements service's own history, where
 # region staff read the timeline, never onto ``hecht.agreements``, a webhook or a replay. The

@@ -1,4 +1,4 @@
-"""Marshmallow validators shared by the services' request schemas (issue 22, item 11).
+"""Marshmallow validators shared by the services' request schemas.
 
 * :data:`PLAIN` — one line of text a person types as a name, a title or a municipality: no
   control characters (Unicode category Cc: ``\\n``, ``\\r``, ``\\t``, ``\\x0b``, NUL, DEL, the C1

@@ -783,7 +783,7 @@ def _share(part: int, whole: int) -> float | None:
 class SignUp:
     region_id: str
     data: dict
-    # Who asks (issue 22): "public" (no token: nothing may tell whether the address or the
+    # Who asks: "public" (no token: nothing may tell whether the address or the
     # registration is enrolled; notify mails the confirmation), "portal" (it mints its own
     # confirmation link and hides the outcome) or "staff" (a region-admin of the region, who may
     # list the members anyway: the id, and a 409 on a duplicate).

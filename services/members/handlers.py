@@ -94,7 +94,7 @@ def _check_affected(repos: "Repos", region: domain.Region, wanted: list[str], co
 
 
 # -- members --------------------------------------------------------------------------------
-# Notices (issue 22): a contact record on ``hecht.members.contacts`` may carry ``notice``, an
+# Notices: a contact record on ``hecht.members.contacts`` may carry ``notice``, an
 # e-mail notify sends the member once (by the notice's id). Internal, like the whole topic.
 SIGN_UP_CONFIRM = "sign_up_confirm"   # a new sign-up not made through the portal: confirm the address
 SIGN_UP_ATTEMPT = "sign_up_attempt"   # someone signed up with an enrolled address or registration
@@ -110,7 +110,7 @@ def sign_up(cmd: domain.SignUp, repos: "Repos", trace: str | None) -> dict | Non
     """The new member, or None when the address or the registration is already enrolled in the
     region (for a region-admin: the 409 naming the rule).
 
-    Nobody else may tell the two apart (issue 22): the caller gets the same answer, and the
+    Nobody else may tell the two apart: the caller gets the same answer, and the
     e-mail goes to the enrolled member instead. Both outcomes are one transaction with what makes
     the e-mail go (a contact record with a ``notice``, outbox): the new member with its
     confirmation notice (unless the portal asks: it mails its own link), or the attempt notice

@@ -51,7 +51,7 @@ def ensure_indexes(db: Database) -> None:
 
 
 # Addresses with a character outside ASCII: the only ones whose key the rule of hecht/emails.py
-# (issue 22) changed. For ASCII addresses ``casefold()``, the earlier key, is the new key.
+# changed. For ASCII addresses ``casefold()``, the earlier key, is the new key.
 _NON_ASCII = {"$regex": "[^\\x00-\\x7F]"}
 
 
@@ -191,7 +191,7 @@ class MemberRepository:
             "email_verified_at": m.email_verified_at, "verified_at": m.verified_at,
             "reverify_notified_for": m.reverify_notified_for,
             **cls._keys(m),
-            # when a sign-up attempt was last mailed to the member (issue 22): gone with erasure
+            # when a sign-up attempt was last mailed to the member: gone with erasure
             **({"signup_notice_at": None} if m.status == "erased" else {}),
         }
 
@@ -341,7 +341,7 @@ class MemberRepository:
 
     def note_sign_up_attempt(self, holders: list[tuple[dict, str, dict]], at: datetime,
                              quiet: timedelta) -> int:
-        """Someone signed up with these members' address or registration (issue 22): for each
+        """Someone signed up with these members' address or registration: for each
         ``(document, via, notice)`` not noticed within ``quiet``, its contact record with the
         notice (outbox: notify sends the e-mail), in one transaction. Nothing about the
         membership changes (not its version: its ETag stays); each member's ``signup_notice_at``

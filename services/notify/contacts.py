@@ -62,7 +62,7 @@ class ContactsConsumer:
         return outcome
 
     def queue_notice(self, member_id: str, contact: dict) -> bool:
-        """A record may carry a ``notice`` (issue 22): an e-mail to the member, queued once per
+        """A record may carry a ``notice``: an e-mail to the member, queued once per
         notice id, even when the record's contact fields are not newer than the ones kept (it is
         written with the member's current version). Not for an erased or tombstoned member."""
         from . import domain, handlers   # handlers imports the repositories this module uses too

@@ -286,7 +286,7 @@ EMAIL_RULES: dict[str, tuple[str, str]] = {
 }
 VOTE_CLOSING = "vote_closing"
 INTEGRATOR_INVITED = "integrator_invited"   # to an integrator application's contact address, not a member
-# Notices members asks for on a member's contact record (issue 22; contacts.py): the kind → the
+# Notices members asks for on a member's contact record (contacts.py): the kind → the
 # template. The public sign-up's answer never tells whether the address was enrolled; these
 # e-mails tell the person instead. No notification.* event is published for them (PRIVATE_TEMPLATES).
 NOTICE_TEMPLATES = {"sign_up_confirm": "sign_up_confirm", "sign_up_attempt": "sign_up_attempted"}

@@ -300,7 +300,7 @@ def handle_event(event: dict, db: Database, settings: Settings) -> None:
         return
     if ev.is_internal(event):
         # A draft's event (agreements never publishes one; an older version of it did): no
-        # copy, no delivery, no replay. Drafts never reach integrators (issue 22, item 3).
+        # copy, no delivery, no replay. Drafts never reach integrators.
         log.warning("internal event ignored", extra={"event_id": event.get("id"), "type": short})
         return
     repos = Repos(db, settings)

@@ -13,7 +13,7 @@ Errors are ``application/problem+json`` (RFC 9457) that also carry RFC 6749's ``
 The endpoint takes form bodies and HTTP Basic credentials, which hecht's bearer-token request
 hook refuses, so ``handle_before`` answers it ahead of that hook (see ``app.py``).
 
-Failed attempts are limited per client id (issue 22): at most ``HECHT_OAUTH_FAILURE_LIMIT``
+Failed attempts are limited per client id: at most ``HECHT_OAUTH_FAILURE_LIMIT``
 (10) per ``HECHT_OAUTH_FAILURE_WINDOW_S`` (900 s from the window's first attempt). Past that
 every request for that client id, even with the right secret, gets 429 with ``Retry-After``
 (a problem with RFC 6749 ``error`` ``temporarily_unavailable``) until the window ends. The

@@ -8,7 +8,7 @@ or a name like ``localhost``, therefore never reaches a private, loopback, link-
 cloud-metadata address. Proxies from the environment are ignored and redirects are not
 followed (a 3xx is a failed attempt), so neither can route around the check.
 
-Every delivery is bounded in time and size (issue 22):
+Every delivery is bounded in time and size:
 
 - **One total deadline** (:class:`Deadline`, ``HECHT_WEBHOOK_TIMEOUT_S``) covers connecting,
   the TLS handshake, sending and receiving. Per-operation socket timeouts are clamped to what

@@ -82,7 +82,7 @@ class SubscriptionUpdateSchema(Schema):
 
     @validates_schema
     def something_to_change(self, data, **kwargs):
-        """An empty body changes nothing: 422, not a new version (issue 22)."""
+        """An empty body changes nothing: 422, not a new version."""
         if not data:
             raise ValidationError("send at least one field to change", "_schema")
 

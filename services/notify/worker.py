@@ -833,7 +833,7 @@ class MailSender:
         if doc.get("member_id") is None:
             event = None  # notification.* events are about members; an invitation is notify's own business
         elif doc["template"] in domain.PRIVATE_TEMPLATES:
-            event = None  # a sign-up's e-mails (issue 22): integrators must not learn of an attempt
+            event = None  # a sign-up's e-mails: integrators must not learn of an attempt
         try:
             self.repo.finish(doc, status, event, extra, before_commit=before_commit)
         except PreconditionFailed:

@@ -243,7 +243,7 @@ def sign_up(r):
                     errors = {"registration_number": [fielderrors.translate("", e.title)]}
                 return render_template("sign_up.html", region=reg, form=form, errors=errors), 422
             raise
-        # 202 whether or not the address or the registration was enrolled already (issue 22); the
+        # 202 whether or not the address or the registration was enrolled already; the
         # portal's token is also told which. A new member gets the portal's own confirmation link;
         # for an enrolled one the members service has notify mail the member that someone tried
         # (to the stored address). The page says the same either way: it must not tell who is a member.
@@ -255,7 +255,7 @@ def sign_up(r):
 
 def _after_answer(fn, *args) -> None:
     """Run ``fn(*args)`` in the app's context on a thread of its own, so the page answers in the
-    same time whether or not it mails (issue 22: the SMTP hand-off must not tell who is enrolled).
+    same time whether or not it mails (the SMTP hand-off must not tell who is enrolled).
     As before, a mail that fails is logged, not retried."""
     app = current_app._get_current_object()
 
@@ -310,7 +310,7 @@ def _stored_addresses(email: str) -> list[dict]:
     addresses of the accounts it names under the rule of hecht/emails.py (memberships and staff
     accounts from the members service, integrator contacts from notify), each once. Never the
     address as typed: ``victim@xn--strae-oqa.example`` must not receive a link that opens the
-    account of ``victim@strasse.example`` (issue 22). Empty for an unknown address."""
+    account of ``victim@strasse.example``. Empty for an unknown address."""
     items: list = []
     try:
         items += public("POST", "members", "/v1/sign-in-addresses", json={"email": email}).data.get("addresses") or []
@@ -346,7 +346,7 @@ def _request_links(email: str, next_path: str, language: str) -> None:
     hecht/emails.py) at most HECHT_PORTAL_SIGNIN_LIMIT_ADDRESS links go out in a window, counted
     whether or not the address is known; past that, the person gets ONE e-mail per window saying
     that links were requested, and the page answers as always: anyone can ask for anyone's
-    links, so an address's own limit never shows as a 429 (issue 22, item 6)."""
+    links, so an address's own limit never shows as a 429."""
     s = settings()
     found = _stored_addresses(email)
     key = emails.key(email)
@@ -1120,7 +1120,7 @@ def erase(r):
             return render_template("erase.html", form=form, errors=errors), 422
         gp("DELETE", "members", member_path())
         # The person's other sessions holding this membership end, found by its member id: one
-        # signed in with another spelling of the address is theirs too (issue 22, item 5).
+        # signed in with another spelling of the address is theirs too.
         store().end_sessions_of(g.member, keep_sid=session.sid)
         mine = [m for m in memberships() if m["region_id"] != r]
         session["memberships"] = mine
