@@ -433,8 +433,8 @@ def _add_months(day: date, months: int) -> date:
 def reverify_due(verified_at: datetime | str | None, months: int, now: datetime) -> bool:
     """Is a registration verified at ``verified_at`` past its re-confirmation at ``now``? Due from
     00:00 UTC of the day ``months`` calendar months later, as the members service computes it
-    (``services.members.domain.reverify_due_at``). Unknown (a read-model row from events before
-    issue 16): not due, a vote is never taken from someone on a guess."""
+    (``services.members.domain.reverify_due_at``). Unknown (a read-model row from events older than
+    re-verification): not due, a vote is never taken from someone on a guess."""
     if not verified_at:
         return False
     if isinstance(verified_at, str):

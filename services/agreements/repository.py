@@ -329,7 +329,8 @@ class ReadModel:
 
     def put_member(self, data: dict, sequence: int) -> bool:
         # What the body's rule needs (never personal contact data): roles, category, municipality,
-        # and when the registration was last verified (None: not known, from an event before issue 16).
+        # and when the registration was last verified (None: not known, from an event older than
+        # re-verification).
         return self._put(self.members, data["member_id"], {
             "region_id": data["region_id"], "status": data["status"], "roles": list(data.get("roles") or []),
             "category": data.get("category"), "municipality": data.get("municipality"),

@@ -229,7 +229,7 @@ def list_members(args, region_id):
         if args.get("status"):
             query["status"] = args["status"]
     elif args.get("reverify_due") is not None:
-        # The staff list of registrations to re-confirm (issue 16).
+        # The staff list of registrations to re-confirm.
         due = MemberRepository.reverify_due_query(datetime.now(timezone.utc), months, args["reverify_due"])
         query = {"$and": [query, due]}
     if args.get("outside_region") is not None and not args.get("ids"):

@@ -44,7 +44,7 @@ class MandatePolicy:
     live_tally: bool = False          # running counts while a vote is open (off: secret ballot)
     max_proxies: int = 0              # proxies one member may carry; 0: no proxies
     trainees_vote: bool = True        # members in training (category gp-in-training) are electors
-    reverify_months: int = 12         # a registration is re-confirmed this often (issue 16)
+    reverify_months: int = 12         # a registration is re-confirmed this often
     unverified_leave_electorate: bool = False   # members past due are left out of votes opened meanwhile
     version: int = 1                  # +1 on every change; a vote freezes the version it opened under
 
@@ -350,7 +350,7 @@ class Capacity:
 
 
 # -- the state machine ----------------------------------------------------------------------
-# Periodic re-verification (issue 16) concerns the members whose registration counts, active and
+# Periodic re-verification concerns the members whose registration counts, active and
 # suspended; a sign-up is verified by its approval. Kept apart from the lifecycle table below:
 # it changes no status.
 REVERIFY_STATUSES = ("active", "suspended")
@@ -422,7 +422,7 @@ class Member:
     updated_at: datetime | None = None
     email_verified_at: datetime | None = None
     # When the registration was last confirmed valid: approval, a registration correction, a
-    # re-confirmation. None on documents from before issue 16: see ``effective_verified_at``.
+    # re-confirmation. None on documents from before re-verification existed: see ``effective_verified_at``.
     verified_at: datetime | None = None
     # The due moment the worker's sweep last announced (``member.reverification_due``): once per period.
     reverify_notified_for: datetime | None = None
@@ -562,7 +562,7 @@ class Member:
                 "capacity": {"status": self.capacity.status, "since": self.capacity.since.isoformat()}
                 if self.capacity else None,
                 # when the registration was last confirmed: agreements leaves members past due out
-                # of a vote where the region says so (issue 16). A moment, nothing personal.
+                # of a vote where the region says so. A moment, nothing personal.
                 "verified_at": _iso(self.effective_verified_at)}
 
     def contact_data(self) -> dict | None:
@@ -591,7 +591,7 @@ def _iso(moment: datetime | None) -> str | None:
     return _aware(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
 
 
-# -- periodic re-verification (issue 16) ------------------------------------------------------
+# -- periodic re-verification ------------------------------------------------------
 def add_months(day: date, months: int) -> date:
     """``day`` plus calendar months; a day the target month lacks becomes its last day
     (31 January + 1 month = 28 or 29 February)."""

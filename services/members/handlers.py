@@ -454,7 +454,7 @@ COMMAND_HANDLERS = {
 
 
 # The commands that can change a region's capacity counts (active members by municipality and
-# capacity): today's snapshot, once taken, is counted again after each (issue 28).
+# capacity): today's snapshot, once taken, is counted again after each.
 CAPACITY_COMMANDS = (domain.UpdateRegion, domain.ApproveMember, domain.SuspendMember, domain.ReinstateMember,
                      domain.LeaveRegion, domain.SetCapacity, domain.UpdateProfile, domain.EraseMember)
 

@@ -143,7 +143,7 @@ class RegionRepository:
         return outbox.history(self.db, region_id, actors=True)
 
 
-# Member event fields that events written before issue 17 carried and erasure removes: the
+# Member event fields that older events carried (before personal data left them) and erasure removes: the
 # ``personal`` block, the language and the free text (a reason; the capacity note, below).
 PERSONAL_EVENT_FIELDS = ("personal", "language", "reason")
 
@@ -392,7 +392,7 @@ class MemberRepository:
         The member document itself was stripped by the erasure write, which also queued a
         tombstone for ``hecht.members.contacts``. Left are contact records still waiting in the
         outbox (dropped: the tombstone supersedes them), events that carry personal data or free
-        text (written before issue 17), pending or archived, and responses kept for
+        text (written before personal data left the events), pending or archived, and responses kept for
         Idempotency-Key replays. A relay publishing concurrently is covered by
         ``worker.MembersRelay``, which redacts, tombstones again and re-purges after its writes.
         """
@@ -564,7 +564,7 @@ def take_snapshot(db: Database, region_id: str, day: date) -> tuple[dict, bool]:
 
 
 def refresh_snapshot(db: Database, region_id: str, day: date) -> bool:
-    """Count ``day``'s snapshot again if it has been taken (issue 28: the day's point must agree
+    """Count ``day``'s snapshot again if it has been taken (the day's point must agree
     with the live overview after the day's approvals and capacity changes); a day not taken
     yet is left to the daily job. Called after every command that can change the counts.
 

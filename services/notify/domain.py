@@ -89,7 +89,7 @@ REDACTED = "[redacted]"
 
 # Free text written by staff or a mail server, per event type (``kind.*`` for a whole kind): never
 # in a webhook payload nor in notify's copy of the event. Dotted names reach into an object.
-# Member events carry none any more (issue 17); the entries stay for events written before.
+# Member events carry none any more; the entries stay for events written before.
 STAFF_TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "member.*": ("reason", "capacity.note"),
     "agreement.terminated": ("reason",),

@@ -355,7 +355,7 @@ def forget_member(event: dict, repos: Repos) -> None:
     repos.address_book.erase(member_id, data.get("region_id") or event.get("region"), event["sequence"])
     repos.db.notifications.update_many({"member_id": member_id, "context.reason": {"$exists": True}},
                                        {"$unset": {"context.reason": ""}})
-    # copies kept before issue 17 could hold the member's free text (redaction now drops it)
+    # copies kept before personal data left the events could hold the member's free text (redaction now drops it)
     repos.db.event_copies.update_many({"subject": member_id, "type": {"$regex": "^member\\."}},
                                       {"$unset": {"event.data.reason": "", "event.data.capacity.note": "",
                                                   "event.data.language": ""}})

@@ -30,7 +30,7 @@ An attempt has one total deadline (``HECHT_WEBHOOK_TIMEOUT_S``) for connect, sen
 reads at most 64 KB of the reply and never follows a redirect nor reads its body
 (``outbound.post``).
 
-Two controls per subscription sit on top (issue 15):
+Two controls per subscription sit on top:
 
 - **Rate limit** (``rate_limit``, deliveries per second). Each send takes the subscription's
   next slot with one conditional update (``rl_next_at``: free when past, moved 1/rate on), so

@@ -108,7 +108,7 @@ def problem_text(e: ApiError) -> str:
     return _("This is not possible now.")
 
 
-# -- who acted: names, not ids (issue 28) -----------------------------------------------------------
+# -- who acted: names, not ids -----------------------------------------------------------
 ACTOR = re.compile(r"^(staff|member):([A-Za-z0-9_-]{1,64})$")
 NAMES_PER_CALL = 100
 
@@ -230,7 +230,7 @@ MEMBER_FILTERS = {"status": MEMBER_STATUSES, "role": MEMBER_ROLES, "capacity": C
 
 
 def outside_region(member: dict, region: dict) -> bool:
-    """A practice outside the region's municipalities: flagged to staff (issue 16), since an
+    """A practice outside the region's municipalities: flagged to staff, since an
     assembly's electorate leaves such a member out."""
     town = (member.get("practice") or {}).get("municipality")
     if not town or member.get("status") in ("erased", "left", "rejected"):
@@ -326,7 +326,7 @@ def member(r, m):
     return _member_page(m)
 
 
-# action → needs a reason; "reconfirm" is staff confirming the registration is still valid (issue 16)
+# action → needs a reason; "reconfirm" is staff confirming the registration is still valid
 ACTIONS = {"approve": False, "reject": True, "suspend": True, "reinstate": False, "reconfirm": False}
 
 
@@ -600,7 +600,7 @@ AGREEMENT_ACTIONS = {"open-vote": ("POST", "/mandate"), "sign": ("POST", "/sign"
 @bp.route("/agreements/<a>/close-vote", methods=["GET", "POST"])
 @staff_required
 def agreement_close_vote(r, a):
-    """Closing a vote early is a confirmation step (issue 28), like erasure: the GET page (and a
+    """Closing a vote early is a confirmation step, like erasure: the GET page (and a
     POST without ``confirm``) states the turnout so far and what closing means; only a POST
     with ``confirm=y`` closes. Works without JavaScript."""
     def page(message=None, status=200):
@@ -694,7 +694,7 @@ def notifications(r):
             raise
         errors.update(api_errors(e))
         items, nxt = [], None
-    # Names, not ids (issue 28); the id stays in the link's tooltip and in the filter.
+    # Names, not ids; the id stays in the link's tooltip and in the filter.
     names = member_names({n["member_id"] for n in items if isinstance(n, dict) and n.get("member_id")})
     return render_template("admin/notifications.html", region=region, items=items, errors=errors, names=names,
                            status=params.get("status", ""), member=params.get("member", ""),
@@ -1072,7 +1072,7 @@ def event_label(event_type) -> str:
 
 
 
-# -- integrators (issue 15) -------------------------------------------------------------------
+# -- integrators -------------------------------------------------------------------
 INTEGRATOR_STATUSES = ("invited", "active", "suspended")
 
 

@@ -1,4 +1,4 @@
-"""Integrators' self-service pages (``/integrations``, issue 15; docs/PORTAL.md part 3).
+"""Integrators' self-service pages (``/integrations``; docs/PORTAL.md part 3).
 
 An integrator application is held by the person whose address notify's
 ``POST /v1/integrator-sign-ins`` named at sign-in (``session["integrators"]``, looked up again

@@ -414,7 +414,7 @@ _BALLOT_NEXT = re.compile(r"^/r/([^/?#]+)/votes/([^/?#]+)/?(?:\?.*)?$")
 
 
 def sign_in_purpose(next_path: str | None) -> str | None:
-    """What a signed-out person is signing in for (issue 28): a vote e-mail's link says "Sign in
+    """What a signed-out person is signing in for: a vote e-mail's link says "Sign in
     to vote on “X”". The title is read with the portal's own token, which reads only what is
     public (a draft, or an agreement of another region under this URL, is a 404 there), so a
     signed-out visitor learns nothing more than that; when the title cannot be read, nothing is
@@ -712,7 +712,7 @@ REVERIFY_SOON = timedelta(days=30)  # the re-confirmation form shows this long b
 
 
 def reverify_state(member: dict, now: datetime | None = None) -> str | None:
-    """``"due"`` once the registration's re-confirmation is due (issue 16), ``"soon"`` within
+    """``"due"`` once the registration's re-confirmation is due, ``"soon"`` within
     ``REVERIFY_SOON`` of it, else None (also for members it does not apply to: no due date)."""
     due = moment_of(member.get("reverify_due_at"))
     if due is None:
@@ -861,7 +861,7 @@ def update_registration(r):
 @bp.post("/r/<r>/membership/reconfirm")
 @login_required
 def reconfirm(r):
-    """Confirm one's registration is still valid (the periodic re-verification, issue 16; the
+    """Confirm one's registration is still valid (the periodic re-verification; the
     e-mail links to the membership page). A changed number on the form goes along as the
     correction; an unchanged one is a plain confirmation."""
     member, etag = _member()
